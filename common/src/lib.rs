@@ -1,0 +1,15 @@
+//! Shared pieces of lakevault: the configuration model, storage account access
+//! (credentials, Shared Key signing, SAS), the work-item wire format, the work queue,
+//! failure classification and telemetry.
+
+pub mod config;
+pub mod connection_string;
+pub mod error;
+pub mod extra_headers;
+pub mod queue;
+pub mod sas;
+pub mod secret;
+pub mod shared_key;
+pub mod storage;
+pub mod telemetry;
+pub mod wire;

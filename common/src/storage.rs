@@ -1,0 +1,548 @@
+//! Turning a configured account into SDK clients: endpoints, the authentication policy of
+//! its credential kind, a transport with connect timeouts, and one retry configuration.
+//! Also builds the source URL (and authorization) a server-side copy reads from.
+
+use crate::config::AccountConfig;
+use crate::connection_string;
+use crate::extra_headers::ExtraHeadersPolicy;
+use crate::sas::{self, SasResource};
+use crate::secret::SecretString;
+use crate::shared_key::SharedKeyPolicy;
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{ClientOptions, Context, ExponentialRetryOptions, Request, RetryOptions, Transport};
+use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
+use azure_storage_queue::{QueueClient, QueueServiceClient, QueueServiceClientOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use time::OffsetDateTime;
+use url::Url;
+
+const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// Network behaviour shared by every client: fail fast on unreachable endpoints, retry
+/// what the SDK classifies as transient, within bounds.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    pub connect_timeout: Duration,
+    /// Upper bound for one request (a 256 MiB synchronous copy must fit).
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+    pub max_retry_elapsed: Duration,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(600),
+            max_retries: 4,
+            max_retry_elapsed: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("account `{alias}`: {message}")]
+    Invalid { alias: String, message: String },
+    #[error("account `{alias}`: {source}")]
+    Sas { alias: String, source: sas::SasError },
+    #[error("account `{alias}`: cannot create the {kind} credential: {message}")]
+    Credential {
+        alias: String,
+        kind: &'static str,
+        message: String,
+    },
+    #[error("account `{alias}`: {message}")]
+    Client { alias: String, message: String },
+}
+
+/// Where a SAS token comes from. A file is re-read when it changes, so a token rotated on
+/// disk (a mounted secret) is picked up without a restart.
+#[derive(Debug)]
+enum SasSource {
+    Static(SecretString),
+    File {
+        path: PathBuf,
+        cached: Mutex<Option<(SystemTime, SecretString)>>,
+    },
+}
+
+impl SasSource {
+    fn current(&self) -> std::io::Result<SecretString> {
+        match self {
+            SasSource::Static(t) => Ok(t.clone()),
+            SasSource::File { path, cached } => {
+                let mtime = std::fs::metadata(path)?.modified()?;
+                let mut guard = cached.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((seen, token)) = guard.as_ref()
+                    && *seen == mtime
+                {
+                    return Ok(token.clone());
+                }
+                let token = SecretString::new(read_secret_file(path)?.trim_start_matches('?'));
+                *guard = Some((mtime, token.clone()));
+                Ok(token)
+            }
+        }
+    }
+}
+
+/// How requests to one account are authorised.
+#[derive(Debug, Clone)]
+enum Auth {
+    SharedKey { key: SecretString },
+    Sas(Arc<SasSource>),
+    Token(Arc<dyn TokenCredential>),
+}
+
+/// A configured storage account, ready to make clients.
+#[derive(Debug, Clone)]
+pub struct StorageAccount {
+    pub alias: String,
+    pub account_name: Option<String>,
+    pub blob_endpoint: Url,
+    pub queue_endpoint: Url,
+    auth: Auth,
+    network: NetworkOptions,
+}
+
+/// The URL a server-side copy reads from, with its authorization. The URL may contain a
+/// SAS signature: log it only through [`crate::secret::redact_url`].
+#[derive(Clone)]
+pub struct CopySource {
+    pub url: String,
+    /// A `Bearer …` value for `x-ms-copy-source-authorization`, for Entra-authenticated
+    /// sources.
+    pub authorization: Option<SecretString>,
+}
+
+impl std::fmt::Debug for CopySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopySource")
+            .field("url", &crate::secret::redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+fn resolve_secret(
+    alias: &str,
+    field: &str,
+    value: &Option<SecretString>,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<SecretString, AccountError> {
+    let invalid = |message: String| AccountError::Invalid {
+        alias: alias.to_string(),
+        message,
+    };
+    if let Some(v) = value {
+        return Ok(v.clone());
+    }
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(SecretString::new(v.trim())),
+            _ => Err(invalid(format!(
+                "`{field}_env` names the environment variable `{var}`, which is not set or empty"
+            ))),
+        };
+    }
+    if let Some(path) = file {
+        return read_secret_file(path)
+            .map(SecretString::new)
+            .map_err(|e| invalid(format!("`{field}_file` {}: {e}", path.display())));
+    }
+    Err(invalid(format!("`{field}` is not set")))
+}
+
+fn default_endpoint(service: &str, account: &str) -> Url {
+    Url::parse(&format!("https://{account}.{service}.core.windows.net"))
+        .unwrap_or_else(|_| panic!("account name `{account}` makes an invalid URL"))
+}
+
+fn endpoint_pair(
+    alias: &str,
+    account_name: Option<&str>,
+    blob: &Option<Url>,
+    queue: &Option<Url>,
+) -> Result<(Url, Url), AccountError> {
+    let pick = |service: &str, explicit: &Option<Url>| -> Result<Url, AccountError> {
+        match (explicit, account_name) {
+            (Some(u), _) => Ok(normalise_endpoint(u)),
+            (None, Some(name)) => Ok(default_endpoint(service, name)),
+            (None, None) => Err(AccountError::Invalid {
+                alias: alias.to_string(),
+                message: format!("set `account_name` or `{service}_endpoint`"),
+            }),
+        }
+    };
+    Ok((pick("blob", blob)?, pick("queue", queue)?))
+}
+
+/// Drops a trailing slash on path-style (emulator) endpoints: `/acct//container` is a 400.
+fn normalise_endpoint(u: &Url) -> Url {
+    let mut u = u.clone();
+    if u.path().len() > 1 && u.path().ends_with('/') {
+        let p = u.path().trim_end_matches('/').to_string();
+        u.set_path(&p);
+    }
+    u.set_query(None);
+    u
+}
+
+impl StorageAccount {
+    /// Resolves an account's credential (reading env vars and files) and endpoints.
+    pub fn from_config(
+        alias: &str,
+        config: &AccountConfig,
+        network: NetworkOptions,
+    ) -> Result<Self, AccountError> {
+        let invalid = |message: String| AccountError::Invalid {
+            alias: alias.to_string(),
+            message,
+        };
+        let cred_err = |kind: &'static str, e: azure_core::Error| AccountError::Credential {
+            alias: alias.to_string(),
+            kind,
+            message: crate::error::describe(&e),
+        };
+        let (account_name, blob_endpoint, queue_endpoint, auth) = match config {
+            AccountConfig::ConnectionString {
+                connection_string,
+                connection_string_env,
+                connection_string_file,
+            } => {
+                let text = resolve_secret(
+                    alias,
+                    "connection_string",
+                    connection_string,
+                    connection_string_env,
+                    connection_string_file,
+                )?;
+                let parsed = connection_string::parse(text.expose())
+                    .map_err(|e| invalid(format!("`connection_string`: {e}")))?;
+                let auth = match (&parsed.account_key, &parsed.sas_token, &parsed.account_name) {
+                    (Some(key), _, Some(_)) => Auth::SharedKey { key: key.clone() },
+                    (_, Some(token), _) => Auth::Sas(Arc::new(SasSource::Static(token.clone()))),
+                    _ => {
+                        return Err(invalid(
+                            "`connection_string` has AccountKey but no AccountName".into(),
+                        ));
+                    }
+                };
+                let (b, q) = endpoint_pair(
+                    alias,
+                    parsed.account_name.as_deref(),
+                    &parsed.blob_endpoint,
+                    &parsed.queue_endpoint,
+                )?;
+                (parsed.account_name, b, q, auth)
+            }
+            AccountConfig::SharedKey {
+                account_name,
+                account_key,
+                account_key_env,
+                account_key_file,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let key = resolve_secret(alias, "account_key", account_key, account_key_env, account_key_file)?;
+                if azure_core::base64::decode(key.expose()).is_err() {
+                    return Err(invalid(
+                        "`account_key` is not valid base64; copy the key exactly as the portal or `az storage account keys list` shows it".into(),
+                    ));
+                }
+                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                (Some(account_name.clone()), b, q, Auth::SharedKey { key })
+            }
+            AccountConfig::Sas {
+                account_name,
+                sas_token,
+                sas_token_env,
+                sas_token_file,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let source = match sas_token_file {
+                    Some(path) => SasSource::File {
+                        path: path.clone(),
+                        cached: Mutex::new(None),
+                    },
+                    None => SasSource::Static(SecretString::new(
+                        resolve_secret(alias, "sas_token", sas_token, sas_token_env, &None)?
+                            .expose()
+                            .trim_start_matches('?'),
+                    )),
+                };
+                let token = source
+                    .current()
+                    .map_err(|e| invalid(format!("`sas_token_file`: {e}")))?;
+                sas::check_not_expired(token.expose(), OffsetDateTime::now_utc()).map_err(|source| {
+                    AccountError::Sas {
+                        alias: alias.to_string(),
+                        source,
+                    }
+                })?;
+                let (b, q) = endpoint_pair(alias, account_name.as_deref(), blob_endpoint, queue_endpoint)?;
+                (account_name.clone(), b, q, Auth::Sas(Arc::new(source)))
+            }
+            AccountConfig::ManagedIdentity {
+                account_name,
+                client_id,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let options = azure_identity::ManagedIdentityCredentialOptions {
+                    user_assigned_id: client_id
+                        .clone()
+                        .map(azure_identity::UserAssignedId::ClientId),
+                    ..Default::default()
+                };
+                let cred = azure_identity::ManagedIdentityCredential::new(Some(options))
+                    .map_err(|e| cred_err("managed_identity", e))?;
+                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                (Some(account_name.clone()), b, q, Auth::Token(cred))
+            }
+            AccountConfig::WorkloadIdentity {
+                account_name,
+                tenant_id,
+                client_id,
+                token_file,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let options = azure_identity::WorkloadIdentityCredentialOptions {
+                    tenant_id: tenant_id.clone(),
+                    client_id: client_id.clone(),
+                    token_file_path: token_file.clone(),
+                    ..Default::default()
+                };
+                let cred = azure_identity::WorkloadIdentityCredential::new(Some(options))
+                    .map_err(|e| cred_err("workload_identity", e))?;
+                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                (Some(account_name.clone()), b, q, Auth::Token(cred))
+            }
+            AccountConfig::ClientSecret {
+                account_name,
+                tenant_id,
+                client_id,
+                client_secret,
+                client_secret_env,
+                client_secret_file,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let secret = resolve_secret(alias, "client_secret", client_secret, client_secret_env, client_secret_file)?;
+                let cred = azure_identity::ClientSecretCredential::new(
+                    tenant_id,
+                    client_id.clone(),
+                    azure_core::credentials::Secret::new(secret.expose().to_string()),
+                    None,
+                )
+                .map_err(|e| cred_err("client_secret", e))?;
+                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                (Some(account_name.clone()), b, q, Auth::Token(cred))
+            }
+            AccountConfig::DeveloperTools {
+                account_name,
+                blob_endpoint,
+                queue_endpoint,
+            } => {
+                let cred = azure_identity::DeveloperToolsCredential::new(None)
+                    .map_err(|e| cred_err("developer_tools", e))?;
+                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                (Some(account_name.clone()), b, q, Auth::Token(cred))
+            }
+        };
+        if matches!(auth, Auth::Token(_)) && blob_endpoint.scheme() != "https" {
+            return Err(invalid(format!(
+                "kind `{}` sends Entra tokens, which need an https endpoint (blob endpoint is {blob_endpoint})",
+                config.kind()
+            )));
+        }
+        Ok(Self {
+            alias: alias.to_string(),
+            account_name,
+            blob_endpoint,
+            queue_endpoint,
+            auth,
+            network,
+        })
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        let mut options = ClientOptions::default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.network.connect_timeout)
+            .timeout(self.network.request_timeout)
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
+        options.transport = Some(Transport::new(Arc::new(http)));
+        options.retry = RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: time::Duration::milliseconds(200),
+            max_retries: self.network.max_retries,
+            max_total_elapsed: time::Duration::try_from(self.network.max_retry_elapsed)
+                .unwrap_or(time::Duration::seconds(30)),
+            max_delay: time::Duration::seconds(10),
+        });
+        options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
+        match &self.auth {
+            Auth::SharedKey { key } => {
+                let name = self.account_name.clone().unwrap_or_default();
+                options
+                    .per_try_policies
+                    .push(Arc::new(SharedKeyPolicy::new(name, key)));
+            }
+            Auth::Sas(source) => options.per_try_policies.push(Arc::new(SasPolicy {
+                alias: self.alias.clone(),
+                source: source.clone(),
+            })),
+            Auth::Token(_) => {}
+        }
+        options
+    }
+
+    fn token_credential(&self) -> Option<Arc<dyn TokenCredential>> {
+        match &self.auth {
+            Auth::Token(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn blob_service(&self) -> Result<BlobServiceClient, AccountError> {
+        let options = BlobServiceClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobServiceClient::new(self.blob_endpoint.clone(), self.token_credential(), Some(options))
+            .map_err(|e| AccountError::Client {
+                alias: self.alias.clone(),
+                message: crate::error::describe(&e),
+            })
+    }
+
+    pub fn container(&self, container: &str) -> Result<BlobContainerClient, AccountError> {
+        Ok(self.blob_service()?.blob_container_client(container))
+    }
+
+    pub fn queue(&self, name: &str) -> Result<QueueClient, AccountError> {
+        let options = QueueServiceClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        QueueServiceClient::new(self.queue_endpoint.clone(), self.token_credential(), Some(options))
+            .and_then(|s| s.queue_client(name))
+            .map_err(|e| AccountError::Client {
+                alias: self.alias.clone(),
+                message: crate::error::describe(&e),
+            })
+    }
+
+    /// The URL (and authorization) another account's blob service uses to read this blob
+    /// during a server-side copy. Shared-key accounts get a short-lived read-only service
+    /// SAS for exactly this blob; SAS accounts reuse the configured token; Entra accounts
+    /// send a bearer token in `x-ms-copy-source-authorization`.
+    pub async fn copy_source(
+        &self,
+        service: &BlobServiceClient,
+        container: &str,
+        blob: &str,
+        snapshot: Option<&str>,
+        valid_for: Duration,
+    ) -> azure_core::Result<CopySource> {
+        let client = service.blob_client(container, blob);
+        let mut url = client.url().clone();
+        if let Some(s) = snapshot {
+            url.query_pairs_mut().append_pair("snapshot", s);
+        }
+        let mut url = url.to_string();
+        let mut authorization = None;
+        let append = |url: &mut String, q: &str| {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(q);
+        };
+        match &self.auth {
+            Auth::SharedKey { key } => {
+                let name = self.account_name.as_deref().unwrap_or_default();
+                let expiry = OffsetDateTime::now_utc()
+                    + time::Duration::try_from(valid_for).unwrap_or(time::Duration::hours(1));
+                let resource = match snapshot {
+                    Some(snapshot) => SasResource::BlobSnapshot { container, blob, snapshot },
+                    None => SasResource::Blob { container, blob },
+                };
+                let token = sas::service_sas(name, key, resource, "r", expiry)?;
+                append(&mut url, &token);
+            }
+            Auth::Sas(source) => {
+                let token = source.current().map_err(|e| {
+                    azure_core::Error::with_message(
+                        azure_core::error::ErrorKind::Credential,
+                        format!("account `{}`: cannot read the SAS token: {e}", self.alias),
+                    )
+                })?;
+                check_sas(&self.alias, &token)?;
+                append(&mut url, token.expose());
+            }
+            Auth::Token(cred) => {
+                let token = cred.get_token(&[STORAGE_SCOPE], None).await?;
+                authorization = Some(SecretString::new(format!("Bearer {}", token.token.secret())));
+            }
+        }
+        Ok(CopySource { url, authorization })
+    }
+}
+
+fn check_sas(alias: &str, token: &SecretString) -> azure_core::Result<()> {
+    sas::check_not_expired(token.expose(), OffsetDateTime::now_utc())
+        .map(|_| ())
+        .map_err(|e| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!("account `{alias}`: {e}"),
+            )
+        })
+}
+
+/// Appends the account's SAS token to every request, re-reading a token file when it
+/// changes, and refusing to send once the token has expired (a credential error that
+/// stops work without dropping it).
+#[derive(Debug)]
+struct SasPolicy {
+    alias: String,
+    source: Arc<SasSource>,
+}
+
+#[async_trait]
+impl Policy for SasPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let token = self.source.current().map_err(|e| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!("account `{}`: cannot read the SAS token: {e}", self.alias),
+            )
+        })?;
+        check_sas(&self.alias, &token)?;
+        let url = request.url_mut();
+        // Each retry passes through here again: add the token only once.
+        if !url.query_pairs().any(|(k, _)| k == "sig") {
+            let merged = match url.query() {
+                Some(q) if !q.is_empty() => format!("{q}&{}", token.expose()),
+                _ => token.expose().to_string(),
+            };
+            url.set_query(Some(&merged));
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}

@@ -1,0 +1,215 @@
+//! The work-item wire format carried in queue messages: versioned JSON, many items per
+//! message. A message never carries a credential, only account aliases that each process
+//! resolves from its own configuration.
+//!
+//! ```json
+//! {"v":1,"kind":"copy","job":"5f0c…","attempt":0,
+//!  "source":{"account":"source","container":"raw"},
+//!  "destination":{"account":"backup","container":"raw"},
+//!  "items":[{"name":"sales/2024/01.csv","etag":"0x8DC…","size":1234,
+//!            "last_modified":"2026-11-22T03:07:23Z"}]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The version this build writes and reads.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The queue service accepts 64 KiB of message text. Stay a little below it so that
+/// nothing about escaping on the wire can push a message over.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 - 1024;
+
+/// Where a batch reads from or writes to: an account alias and a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub account: String,
+    pub container: String,
+}
+
+/// One blob to copy, as the coordinator saw it when planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyItem {
+    pub name: String,
+    /// Source ETag without quotes; the copy is conditional on it.
+    pub etag: String,
+    pub size: u64,
+    /// Source Last-Modified, RFC 3339.
+    pub last_modified: String,
+    /// The source's blob index tags, carried to the backup blob.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A batch of copies between one source container and one backup container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyBatch {
+    pub v: u32,
+    pub kind: MessageKind,
+    pub job: String,
+    /// How many times these items were already tried and handed back for a retry.
+    #[serde(default)]
+    pub attempt: u32,
+    pub source: Location,
+    pub destination: Location,
+    pub items: Vec<CopyItem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Copy,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("message is not JSON: {0}")]
+    NotJson(String),
+    #[error("message has no numeric `v` (wire version) field; it was not written by lakevault")]
+    NoVersion,
+    #[error("message has wire version {0}; this worker understands version {WIRE_VERSION}")]
+    UnsupportedVersion(u64),
+    #[error("message does not match wire version {WIRE_VERSION}: {0}")]
+    Shape(String),
+    #[error("message is a copy batch without items")]
+    Empty,
+}
+
+impl CopyBatch {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        match value.get("v").and_then(serde_json::Value::as_u64) {
+            None => return Err(DecodeError::NoVersion),
+            Some(v) if v != u64::from(WIRE_VERSION) => return Err(DecodeError::UnsupportedVersion(v)),
+            Some(_) => {}
+        }
+        let batch: CopyBatch =
+            serde_json::from_value(value).map_err(|e| DecodeError::Shape(e.to_string()))?;
+        if batch.items.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        Ok(batch)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| panic!("a CopyBatch always serialises: {e}"))
+    }
+
+    /// A batch with the same header and other items.
+    pub fn with_items(&self, items: Vec<CopyItem>, attempt: u32) -> Self {
+        CopyBatch {
+            items,
+            attempt,
+            ..self.clone()
+        }
+    }
+}
+
+/// Packs items into as few messages as possible, each at most `max_bytes` of JSON. An
+/// item that cannot fit even alone is returned in the error list (it cannot happen with
+/// Azure's limits on names and tags, but the packer does not assume it).
+pub fn pack(
+    header: &CopyBatch,
+    items: impl IntoIterator<Item = CopyItem>,
+    max_bytes: usize,
+) -> (Vec<CopyBatch>, Vec<CopyItem>) {
+    let empty_len = header.with_items(Vec::new(), header.attempt).encode().len();
+    let mut batches = Vec::new();
+    let mut too_big = Vec::new();
+    let mut current: Vec<CopyItem> = Vec::new();
+    let mut current_len = empty_len;
+    for item in items {
+        let item_len = serde_json::to_string(&item).map(|s| s.len()).unwrap_or(usize::MAX);
+        let sep = usize::from(!current.is_empty());
+        if empty_len + item_len > max_bytes {
+            too_big.push(item);
+            continue;
+        }
+        if current_len + sep + item_len > max_bytes {
+            batches.push(header.with_items(std::mem::take(&mut current), header.attempt));
+            current_len = empty_len;
+        }
+        current_len += usize::from(!current.is_empty()) + item_len;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        batches.push(header.with_items(current, header.attempt));
+    }
+    (batches, too_big)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> CopyBatch {
+        CopyBatch {
+            v: WIRE_VERSION,
+            kind: MessageKind::Copy,
+            job: "job-1".into(),
+            attempt: 0,
+            source: Location { account: "src".into(), container: "raw".into() },
+            destination: Location { account: "bak".into(), container: "raw".into() },
+            items: vec![],
+        }
+    }
+
+    fn item(name: &str) -> CopyItem {
+        CopyItem {
+            name: name.into(),
+            etag: "0x8DC0000000000000".into(),
+            size: 42,
+            last_modified: "2026-11-22T03:07:23Z".into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let b = header().with_items(vec![item("a b/ü \"q\".txt")], 0);
+        assert_eq!(CopyBatch::decode(&b.encode()).unwrap(), b);
+    }
+
+    #[test]
+    fn decode_errors_say_what_is_wrong() {
+        assert!(matches!(CopyBatch::decode("hello"), Err(DecodeError::NotJson(_))));
+        assert_eq!(CopyBatch::decode("{}"), Err(DecodeError::NoVersion));
+        assert_eq!(CopyBatch::decode(r#"{"v":7}"#), Err(DecodeError::UnsupportedVersion(7)));
+        assert!(matches!(CopyBatch::decode(r#"{"v":1,"kind":"copy"}"#), Err(DecodeError::Shape(_))));
+        let mut b = header().with_items(vec![item("x")], 0).encode();
+        b = b.replace("\"attempt\"", "\"bogus\":1,\"attempt\"");
+        assert!(matches!(CopyBatch::decode(&b), Err(DecodeError::Shape(_))));
+        assert_eq!(CopyBatch::decode(&header().encode()), Err(DecodeError::Empty));
+    }
+
+    proptest! {
+        #[test]
+        fn packing_keeps_every_item_in_order_and_under_the_limit(
+            names in proptest::collection::vec("[a-zA-Z0-9 /\u{e9}\u{4e2d}\"\\\\]{1,300}", 0..400),
+            limit in 2_000usize..20_000,
+        ) {
+            let items: Vec<CopyItem> = names.iter().map(|n| item(n)).collect();
+            let (batches, too_big) = pack(&header(), items.clone(), limit);
+            prop_assert!(too_big.is_empty());
+            let mut seen = Vec::new();
+            for b in &batches {
+                prop_assert!(b.encode().len() <= limit, "batch of {} bytes", b.encode().len());
+                prop_assert!(!b.items.is_empty());
+                seen.extend(b.items.iter().cloned());
+            }
+            prop_assert_eq!(seen, items);
+        }
+    }
+
+    #[test]
+    fn many_items_per_message() {
+        let items: Vec<CopyItem> = (0..1000).map(|i| item(&format!("dir/{i:05}.parquet"))).collect();
+        let (batches, _) = pack(&header(), items, MAX_MESSAGE_BYTES);
+        assert!(batches.len() <= 3, "{} messages for 1000 items", batches.len());
+    }
+}
