@@ -109,36 +109,74 @@ impl CopyBatch {
     }
 }
 
-/// Packs items into as few messages as possible, each at most `max_bytes` of JSON. An
-/// item that cannot fit even alone is returned in the error list (it cannot happen with
-/// Azure's limits on names and tags, but the packer does not assume it).
+/// Fills messages one at a time while items stream in: holds at most one message's worth
+/// of items, so planning memory does not grow with the number of blobs.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    header: CopyBatch,
+    max_bytes: usize,
+    empty_len: usize,
+    current: Vec<CopyItem>,
+    current_len: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(header: CopyBatch, max_bytes: usize) -> Self {
+        let header = header.with_items(Vec::new(), header.attempt);
+        let empty_len = header.encode().len();
+        Self {
+            header,
+            max_bytes,
+            empty_len,
+            current: Vec::new(),
+            current_len: empty_len,
+        }
+    }
+
+    /// Adds an item; returns a full batch when the item did not fit beside the ones held.
+    /// An item that cannot fit even alone comes back as `Err` (impossible within Azure's
+    /// limits on names and tags, but not assumed).
+    pub fn push(&mut self, item: CopyItem) -> Result<Option<CopyBatch>, CopyItem> {
+        let item_len = serde_json::to_string(&item).map(|s| s.len()).unwrap_or(usize::MAX);
+        if self.empty_len.saturating_add(item_len) > self.max_bytes {
+            return Err(item);
+        }
+        let separator = usize::from(!self.current.is_empty());
+        let full = if self.current_len + separator + item_len > self.max_bytes {
+            self.current_len = self.empty_len;
+            Some(self.header.with_items(std::mem::take(&mut self.current), self.header.attempt))
+        } else {
+            None
+        };
+        self.current_len += usize::from(!self.current.is_empty()) + item_len;
+        self.current.push(item);
+        Ok(full)
+    }
+
+    /// The last, partly filled batch.
+    pub fn finish(self) -> Option<CopyBatch> {
+        (!self.current.is_empty()).then(|| self.header.with_items(self.current, self.header.attempt))
+    }
+}
+
+/// Packs items into as few messages as possible, each at most `max_bytes` of JSON; items
+/// too large for any message are returned separately.
 pub fn pack(
     header: &CopyBatch,
     items: impl IntoIterator<Item = CopyItem>,
     max_bytes: usize,
 ) -> (Vec<CopyBatch>, Vec<CopyItem>) {
-    let empty_len = header.with_items(Vec::new(), header.attempt).encode().len();
+    let mut builder = BatchBuilder::new(header.clone(), max_bytes);
     let mut batches = Vec::new();
     let mut too_big = Vec::new();
-    let mut current: Vec<CopyItem> = Vec::new();
-    let mut current_len = empty_len;
     for item in items {
-        let item_len = serde_json::to_string(&item).map(|s| s.len()).unwrap_or(usize::MAX);
-        let sep = usize::from(!current.is_empty());
-        if empty_len + item_len > max_bytes {
-            too_big.push(item);
-            continue;
+        match builder.push(item) {
+            Ok(Some(full)) => batches.push(full),
+            Ok(None) => {}
+            Err(item) => too_big.push(item),
         }
-        if current_len + sep + item_len > max_bytes {
-            batches.push(header.with_items(std::mem::take(&mut current), header.attempt));
-            current_len = empty_len;
-        }
-        current_len += usize::from(!current.is_empty()) + item_len;
-        current.push(item);
     }
-    if !current.is_empty() {
-        batches.push(header.with_items(current, header.attempt));
-    }
+    batches.extend(builder.finish());
     (batches, too_big)
 }
 

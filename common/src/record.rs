@@ -1,0 +1,141 @@
+//! lakevault's own bookkeeping on a backup blob: which source version it holds.
+//!
+//! The record lives in one blob index tag (`lakevault`), not in metadata. A server-side
+//! copy carries the source's user metadata byte for byte, including the case of its keys;
+//! writing our own keys into metadata would mean re-sending the user's metadata through an
+//! HTTP stack that lowercases header names. Tags are set in the same copy request
+//! (`x-ms-tags`), come back in the backup listing (`include=tags`), and leave metadata
+//! untouched. Index tags allow 10 per blob: the record takes one, user tags keep nine.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::collections::BTreeMap;
+
+/// The index tag key holding the record.
+pub const RECORD_TAG: &str = "lakevault";
+/// The service's limit on index tags per blob.
+pub const MAX_TAGS: usize = 10;
+
+/// What lakevault knows about the source version a backup blob holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRecord {
+    /// Source ETag, without quotes.
+    pub source_etag: String,
+    /// Source Last-Modified, RFC 3339.
+    pub source_last_modified: String,
+    /// When the backup copy was made, RFC 3339.
+    pub backed_up_at: String,
+    pub job: String,
+}
+
+/// Strips the quotes that response headers (but not listings) put around ETags.
+pub fn normalise_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_string()
+}
+
+impl BackupRecord {
+    /// Tag values allow letters, digits, space and `+ - . / : = _`: every field here fits.
+    pub fn to_tag_value(&self) -> String {
+        format!(
+            "v1 etag={} mtime={} at={} job={}",
+            self.source_etag, self.source_last_modified, self.backed_up_at, self.job
+        )
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split(' ');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for p in parts {
+            let (k, v) = p.split_once('=')?;
+            fields.insert(k, v);
+        }
+        Some(Self {
+            source_etag: fields.get("etag")?.to_string(),
+            source_last_modified: fields.get("mtime")?.to_string(),
+            backed_up_at: fields.get("at")?.to_string(),
+            job: fields.get("job").copied().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Finds and parses the record among a blob's tags.
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Self> {
+        tags.get(RECORD_TAG).and_then(|v| Self::parse(v))
+    }
+}
+
+/// Characters left as they are in an `x-ms-tags` header value (everything else is
+/// percent-encoded, as a URL query would be).
+const TAG_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the source blob has {0} index tags; with lakevault's record that exceeds the limit of {MAX_TAGS}")]
+pub struct TooManyTags(pub usize);
+
+/// The `x-ms-tags` header value: the source's own tags plus the record.
+pub fn tags_header(user_tags: &BTreeMap<String, String>, record: &BackupRecord) -> Result<String, TooManyTags> {
+    let user: Vec<(&String, &String)> = user_tags.iter().filter(|(k, _)| k.as_str() != RECORD_TAG).collect();
+    if user.len() + 1 > MAX_TAGS {
+        return Err(TooManyTags(user.len()));
+    }
+    let record_value = record.to_tag_value();
+    let pairs = user
+        .into_iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(std::iter::once((RECORD_TAG, record_value.as_str())));
+    Ok(pairs
+        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, TAG_ENCODE), utf8_percent_encode(v, TAG_ENCODE)))
+        .collect::<Vec<_>>()
+        .join("&"))
+}
+
+/// The user's tags on a backup blob: all of them but the record.
+pub fn user_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter(|(k, _)| k.as_str() != RECORD_TAG)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> BackupRecord {
+        BackupRecord {
+            source_etag: "0x8DC1234ABCD".into(),
+            source_last_modified: "2026-11-22T03:07:23Z".into(),
+            backed_up_at: "2026-11-22T04:00:00Z".into(),
+            job: "6f1c2b1e-0000-4000-8000-000000000000".into(),
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_fits_a_tag() {
+        let v = record().to_tag_value();
+        assert!(v.len() <= 256);
+        assert!(v.chars().all(|c| c.is_ascii_alphanumeric() || " +-./:=_".contains(c)), "{v}");
+        assert_eq!(BackupRecord::parse(&v), Some(record()));
+        assert_eq!(BackupRecord::parse("v2 etag=x"), None);
+        assert_eq!(BackupRecord::parse("garbage"), None);
+    }
+
+    #[test]
+    fn header_encodes_and_limits() {
+        let mut user = BTreeMap::new();
+        user.insert("Project Name".to_string(), "a&b=c".to_string());
+        let h = tags_header(&user, &record()).unwrap();
+        assert!(h.starts_with("Project%20Name=a%26b%3Dc&lakevault=v1%20etag%3D0x8DC1234ABCD"), "{h}");
+        for i in 0..9 {
+            user.insert(format!("k{i}"), "v".into());
+        }
+        assert_eq!(tags_header(&user, &record()), Err(TooManyTags(10)));
+    }
+
+    #[test]
+    fn etags_are_compared_without_quotes() {
+        assert_eq!(normalise_etag("\"0x8D1\""), "0x8D1");
+        assert_eq!(normalise_etag("0x8D1"), "0x8D1");
+    }
+}

@@ -1,0 +1,243 @@
+//! The `backup` command: for every selected source container, diff the source against the
+//! backup and enqueue copy batches for what is new or changed.
+
+use crate::diff::{merge_join, Change, DiffError};
+use crate::listing::{list_blobs, list_container_names, ListedBlob};
+use lakevault_common::config::Config;
+use lakevault_common::queue::WorkQueue;
+use lakevault_common::storage::StorageAccount;
+use lakevault_common::wire::{BatchBuilder, CopyBatch, CopyItem, Location, MessageKind, MAX_MESSAGE_BYTES, WIRE_VERSION};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub job_id: String,
+    /// Plan and report, enqueue nothing.
+    pub dry_run: bool,
+    /// Blob names shown per container in a dry run.
+    pub sample: usize,
+}
+
+/// What the plan found for one container.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ContainerPlan {
+    pub source_container: String,
+    pub destination_container: String,
+    pub new: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// In the backup only; kept (deletes never delete).
+    pub deleted_in_source: u64,
+    pub bytes_to_copy: u64,
+    pub messages: u64,
+    pub sample: Vec<String>,
+}
+
+impl ContainerPlan {
+    pub fn to_copy(&self) -> u64 {
+        self.new + self.changed
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BackupReport {
+    pub job_id: String,
+    pub dry_run: bool,
+    pub containers: Vec<ContainerPlan>,
+    pub elapsed_seconds: f64,
+}
+
+impl BackupReport {
+    pub fn total(&self, f: impl Fn(&ContainerPlan) -> u64) -> u64 {
+        self.containers.iter().map(f).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Account(#[from] lakevault_common::storage::AccountError),
+    #[error("listing containers of account `{account}`: {message}")]
+    ListContainers { account: String, message: String },
+    #[error("source container `{0}` does not exist")]
+    NoSuchContainer(String),
+    #[error("{0}")]
+    Destination(String),
+    #[error("container `{container}`: {source}")]
+    Diff { container: String, source: DiffError },
+    #[error("enqueueing to `{queue}`: {message}")]
+    Enqueue { queue: String, message: String },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+/// Resolves which source containers to back up.
+async fn selected_containers(config: &Config, source: &StorageAccount) -> Result<Vec<String>, BackupError> {
+    let service = source.blob_service()?;
+    let existing = list_container_names(&service)
+        .await
+        .map_err(|e| BackupError::ListContainers {
+            account: source.alias.clone(),
+            message: lakevault_common::error::describe(&e),
+        })?;
+    if config.backup.containers.iter().any(|c| c == "*") {
+        return Ok(existing);
+    }
+    let mut out = Vec::new();
+    for wanted in &config.backup.containers {
+        if !existing.contains(wanted) {
+            return Err(BackupError::NoSuchContainer(wanted.clone()));
+        }
+        out.push(wanted.clone());
+    }
+    Ok(out)
+}
+
+fn copy_item(blob: ListedBlob) -> CopyItem {
+    CopyItem {
+        name: blob.name,
+        etag: blob.etag,
+        size: blob.size,
+        last_modified: blob.last_modified,
+        tags: blob.tags,
+    }
+}
+
+/// Plans (and unless dry-run, enqueues) one backup job.
+pub async fn run(
+    config: &Config,
+    source: &StorageAccount,
+    destination: &StorageAccount,
+    queue: &dyn WorkQueue,
+    options: &BackupOptions,
+    cancel: &CancellationToken,
+) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let containers = selected_containers(config, source).await?;
+    if !options.dry_run {
+        queue.ensure_exists().await.map_err(|e| BackupError::Enqueue {
+            queue: queue.name().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    let mut report = BackupReport {
+        job_id: options.job_id.clone(),
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    for container in containers {
+        if cancel.is_cancelled() {
+            return Err(BackupError::Cancelled);
+        }
+        let plan = plan_container(config, source, destination, queue, options, &container).await?;
+        tracing::info!(
+            container = %container,
+            new = plan.new,
+            changed = plan.changed,
+            unchanged = plan.unchanged,
+            messages = plan.messages,
+            "container planned"
+        );
+        report.containers.push(plan);
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn plan_container(
+    config: &Config,
+    source: &StorageAccount,
+    destination: &StorageAccount,
+    queue: &dyn WorkQueue,
+    options: &BackupOptions,
+    container: &str,
+) -> Result<ContainerPlan, BackupError> {
+    let dest_name = config.destination_container(container).map_err(BackupError::Destination)?;
+    let diff_err = |source: DiffError| BackupError::Diff {
+        container: container.to_string(),
+        source,
+    };
+    let dest_client = destination.container(&dest_name)?;
+    if !options.dry_run {
+        ensure_container(&dest_client)
+            .await
+            .map_err(|e| BackupError::Destination(format!("creating backup container `{dest_name}`: {}", lakevault_common::error::describe(&e))))?;
+    }
+    let source_client = source.container(container)?;
+    let source_listing = list_blobs(&source_client, None, true).map_err(|e| diff_err(e.into()))?;
+    // A backup container that does not exist yet (dry run) lists as empty.
+    let backup_exists = dest_client.exists().await.map_err(|e| diff_err(e.into()))?;
+    let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> = if backup_exists {
+        Box::pin(list_blobs(&dest_client, None, true).map_err(|e| diff_err(e.into()))?)
+    } else {
+        Box::pin(futures::stream::empty())
+    };
+
+    let header = CopyBatch {
+        v: WIRE_VERSION,
+        kind: MessageKind::Copy,
+        job: options.job_id.clone(),
+        attempt: 0,
+        source: Location {
+            account: config.backup.source.clone(),
+            container: container.to_string(),
+        },
+        destination: Location {
+            account: config.backup.destination.clone(),
+            container: dest_name.clone(),
+        },
+        items: Vec::new(),
+    };
+    let mut plan = ContainerPlan {
+        source_container: container.to_string(),
+        destination_container: dest_name.clone(),
+        ..Default::default()
+    };
+    let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
+    let send = async |batch: CopyBatch, plan: &mut ContainerPlan| -> Result<(), DiffError> {
+        plan.messages += 1;
+        if options.dry_run {
+            return Ok(());
+        }
+        queue
+            .send(&batch.encode(), Duration::ZERO)
+            .await
+            .map_err(|e| DiffError::Listing(azure_core::Error::with_message(azure_core::error::ErrorKind::Other, format!("enqueue failed: {e}"))))
+    };
+    merge_join(source_listing, backup_listing, async |change| {
+        match &change {
+            Change::New(_) => plan.new += 1,
+            Change::Changed(_) => plan.changed += 1,
+            Change::Unchanged(_) => plan.unchanged += 1,
+            Change::Deleted(_) => plan.deleted_in_source += 1,
+        }
+        if let Change::New(blob) | Change::Changed(blob) = change {
+            plan.bytes_to_copy += blob.size;
+            if plan.sample.len() < options.sample {
+                plan.sample.push(blob.name.clone());
+            }
+            match builder.push(copy_item(blob)) {
+                Ok(Some(full)) => send(full, &mut plan).await?,
+                Ok(None) => {}
+                Err(item) => tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped"),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(diff_err)?;
+    if let Some(last) = builder.finish() {
+        send(last, &mut plan).await.map_err(diff_err)?;
+    }
+    Ok(plan)
+}
+
+async fn ensure_container(client: &azure_storage_blob::BlobContainerClient) -> azure_core::Result<()> {
+    match client.create(None).await {
+        Ok(_) => Ok(()),
+        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,125 @@
+//! Command-line interface. Every flag can also come from a `LAKEVAULT_*` environment
+//! variable; topology (accounts, containers, queue) comes from the config file.
+
+use crate::backup::{self, BackupOptions, BackupReport};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lakevault_common::config::Config;
+use lakevault_common::queue::AzureQueue;
+use lakevault_common::storage::{NetworkOptions, StorageAccount};
+use lakevault_common::telemetry::LogFormat;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "lakevault-coordinator", version, about = "Plans lakevault backups: finds what changed and enqueues copy work for the workers")]
+pub struct Cli {
+    /// Topology file (accounts, what to back up, queue).
+    #[arg(long, short, env = "LAKEVAULT_CONFIG", global = true, default_value = "lakevault.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, env = "LAKEVAULT_LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
+    #[arg(long, env = "LAKEVAULT_CONNECT_TIMEOUT_SECS", global = true, default_value_t = 3)]
+    pub connect_timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Diff every selected source container against the backup and enqueue copies of
+    /// what is new or changed.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Print the plan, enqueue nothing.
+    #[arg(long, env = "LAKEVAULT_DRY_RUN")]
+    pub dry_run: bool,
+    /// Job id to use (default: a new UUID).
+    #[arg(long, env = "LAKEVAULT_JOB_ID")]
+    pub job_id: Option<String>,
+    /// Output format of the plan on stdout.
+    #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
+    pub output: Output,
+    /// Blob names listed per container in the plan.
+    #[arg(long, env = "LAKEVAULT_SAMPLE", default_value_t = 0)]
+    pub sample: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
+    let config = Config::load(&cli.config)?;
+    let network = NetworkOptions {
+        connect_timeout: Duration::from_secs(cli.connect_timeout_secs.max(1)),
+        ..Default::default()
+    };
+    let account = |alias: &str| -> anyhow::Result<StorageAccount> {
+        Ok(StorageAccount::from_config(alias, config.account(alias)?, network.clone())?)
+    };
+    match cli.command {
+        Command::Backup(args) => {
+            let source = account(&config.backup.source)?;
+            let destination = account(&config.backup.destination)?;
+            let queue_account = account(&config.queue.account)?;
+            let queue = AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?);
+            let options = BackupOptions {
+                job_id: args.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                dry_run: args.dry_run,
+                sample: args.sample,
+            };
+            let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
+                .await
+                .context("backup planning failed")?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => print_table(&report),
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_table(report: &BackupReport) {
+    let verb = if report.dry_run { "would enqueue" } else { "enqueued" };
+    println!(
+        "job {}{}",
+        report.job_id,
+        if report.dry_run { " (dry run: nothing enqueued)" } else { "" }
+    );
+    println!(
+        "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
+        "source container", "backup container", "new", "changed", "unchanged", "src-deleted", "bytes to copy", "messages"
+    );
+    for c in &report.containers {
+        println!(
+            "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
+            c.source_container, c.destination_container, c.new, c.changed, c.unchanged, c.deleted_in_source, c.bytes_to_copy, c.messages
+        );
+        for name in &c.sample {
+            println!("    {name}");
+        }
+    }
+    let to_copy = report.total(|c| c.to_copy());
+    let messages = report.total(|c| c.messages);
+    println!(
+        "plan: {} blobs to copy ({} bytes) in {} messages, {} unchanged, {} containers, {:.1}s; {verb} {} messages",
+        to_copy,
+        report.total(|c| c.bytes_to_copy),
+        messages,
+        report.total(|c| c.unchanged),
+        report.containers.len(),
+        report.elapsed_seconds,
+        messages
+    );
+}

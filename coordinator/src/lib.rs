@@ -1,0 +1,7 @@
+//! lakevault coordinator: lists what to back up, diffs source against backup in constant
+//! memory, and enqueues batched copy work for the workers.
+
+pub mod backup;
+pub mod cli;
+pub mod diff;
+pub mod listing;

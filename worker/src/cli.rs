@@ -1,0 +1,148 @@
+//! Command-line interface of the worker. Every flag can also come from a `LAKEVAULT_*`
+//! environment variable.
+
+use crate::copy::{CopyEngine, CopyOptions};
+use crate::message::{Context, MessagePolicy};
+use crate::run::{self, RunError, RunOptions};
+use clap::{Parser, Subcommand};
+use lakevault_common::config::Config;
+use lakevault_common::queue::{AzureQueue, POISON_SUFFIX};
+use lakevault_common::storage::{NetworkOptions, StorageAccount};
+use lakevault_common::telemetry::LogFormat;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "lakevault-worker", version, about = "Copies blobs server-side for lakevault, fed by the work queue")]
+pub struct Cli {
+    /// Topology file (accounts, queue).
+    #[arg(long, short, env = "LAKEVAULT_CONFIG", global = true, default_value = "lakevault.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, env = "LAKEVAULT_LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
+    #[arg(long, env = "LAKEVAULT_CONNECT_TIMEOUT_SECS", global = true, default_value_t = 3)]
+    pub connect_timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive and process work until stopped (SIGTERM/SIGINT) or, with
+    /// --exit-when-idle, until the queue is drained.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Copies in flight at once.
+    #[arg(long, env = "LAKEVAULT_CONCURRENCY", default_value = "16")]
+    pub concurrency: NonZeroUsize,
+    /// Messages held at once.
+    #[arg(long, env = "LAKEVAULT_PREFETCH", default_value = "4")]
+    pub prefetch: NonZeroUsize,
+    /// Seconds a received message stays invisible; extended while work continues.
+    #[arg(long, env = "LAKEVAULT_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
+    pub visibility_timeout_secs: u64,
+    /// Exit once the queue has been empty for this many seconds (batch runs, tests).
+    #[arg(long, env = "LAKEVAULT_EXIT_WHEN_IDLE", num_args = 0..=1, default_missing_value = "3")]
+    pub exit_when_idle: Option<u64>,
+    /// Attempts per item before it goes to the poison queue.
+    #[arg(long, env = "LAKEVAULT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Receives of one message before it goes to the poison queue.
+    #[arg(long, env = "LAKEVAULT_MAX_DEQUEUE", default_value_t = 5)]
+    pub max_dequeue: u64,
+    /// Seconds before the first retry of a failed item (doubles per attempt).
+    #[arg(long, env = "LAKEVAULT_RETRY_DELAY_SECS", default_value_t = 5)]
+    pub retry_delay_secs: u64,
+    /// Seconds in-flight work may finish after SIGTERM before it is handed back.
+    #[arg(long, env = "LAKEVAULT_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+    /// Sources up to this many MiB use one Copy Blob From URL; larger ones are copied in
+    /// ranges (the service limit is 256).
+    #[arg(long, env = "LAKEVAULT_SYNC_COPY_MAX_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub sync_copy_max_mib: u64,
+    /// Range size in MiB for ranged copies.
+    #[arg(long, env = "LAKEVAULT_BLOCK_SIZE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    pub block_size_mib: u64,
+    /// Print the run summary as JSON on stdout when the worker exits.
+    #[arg(long, env = "LAKEVAULT_SUMMARY_JSON")]
+    pub summary_json: bool,
+}
+
+/// Exit codes: 0 done, 2 bad configuration or setup, 3 credentials failed (work kept).
+pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
+    let config = Config::load(&cli.config)?;
+    let network = NetworkOptions {
+        connect_timeout: Duration::from_secs(cli.connect_timeout_secs.max(1)),
+        ..Default::default()
+    };
+    let Command::Run(args) = cli.command;
+    let mut accounts = Vec::new();
+    for (alias, account) in &config.accounts {
+        accounts.push(StorageAccount::from_config(alias, account, network.clone())?);
+    }
+    let queue_account = accounts
+        .iter()
+        .find(|a| a.alias == config.queue.account)
+        .ok_or_else(|| anyhow::anyhow!("queue.account `{}` is not defined", config.queue.account))?;
+    let queue = Arc::new(AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?));
+    let poison_name = format!("{}{POISON_SUFFIX}", config.queue.name);
+    let poison = Arc::new(AzureQueue::new(&poison_name, queue_account.queue(&poison_name)?));
+    let copy_options = CopyOptions {
+        sync_copy_max: args.sync_copy_max_mib * 1024 * 1024,
+        block_size: args.block_size_mib * 1024 * 1024,
+        ..Default::default()
+    };
+    let engine = Arc::new(CopyEngine::new(accounts, copy_options)?);
+    let ctx = Arc::new(Context {
+        engine,
+        queue,
+        poison,
+        copy_slots: Arc::new(Semaphore::new(args.concurrency.get())),
+        policy: MessagePolicy {
+            visibility: Duration::from_secs(args.visibility_timeout_secs.max(2)),
+            max_attempts: args.max_attempts.max(1),
+            max_dequeue: args.max_dequeue.max(1),
+            retry_delay: Duration::from_secs(args.retry_delay_secs),
+        },
+    });
+    let options = RunOptions {
+        prefetch: args.prefetch.get(),
+        exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let result = run::run(ctx, options, stop).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match result {
+        Ok(summary) => {
+            tracing::info!(
+                messages = summary.messages,
+                copied = summary.copied,
+                bytes = summary.bytes,
+                retried = summary.retried,
+                poisoned = summary.poisoned,
+                elapsed_seconds = elapsed,
+                "worker finished"
+            );
+            if args.summary_json {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
+            Ok(0)
+        }
+        Err(RunError::Auth(reason)) => {
+            eprintln!("error: credentials failed, stopping; no work was dropped: {reason}");
+            Ok(3)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
