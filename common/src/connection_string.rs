@@ -83,22 +83,18 @@ pub fn parse(text: &str) -> Result<ParsedConnectionString, ConnectionStringError
         out.account_key
             .get_or_insert_with(|| SecretString::new(EMULATOR_KEY));
         if out.blob_endpoint.is_none() {
-            out.blob_endpoint = Some(url_unchecked(&format!("{host}:10000/{acct}")));
+            out.blob_endpoint = Some(built_url("DevelopmentStorageProxyUri", &format!("{host}:10000/{acct}"))?);
         }
         if out.queue_endpoint.is_none() {
-            out.queue_endpoint = Some(url_unchecked(&format!("{host}:10001/{acct}")));
+            out.queue_endpoint = Some(built_url("DevelopmentStorageProxyUri", &format!("{host}:10001/{acct}"))?);
         }
     }
     if let Some(name) = &out.account_name {
         if out.blob_endpoint.is_none() {
-            out.blob_endpoint = Some(url_unchecked(&format!(
-                "{protocol}://{name}.blob.{suffix}"
-            )));
+            out.blob_endpoint = Some(built_url("AccountName", &format!("{protocol}://{name}.blob.{suffix}"))?);
         }
         if out.queue_endpoint.is_none() {
-            out.queue_endpoint = Some(url_unchecked(&format!(
-                "{protocol}://{name}.queue.{suffix}"
-            )));
+            out.queue_endpoint = Some(built_url("AccountName", &format!("{protocol}://{name}.queue.{suffix}"))?);
         }
     }
     if out.blob_endpoint.is_none() && out.queue_endpoint.is_none() {
@@ -115,8 +111,11 @@ fn key_only(part: &str) -> String {
     part.chars().take(24).collect::<String>() + if part.len() > 24 { "…" } else { "" }
 }
 
-fn url_unchecked(s: &str) -> Url {
-    Url::parse(s).unwrap_or_else(|_| panic!("built-in endpoint template produced an invalid URL: {s}"))
+fn built_url(key: &str, s: &str) -> Result<Url, ConnectionStringError> {
+    Url::parse(s).map_err(|e| ConnectionStringError::BadUrl {
+        key: key.to_string(),
+        reason: format!("{s}: {e}"),
+    })
 }
 
 #[cfg(test)]

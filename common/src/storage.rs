@@ -162,9 +162,11 @@ fn resolve_secret(
     Err(invalid(format!("`{field}` is not set")))
 }
 
-fn default_endpoint(service: &str, account: &str) -> Url {
-    Url::parse(&format!("https://{account}.{service}.core.windows.net"))
-        .unwrap_or_else(|_| panic!("account name `{account}` makes an invalid URL"))
+fn default_endpoint(alias: &str, service: &str, account: &str) -> Result<Url, AccountError> {
+    Url::parse(&format!("https://{account}.{service}.core.windows.net")).map_err(|e| AccountError::Invalid {
+        alias: alias.to_string(),
+        message: format!("`account_name` `{account}` does not make a valid endpoint URL: {e}"),
+    })
 }
 
 fn endpoint_pair(
@@ -176,7 +178,7 @@ fn endpoint_pair(
     let pick = |service: &str, explicit: &Option<Url>| -> Result<Url, AccountError> {
         match (explicit, account_name) {
             (Some(u), _) => Ok(normalise_endpoint(u)),
-            (None, Some(name)) => Ok(default_endpoint(service, name)),
+            (None, Some(name)) => default_endpoint(alias, service, name),
             (None, None) => Err(AccountError::Invalid {
                 alias: alias.to_string(),
                 message: format!("set `account_name` or `{service}_endpoint`"),

@@ -1,0 +1,28 @@
+# lakevault: two commands on a fresh machine.
+#   make demo   back up a sample data lake on a local Azure Storage emulator, verify it
+#   make test   unit, property and Azurite integration tests
+.PHONY: demo test azurite build fmt lint clean
+
+CARGO ?= cargo
+
+azurite:
+	bash scripts/azurite.sh install
+
+build:
+	$(CARGO) build --workspace --bins
+
+demo: azurite build
+	./target/debug/lakevault-demo
+
+test: azurite build
+	$(CARGO) test --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
