@@ -168,7 +168,11 @@ impl Config {
                     field,
                     format!(
                         "names account alias `{alias}`, which is not defined under [accounts] (defined: {})",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ));
             }
@@ -181,8 +185,9 @@ impl Config {
         }
         for name in &self.backup.containers {
             if name != "*" {
-                validate_container_name(name)
-                    .map_err(|p| ConfigError::invalid("backup.containers", format!("entry `{name}` {p}")))?;
+                validate_container_name(name).map_err(|p| {
+                    ConfigError::invalid("backup.containers", format!("entry `{name}` {p}"))
+                })?;
             }
         }
         if !self.backup.container_template.contains("{container}") {
@@ -193,13 +198,16 @@ impl Config {
         }
         let probe = self.backup.container_template.replace("{container}", "abc");
         validate_container_name(&probe).map_err(|p| {
-            ConfigError::invalid("backup.container_template", format!("produces invalid names: {p}"))
+            ConfigError::invalid(
+                "backup.container_template",
+                format!("produces invalid names: {p}"),
+            )
         })?;
         validate_queue_name(&self.queue.name).map_err(|p| ConfigError::invalid("queue.name", p))?;
         for (alias, account) in &self.accounts {
-            account
-                .validate()
-                .map_err(|(field, problem)| ConfigError::invalid(format!("accounts.{alias}.{field}"), problem))?;
+            account.validate().map_err(|(field, problem)| {
+                ConfigError::invalid(format!("accounts.{alias}.{field}"), problem)
+            })?;
         }
         Ok(())
     }
@@ -212,7 +220,9 @@ impl Config {
             .replace("{container}", source_container);
         validate_container_name(&name)
             .map(|_| name.clone())
-            .map_err(|p| format!("destination container `{name}` for source `{source_container}` {p}"))
+            .map_err(|p| {
+                format!("destination container `{name}` for source `{source_container}` {p}")
+            })
     }
 
     pub fn account(&self, alias: &str) -> Result<&AccountConfig, ConfigError> {
@@ -227,8 +237,16 @@ impl AccountConfig {
         fn exactly_one(name: &'static str, set: [bool; 3]) -> Result<(), (&'static str, String)> {
             match set.iter().filter(|b| **b).count() {
                 1 => Ok(()),
-                0 => Err((name, format!("is missing: set `{name}`, `{name}_env` or `{name}_file`"))),
-                _ => Err((name, format!("is given more than once: set only one of `{name}`, `{name}_env`, `{name}_file`"))),
+                0 => Err((
+                    name,
+                    format!("is missing: set `{name}`, `{name}_env` or `{name}_file`"),
+                )),
+                _ => Err((
+                    name,
+                    format!(
+                        "is given more than once: set only one of `{name}`, `{name}_env`, `{name}_file`"
+                    ),
+                )),
             }
         }
         match self {
@@ -251,7 +269,11 @@ impl AccountConfig {
                 ..
             } => exactly_one(
                 "account_key",
-                [account_key.is_some(), account_key_env.is_some(), account_key_file.is_some()],
+                [
+                    account_key.is_some(),
+                    account_key_env.is_some(),
+                    account_key_file.is_some(),
+                ],
             ),
             AccountConfig::Sas {
                 account_name,
@@ -263,10 +285,17 @@ impl AccountConfig {
             } => {
                 exactly_one(
                     "sas_token",
-                    [sas_token.is_some(), sas_token_env.is_some(), sas_token_file.is_some()],
+                    [
+                        sas_token.is_some(),
+                        sas_token_env.is_some(),
+                        sas_token_file.is_some(),
+                    ],
                 )?;
                 if account_name.is_none() && blob_endpoint.is_none() {
-                    return Err(("account_name", "is missing: set `account_name` or `blob_endpoint`".into()));
+                    return Err((
+                        "account_name",
+                        "is missing: set `account_name` or `blob_endpoint`".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -277,7 +306,11 @@ impl AccountConfig {
                 ..
             } => exactly_one(
                 "client_secret",
-                [client_secret.is_some(), client_secret_env.is_some(), client_secret_file.is_some()],
+                [
+                    client_secret.is_some(),
+                    client_secret_env.is_some(),
+                    client_secret_file.is_some(),
+                ],
             ),
             AccountConfig::ManagedIdentity { .. }
             | AccountConfig::WorkloadIdentity { .. }
@@ -306,7 +339,10 @@ pub fn validate_container_name(name: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !(3..=63).contains(&name.len()) {
-        return Err(format!("must be 3 to 63 characters long (is {})", name.len()));
+        return Err(format!(
+            "must be 3 to 63 characters long (is {})",
+            name.len()
+        ));
     }
     if !ok_chars || name.starts_with('-') || name.ends_with('-') || name.contains("--") {
         return Err(
@@ -365,7 +401,10 @@ name = "lakevault-copy"
 
     #[test]
     fn unknown_field_is_named() {
-        let bad = GOOD.replace("name = \"lakevault-copy\"", "name = \"lakevault-copy\"\nnmae = 1");
+        let bad = GOOD.replace(
+            "name = \"lakevault-copy\"",
+            "name = \"lakevault-copy\"\nnmae = 1",
+        );
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("nmae"), "{e}");
     }
@@ -388,19 +427,28 @@ name = "lakevault-copy"
     fn missing_alias_is_named() {
         let bad = GOOD.replace("destination = \"backup\"", "destination = \"nowhere\"");
         let e = Config::parse(&bad).unwrap_err().to_string();
-        assert!(e.contains("backup.destination") && e.contains("nowhere"), "{e}");
+        assert!(
+            e.contains("backup.destination") && e.contains("nowhere"),
+            "{e}"
+        );
     }
 
     #[test]
     fn secret_given_twice_is_refused() {
-        let bad = GOOD.replace("account_key_env = \"BACKUP_KEY\"", "account_key_env = \"A\"\naccount_key = \"x\"");
+        let bad = GOOD.replace(
+            "account_key_env = \"BACKUP_KEY\"",
+            "account_key_env = \"A\"\naccount_key = \"x\"",
+        );
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("accounts.backup.account_key"), "{e}");
     }
 
     #[test]
     fn template_must_map_containers() {
-        let bad = GOOD.replace("containers = [\"*\"]", "containers = [\"*\"]\ncontainer_template = \"Backup_\"");
+        let bad = GOOD.replace(
+            "containers = [\"*\"]",
+            "containers = [\"*\"]\ncontainer_template = \"Backup_\"",
+        );
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("backup.container_template"), "{e}");
     }

@@ -83,18 +83,30 @@ pub fn parse(text: &str) -> Result<ParsedConnectionString, ConnectionStringError
         out.account_key
             .get_or_insert_with(|| SecretString::new(EMULATOR_KEY));
         if out.blob_endpoint.is_none() {
-            out.blob_endpoint = Some(built_url("DevelopmentStorageProxyUri", &format!("{host}:10000/{acct}"))?);
+            out.blob_endpoint = Some(built_url(
+                "DevelopmentStorageProxyUri",
+                &format!("{host}:10000/{acct}"),
+            )?);
         }
         if out.queue_endpoint.is_none() {
-            out.queue_endpoint = Some(built_url("DevelopmentStorageProxyUri", &format!("{host}:10001/{acct}"))?);
+            out.queue_endpoint = Some(built_url(
+                "DevelopmentStorageProxyUri",
+                &format!("{host}:10001/{acct}"),
+            )?);
         }
     }
     if let Some(name) = &out.account_name {
         if out.blob_endpoint.is_none() {
-            out.blob_endpoint = Some(built_url("AccountName", &format!("{protocol}://{name}.blob.{suffix}"))?);
+            out.blob_endpoint = Some(built_url(
+                "AccountName",
+                &format!("{protocol}://{name}.blob.{suffix}"),
+            )?);
         }
         if out.queue_endpoint.is_none() {
-            out.queue_endpoint = Some(built_url("AccountName", &format!("{protocol}://{name}.queue.{suffix}"))?);
+            out.queue_endpoint = Some(built_url(
+                "AccountName",
+                &format!("{protocol}://{name}.queue.{suffix}"),
+            )?);
         }
     }
     if out.blob_endpoint.is_none() && out.queue_endpoint.is_none() {
@@ -163,7 +175,10 @@ mod tests {
 
     #[test]
     fn sas_only() {
-        let p = parse("BlobEndpoint=https://x.blob.core.windows.net;SharedAccessSignature=?sv=1&sig=abc").unwrap();
+        let p = parse(
+            "BlobEndpoint=https://x.blob.core.windows.net;SharedAccessSignature=?sv=1&sig=abc",
+        )
+        .unwrap();
         assert_eq!(p.sas_token.unwrap().expose(), "sv=1&sig=abc");
     }
 
@@ -173,8 +188,17 @@ mod tests {
             parse("AccountName=a;Bogus=1;AccountKey=k").unwrap_err(),
             ConnectionStringError::UnknownKey("Bogus".into())
         );
-        assert_eq!(parse("AccountName=a").unwrap_err(), ConnectionStringError::NoCredential);
-        assert!(matches!(parse("nonsense").unwrap_err(), ConnectionStringError::Malformed(_)));
-        assert_eq!(parse("AccountKey=k").unwrap_err(), ConnectionStringError::NoAccount);
+        assert_eq!(
+            parse("AccountName=a").unwrap_err(),
+            ConnectionStringError::NoCredential
+        );
+        assert!(matches!(
+            parse("nonsense").unwrap_err(),
+            ConnectionStringError::Malformed(_)
+        ));
+        assert_eq!(
+            parse("AccountKey=k").unwrap_err(),
+            ConnectionStringError::NoAccount
+        );
     }
 }

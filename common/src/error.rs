@@ -50,9 +50,10 @@ pub fn classify_status(status: u16, code: Option<&str>) -> FailureClass {
         (403, Some("CannotVerifyCopySource")) => FailureClass::Auth,
         (401 | 403, _) => FailureClass::Auth,
         (408 | 429 | 500 | 502 | 503 | 504, _) => FailureClass::Transient,
-        (409, Some("LeaseIdMissing" | "LeaseAlreadyPresent" | "LeaseIdMismatchWithBlobOperation")) => {
-            FailureClass::Transient
-        }
+        (
+            409,
+            Some("LeaseIdMissing" | "LeaseAlreadyPresent" | "LeaseIdMismatchWithBlobOperation"),
+        ) => FailureClass::Transient,
         (409, Some("PendingCopyOperation")) => FailureClass::Transient,
         _ => FailureClass::Permanent,
     }
@@ -88,12 +89,30 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        assert_eq!(classify_status(503, Some("ServerBusy")), FailureClass::Transient);
-        assert_eq!(classify_status(412, Some("SourceConditionNotMet")), FailureClass::SourceChanged);
-        assert_eq!(classify_status(412, Some("ConditionNotMet")), FailureClass::SourceChanged);
-        assert_eq!(classify_status(404, Some("BlobNotFound")), FailureClass::SourceMissing);
-        assert_eq!(classify_status(403, Some("AuthenticationFailed")), FailureClass::Auth);
-        assert_eq!(classify_status(400, Some("InvalidHeaderValue")), FailureClass::Permanent);
+        assert_eq!(
+            classify_status(503, Some("ServerBusy")),
+            FailureClass::Transient
+        );
+        assert_eq!(
+            classify_status(412, Some("SourceConditionNotMet")),
+            FailureClass::SourceChanged
+        );
+        assert_eq!(
+            classify_status(412, Some("ConditionNotMet")),
+            FailureClass::SourceChanged
+        );
+        assert_eq!(
+            classify_status(404, Some("BlobNotFound")),
+            FailureClass::SourceMissing
+        );
+        assert_eq!(
+            classify_status(403, Some("AuthenticationFailed")),
+            FailureClass::Auth
+        );
+        assert_eq!(
+            classify_status(400, Some("InvalidHeaderValue")),
+            FailureClass::Permanent
+        );
         assert!(FailureClass::Auth.is_retryable());
         assert!(!FailureClass::Permanent.is_retryable());
     }

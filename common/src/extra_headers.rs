@@ -14,7 +14,9 @@ pub struct ExtraHeaders(pub Vec<(&'static str, String)>);
 impl std::fmt::Debug for ExtraHeaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Values may hold a bearer token: print names only.
-        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
     }
 }
 

@@ -6,14 +6,14 @@
 //! owner dies reappears after the visibility timeout and is processed again, which is
 //! harmless because every write lakevault makes is idempotent.
 
-use crate::error::{classify, describe, FailureClass};
+use crate::error::{FailureClass, classify, describe};
 use async_trait::async_trait;
 use azure_core::http::RequestContent;
+use azure_storage_queue::QueueClient;
 use azure_storage_queue::models::{
     QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions,
     QueueClientSendMessageOptions, QueueMessage,
 };
-use azure_storage_queue::QueueClient;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,7 +38,10 @@ pub enum QueueError {
     #[error("message no longer owned: {0}")]
     Lost(String),
     #[error("{message}")]
-    Failed { class: FailureClass, message: String },
+    Failed {
+        class: FailureClass,
+        message: String,
+    },
 }
 
 impl QueueError {
@@ -69,9 +72,18 @@ pub trait WorkQueue: Send + Sync + std::fmt::Debug {
     /// Sends one message, visible after `delay`.
     async fn send(&self, text: &str, delay: Duration) -> Result<(), QueueError>;
     /// Receives up to `max` (≤ 32) messages, each invisible to others for `visibility`.
-    async fn receive(&self, max: u8, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn receive(
+        &self,
+        max: u8,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
     /// Keeps a message invisible for `visibility` from now; returns the new pop receipt.
-    async fn extend(&self, id: &str, pop_receipt: &str, visibility: Duration) -> Result<String, QueueError>;
+    async fn extend(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String, QueueError>;
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError>;
     /// The approximate number of messages (what autoscalers such as KEDA read).
     async fn approximate_len(&self) -> Result<u64, QueueError>;
@@ -85,7 +97,9 @@ pub struct AzureQueue {
 
 impl std::fmt::Debug for AzureQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureQueue").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("AzureQueue")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +149,11 @@ impl WorkQueue for AzureQueue {
             .map_err(QueueError::from_sdk)
     }
 
-    async fn receive(&self, max: u8, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(
+        &self,
+        max: u8,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let options = QueueClientReceiveMessagesOptions {
             number_of_messages: Some(i32::from(max.clamp(1, MAX_RECEIVE))),
             visibility_timeout: Some(secs(visibility).max(1)),
@@ -162,7 +180,12 @@ impl WorkQueue for AzureQueue {
             .collect())
     }
 
-    async fn extend(&self, id: &str, pop_receipt: &str, visibility: Duration) -> Result<String, QueueError> {
+    async fn extend(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String, QueueError> {
         let response = self
             .client
             .update_message(id, pop_receipt, secs(visibility).max(1), None)
@@ -171,7 +194,9 @@ impl WorkQueue for AzureQueue {
         // Update Message has no body: the new receipt is in a response header.
         response
             .headers()
-            .get_optional_string(&azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt"))
+            .get_optional_string(&azure_core::http::headers::HeaderName::from_static(
+                "x-ms-popreceipt",
+            ))
             .ok_or_else(|| QueueError::Failed {
                 class: FailureClass::Permanent,
                 message: "update message returned no x-ms-popreceipt header".into(),
@@ -232,7 +257,11 @@ impl MemoryQueue {
 
     /// Every message text, visible or not (test inspection).
     pub fn texts(&self) -> Vec<String> {
-        self.lock().messages.iter().map(|m| m.text.clone()).collect()
+        self.lock()
+            .messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -264,7 +293,11 @@ impl WorkQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn receive(&self, max: u8, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(
+        &self,
+        max: u8,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let now = Instant::now();
         let mut s = self.lock();
         let mut out = Vec::new();
@@ -287,7 +320,12 @@ impl WorkQueue for MemoryQueue {
         Ok(out)
     }
 
-    async fn extend(&self, id: &str, pop_receipt: &str, visibility: Duration) -> Result<String, QueueError> {
+    async fn extend(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String, QueueError> {
         let mut s = self.lock();
         let m = s
             .messages
@@ -302,7 +340,8 @@ impl WorkQueue for MemoryQueue {
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
         let mut s = self.lock();
         let before = s.messages.len();
-        s.messages.retain(|m| !(m.id == id && m.pop_receipt == pop_receipt));
+        s.messages
+            .retain(|m| !(m.id == id && m.pop_receipt == pop_receipt));
         if s.messages.len() == before {
             return Err(QueueError::Lost(format!("{id}: not found")));
         }
@@ -325,9 +364,20 @@ mod tests {
         q.send("b", Duration::from_secs(60)).await.unwrap();
         let got = q.receive(32, Duration::from_secs(30)).await.unwrap();
         assert_eq!(got.len(), 1);
-        assert!(q.receive(32, Duration::from_secs(30)).await.unwrap().is_empty());
-        let new_receipt = q.extend(&got[0].id, &got[0].pop_receipt, Duration::from_secs(30)).await.unwrap();
-        assert!(matches!(q.delete(&got[0].id, &got[0].pop_receipt).await, Err(QueueError::Lost(_))));
+        assert!(
+            q.receive(32, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let new_receipt = q
+            .extend(&got[0].id, &got[0].pop_receipt, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(matches!(
+            q.delete(&got[0].id, &got[0].pop_receipt).await,
+            Err(QueueError::Lost(_))
+        ));
         q.delete(&got[0].id, &new_receipt).await.unwrap();
         assert_eq!(q.approximate_len().await.unwrap(), 1);
     }

@@ -7,7 +7,7 @@
 //! (`x-ms-tags`), come back in the backup listing (`include=tags`), and leave metadata
 //! untouched. Index tags allow 10 per blob: the record takes one, user tags keep nine.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::collections::BTreeMap;
 
 /// The index tag key holding the record.
@@ -67,15 +67,27 @@ impl BackupRecord {
 
 /// Characters left as they are in an `x-ms-tags` header value (everything else is
 /// percent-encoded, as a URL query would be).
-const TAG_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const TAG_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the source blob has {0} index tags; with lakevault's record that exceeds the limit of {MAX_TAGS}")]
+#[error(
+    "the source blob has {0} index tags; with lakevault's record that exceeds the limit of {MAX_TAGS}"
+)]
 pub struct TooManyTags(pub usize);
 
 /// The `x-ms-tags` header value: the source's own tags plus the record.
-pub fn tags_header(user_tags: &BTreeMap<String, String>, record: &BackupRecord) -> Result<String, TooManyTags> {
-    let user: Vec<(&String, &String)> = user_tags.iter().filter(|(k, _)| k.as_str() != RECORD_TAG).collect();
+pub fn tags_header(
+    user_tags: &BTreeMap<String, String>,
+    record: &BackupRecord,
+) -> Result<String, TooManyTags> {
+    let user: Vec<(&String, &String)> = user_tags
+        .iter()
+        .filter(|(k, _)| k.as_str() != RECORD_TAG)
+        .collect();
     if user.len() + 1 > MAX_TAGS {
         return Err(TooManyTags(user.len()));
     }
@@ -85,7 +97,13 @@ pub fn tags_header(user_tags: &BTreeMap<String, String>, record: &BackupRecord) 
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain(std::iter::once((RECORD_TAG, record_value.as_str())));
     Ok(pairs
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, TAG_ENCODE), utf8_percent_encode(v, TAG_ENCODE)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, TAG_ENCODE),
+                utf8_percent_encode(v, TAG_ENCODE)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&"))
 }
@@ -115,7 +133,11 @@ mod tests {
     fn record_round_trips_and_fits_a_tag() {
         let v = record().to_tag_value();
         assert!(v.len() <= 256);
-        assert!(v.chars().all(|c| c.is_ascii_alphanumeric() || " +-./:=_".contains(c)), "{v}");
+        assert!(
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " +-./:=_".contains(c)),
+            "{v}"
+        );
         assert_eq!(BackupRecord::parse(&v), Some(record()));
         assert_eq!(BackupRecord::parse("v2 etag=x"), None);
         assert_eq!(BackupRecord::parse("garbage"), None);
@@ -126,7 +148,10 @@ mod tests {
         let mut user = BTreeMap::new();
         user.insert("Project Name".to_string(), "a&b=c".to_string());
         let h = tags_header(&user, &record()).unwrap();
-        assert!(h.starts_with("Project%20Name=a%26b%3Dc&lakevault=v1%20etag%3D0x8DC1234ABCD"), "{h}");
+        assert!(
+            h.starts_with("Project%20Name=a%26b%3Dc&lakevault=v1%20etag%3D0x8DC1234ABCD"),
+            "{h}"
+        );
         for i in 0..9 {
             user.insert(format!("k{i}"), "v".into());
         }

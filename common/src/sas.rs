@@ -5,7 +5,7 @@
 
 use crate::secret::SecretString;
 use azure_core::credentials::Secret;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
@@ -16,8 +16,13 @@ pub const SAS_VERSION: &str = "2022-11-02";
 /// What a service SAS grants access to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SasResource<'a> {
-    Container { container: &'a str },
-    Blob { container: &'a str, blob: &'a str },
+    Container {
+        container: &'a str,
+    },
+    Blob {
+        container: &'a str,
+        blob: &'a str,
+    },
     /// A snapshot of a blob (`sr=bs`), identified by its snapshot time.
     BlobSnapshot {
         container: &'a str,
@@ -65,7 +70,11 @@ pub fn service_sas(
             container,
             blob,
             snapshot,
-        } => (format!("/blob/{account}/{container}/{blob}"), "bs", snapshot),
+        } => (
+            format!("/blob/{account}/{container}/{blob}"),
+            "bs",
+            snapshot,
+        ),
     };
     let to_sign = [
         permissions,
@@ -162,7 +171,9 @@ pub fn check_not_expired(token: &str, now: OffsetDateTime) -> Result<OffsetDateT
     let expiry = sas_expiry(token)?;
     if expiry <= now {
         return Err(SasError::Expired(
-            expiry.format(&Rfc3339).unwrap_or_else(|_| expiry.to_string()),
+            expiry
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| expiry.to_string()),
         ));
     }
     Ok(expiry)
@@ -187,7 +198,10 @@ mod tests {
             time::macros::datetime!(2030-01-02 03:04:00 UTC)
         );
         assert_eq!(sas_expiry("sp=r&sig=x"), Err(SasError::NoExpiry));
-        assert!(matches!(sas_expiry("se=tomorrow"), Err(SasError::BadExpiry(_))));
+        assert!(matches!(
+            sas_expiry("se=tomorrow"),
+            Err(SasError::BadExpiry(_))
+        ));
     }
 
     #[test]
@@ -205,7 +219,10 @@ mod tests {
         let t = service_sas(
             "acct",
             &key,
-            SasResource::Blob { container: "c", blob: "a b/ü.txt" },
+            SasResource::Blob {
+                container: "c",
+                blob: "a b/ü.txt",
+            },
             "r",
             expiry,
         )

@@ -5,10 +5,10 @@
 
 use crate::secret::SecretString;
 use async_trait::async_trait;
-use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::Request;
-use azure_core::http::Context;
 use azure_core::credentials::Secret;
+use azure_core::http::Context;
+use azure_core::http::Request;
+use azure_core::http::policies::{Policy, PolicyResult};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -73,16 +73,29 @@ pub(crate) fn string_to_sign(account: &str, request: &Request) -> String {
     // The transport adds Content-Length from the body later, so derive it here; an empty
     // body signs as the empty string, not "0".
     let content_length = match header(request, "content-length") {
-        "" => request.body().len().map(|n| n.to_string()).unwrap_or_default(),
+        "" => request
+            .body()
+            .len()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         v => v.to_string(),
     };
-    let content_length = if content_length == "0" { String::new() } else { content_length };
+    let content_length = if content_length == "0" {
+        String::new()
+    } else {
+        content_length
+    };
 
     let mut ms_headers: Vec<(String, String)> = request
         .headers()
         .iter()
         .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.as_str().trim().to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.as_str().trim().to_string(),
+            )
+        })
         .collect();
     ms_headers.sort();
     let canonical_headers: String = ms_headers

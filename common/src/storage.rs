@@ -11,7 +11,9 @@ use crate::shared_key::SharedKeyPolicy;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{ClientOptions, Context, ExponentialRetryOptions, Request, RetryOptions, Transport};
+use azure_core::http::{
+    ClientOptions, Context, ExponentialRetryOptions, Request, RetryOptions, Transport,
+};
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
 use azure_storage_queue::{QueueClient, QueueServiceClient, QueueServiceClientOptions};
 use std::path::{Path, PathBuf};
@@ -49,7 +51,10 @@ pub enum AccountError {
     #[error("account `{alias}`: {message}")]
     Invalid { alias: String, message: String },
     #[error("account `{alias}`: {source}")]
-    Sas { alias: String, source: sas::SasError },
+    Sas {
+        alias: String,
+        source: sas::SasError,
+    },
     #[error("account `{alias}`: cannot create the {kind} credential: {message}")]
     Credential {
         alias: String,
@@ -163,9 +168,11 @@ fn resolve_secret(
 }
 
 fn default_endpoint(alias: &str, service: &str, account: &str) -> Result<Url, AccountError> {
-    Url::parse(&format!("https://{account}.{service}.core.windows.net")).map_err(|e| AccountError::Invalid {
-        alias: alias.to_string(),
-        message: format!("`account_name` `{account}` does not make a valid endpoint URL: {e}"),
+    Url::parse(&format!("https://{account}.{service}.core.windows.net")).map_err(|e| {
+        AccountError::Invalid {
+            alias: alias.to_string(),
+            message: format!("`account_name` `{account}` does not make a valid endpoint URL: {e}"),
+        }
     })
 }
 
@@ -255,13 +262,20 @@ impl StorageAccount {
                 blob_endpoint,
                 queue_endpoint,
             } => {
-                let key = resolve_secret(alias, "account_key", account_key, account_key_env, account_key_file)?;
+                let key = resolve_secret(
+                    alias,
+                    "account_key",
+                    account_key,
+                    account_key_env,
+                    account_key_file,
+                )?;
                 if azure_core::base64::decode(key.expose()).is_err() {
                     return Err(invalid(
                         "`account_key` is not valid base64; copy the key exactly as the portal or `az storage account keys list` shows it".into(),
                     ));
                 }
-                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                let (b, q) =
+                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
                 (Some(account_name.clone()), b, q, Auth::SharedKey { key })
             }
             AccountConfig::Sas {
@@ -286,13 +300,18 @@ impl StorageAccount {
                 let token = source
                     .current()
                     .map_err(|e| invalid(format!("`sas_token_file`: {e}")))?;
-                sas::check_not_expired(token.expose(), OffsetDateTime::now_utc()).map_err(|source| {
-                    AccountError::Sas {
+                sas::check_not_expired(token.expose(), OffsetDateTime::now_utc()).map_err(
+                    |source| AccountError::Sas {
                         alias: alias.to_string(),
                         source,
-                    }
-                })?;
-                let (b, q) = endpoint_pair(alias, account_name.as_deref(), blob_endpoint, queue_endpoint)?;
+                    },
+                )?;
+                let (b, q) = endpoint_pair(
+                    alias,
+                    account_name.as_deref(),
+                    blob_endpoint,
+                    queue_endpoint,
+                )?;
                 (account_name.clone(), b, q, Auth::Sas(Arc::new(source)))
             }
             AccountConfig::ManagedIdentity {
@@ -309,7 +328,8 @@ impl StorageAccount {
                 };
                 let cred = azure_identity::ManagedIdentityCredential::new(Some(options))
                     .map_err(|e| cred_err("managed_identity", e))?;
-                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                let (b, q) =
+                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
                 (Some(account_name.clone()), b, q, Auth::Token(cred))
             }
             AccountConfig::WorkloadIdentity {
@@ -328,7 +348,8 @@ impl StorageAccount {
                 };
                 let cred = azure_identity::WorkloadIdentityCredential::new(Some(options))
                     .map_err(|e| cred_err("workload_identity", e))?;
-                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                let (b, q) =
+                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
                 (Some(account_name.clone()), b, q, Auth::Token(cred))
             }
             AccountConfig::ClientSecret {
@@ -341,7 +362,13 @@ impl StorageAccount {
                 blob_endpoint,
                 queue_endpoint,
             } => {
-                let secret = resolve_secret(alias, "client_secret", client_secret, client_secret_env, client_secret_file)?;
+                let secret = resolve_secret(
+                    alias,
+                    "client_secret",
+                    client_secret,
+                    client_secret_env,
+                    client_secret_file,
+                )?;
                 let cred = azure_identity::ClientSecretCredential::new(
                     tenant_id,
                     client_id.clone(),
@@ -349,7 +376,8 @@ impl StorageAccount {
                     None,
                 )
                 .map_err(|e| cred_err("client_secret", e))?;
-                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                let (b, q) =
+                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
                 (Some(account_name.clone()), b, q, Auth::Token(cred))
             }
             AccountConfig::DeveloperTools {
@@ -359,7 +387,8 @@ impl StorageAccount {
             } => {
                 let cred = azure_identity::DeveloperToolsCredential::new(None)
                     .map_err(|e| cred_err("developer_tools", e))?;
-                let (b, q) = endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+                let (b, q) =
+                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
                 (Some(account_name.clone()), b, q, Auth::Token(cred))
             }
         };
@@ -423,11 +452,15 @@ impl StorageAccount {
             client_options: self.client_options(),
             ..Default::default()
         };
-        BlobServiceClient::new(self.blob_endpoint.clone(), self.token_credential(), Some(options))
-            .map_err(|e| AccountError::Client {
-                alias: self.alias.clone(),
-                message: crate::error::describe(&e),
-            })
+        BlobServiceClient::new(
+            self.blob_endpoint.clone(),
+            self.token_credential(),
+            Some(options),
+        )
+        .map_err(|e| AccountError::Client {
+            alias: self.alias.clone(),
+            message: crate::error::describe(&e),
+        })
     }
 
     pub fn container(&self, container: &str) -> Result<BlobContainerClient, AccountError> {
@@ -439,12 +472,16 @@ impl StorageAccount {
             client_options: self.client_options(),
             ..Default::default()
         };
-        QueueServiceClient::new(self.queue_endpoint.clone(), self.token_credential(), Some(options))
-            .and_then(|s| s.queue_client(name))
-            .map_err(|e| AccountError::Client {
-                alias: self.alias.clone(),
-                message: crate::error::describe(&e),
-            })
+        QueueServiceClient::new(
+            self.queue_endpoint.clone(),
+            self.token_credential(),
+            Some(options),
+        )
+        .and_then(|s| s.queue_client(name))
+        .map_err(|e| AccountError::Client {
+            alias: self.alias.clone(),
+            message: crate::error::describe(&e),
+        })
     }
 
     /// The URL (and authorization) another account's blob service uses to read this blob
@@ -476,7 +513,11 @@ impl StorageAccount {
                 let expiry = OffsetDateTime::now_utc()
                     + time::Duration::try_from(valid_for).unwrap_or(time::Duration::hours(1));
                 let resource = match snapshot {
-                    Some(snapshot) => SasResource::BlobSnapshot { container, blob, snapshot },
+                    Some(snapshot) => SasResource::BlobSnapshot {
+                        container,
+                        blob,
+                        snapshot,
+                    },
                     None => SasResource::Blob { container, blob },
                 };
                 let token = sas::service_sas(name, key, resource, "r", expiry)?;
@@ -494,7 +535,10 @@ impl StorageAccount {
             }
             Auth::Token(cred) => {
                 let token = cred.get_token(&[STORAGE_SCOPE], None).await?;
-                authorization = Some(SecretString::new(format!("Bearer {}", token.token.secret())));
+                authorization = Some(SecretString::new(format!(
+                    "Bearer {}",
+                    token.token.secret()
+                )));
             }
         }
         Ok(CopySource { url, authorization })

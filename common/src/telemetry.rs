@@ -28,7 +28,8 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
 pub fn init(service_name: &'static str, format: LogFormat, default_filter: &str) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -43,7 +44,10 @@ pub fn init(service_name: &'static str, format: LogFormat, default_filter: &str)
     let otel_layer = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
         || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
     {
-        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => {
                 use opentelemetry::trace::TracerProvider as _;
                 let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()

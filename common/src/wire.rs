@@ -84,7 +84,9 @@ impl CopyBatch {
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
         match value.get("v").and_then(serde_json::Value::as_u64) {
             None => return Err(DecodeError::NoVersion),
-            Some(v) if v != u64::from(WIRE_VERSION) => return Err(DecodeError::UnsupportedVersion(v)),
+            Some(v) if v != u64::from(WIRE_VERSION) => {
+                return Err(DecodeError::UnsupportedVersion(v));
+            }
             Some(_) => {}
         }
         let batch: CopyBatch =
@@ -137,14 +139,19 @@ impl BatchBuilder {
     /// An item that cannot fit even alone comes back as `Err` (impossible within Azure's
     /// limits on names and tags, but not assumed).
     pub fn push(&mut self, item: CopyItem) -> Result<Option<CopyBatch>, CopyItem> {
-        let item_len = serde_json::to_string(&item).map(|s| s.len()).unwrap_or(usize::MAX);
+        let item_len = serde_json::to_string(&item)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
         if self.empty_len.saturating_add(item_len) > self.max_bytes {
             return Err(item);
         }
         let separator = usize::from(!self.current.is_empty());
         let full = if self.current_len + separator + item_len > self.max_bytes {
             self.current_len = self.empty_len;
-            Some(self.header.with_items(std::mem::take(&mut self.current), self.header.attempt))
+            Some(
+                self.header
+                    .with_items(std::mem::take(&mut self.current), self.header.attempt),
+            )
         } else {
             None
         };
@@ -155,7 +162,8 @@ impl BatchBuilder {
 
     /// The last, partly filled batch.
     pub fn finish(self) -> Option<CopyBatch> {
-        (!self.current.is_empty()).then(|| self.header.with_items(self.current, self.header.attempt))
+        (!self.current.is_empty())
+            .then(|| self.header.with_items(self.current, self.header.attempt))
     }
 }
 
@@ -191,8 +199,14 @@ mod tests {
             kind: MessageKind::Copy,
             job: "job-1".into(),
             attempt: 0,
-            source: Location { account: "src".into(), container: "raw".into() },
-            destination: Location { account: "bak".into(), container: "raw".into() },
+            source: Location {
+                account: "src".into(),
+                container: "raw".into(),
+            },
+            destination: Location {
+                account: "bak".into(),
+                container: "raw".into(),
+            },
             items: vec![],
         }
     }
@@ -215,14 +229,26 @@ mod tests {
 
     #[test]
     fn decode_errors_say_what_is_wrong() {
-        assert!(matches!(CopyBatch::decode("hello"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            CopyBatch::decode("hello"),
+            Err(DecodeError::NotJson(_))
+        ));
         assert_eq!(CopyBatch::decode("{}"), Err(DecodeError::NoVersion));
-        assert_eq!(CopyBatch::decode(r#"{"v":7}"#), Err(DecodeError::UnsupportedVersion(7)));
-        assert!(matches!(CopyBatch::decode(r#"{"v":1,"kind":"copy"}"#), Err(DecodeError::Shape(_))));
+        assert_eq!(
+            CopyBatch::decode(r#"{"v":7}"#),
+            Err(DecodeError::UnsupportedVersion(7))
+        );
+        assert!(matches!(
+            CopyBatch::decode(r#"{"v":1,"kind":"copy"}"#),
+            Err(DecodeError::Shape(_))
+        ));
         let mut b = header().with_items(vec![item("x")], 0).encode();
         b = b.replace("\"attempt\"", "\"bogus\":1,\"attempt\"");
         assert!(matches!(CopyBatch::decode(&b), Err(DecodeError::Shape(_))));
-        assert_eq!(CopyBatch::decode(&header().encode()), Err(DecodeError::Empty));
+        assert_eq!(
+            CopyBatch::decode(&header().encode()),
+            Err(DecodeError::Empty)
+        );
     }
 
     proptest! {
@@ -246,8 +272,14 @@ mod tests {
 
     #[test]
     fn many_items_per_message() {
-        let items: Vec<CopyItem> = (0..1000).map(|i| item(&format!("dir/{i:05}.parquet"))).collect();
+        let items: Vec<CopyItem> = (0..1000)
+            .map(|i| item(&format!("dir/{i:05}.parquet")))
+            .collect();
         let (batches, _) = pack(&header(), items, MAX_MESSAGE_BYTES);
-        assert!(batches.len() <= 3, "{} messages for 1000 items", batches.len());
+        assert!(
+            batches.len() <= 3,
+            "{} messages for 1000 items",
+            batches.len()
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! The `backup` command: for every selected source container, diff the source against the
 //! backup and enqueue copy batches for what is new or changed.
 
-use crate::diff::{merge_join, Change, DiffError};
-use crate::listing::{list_blobs, list_container_names, ListedBlob};
+use crate::diff::{Change, DiffError, merge_join};
+use crate::listing::{ListedBlob, list_blobs, list_container_names};
 use lakevault_common::config::Config;
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::storage::StorageAccount;
-use lakevault_common::wire::{BatchBuilder, CopyBatch, CopyItem, Location, MessageKind, MAX_MESSAGE_BYTES, WIRE_VERSION};
+use lakevault_common::wire::{
+    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
+};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +68,10 @@ pub enum BackupError {
     #[error("{0}")]
     Destination(String),
     #[error("container `{container}`: {source}")]
-    Diff { container: String, source: DiffError },
+    Diff {
+        container: String,
+        source: DiffError,
+    },
     #[error("enqueueing to `{queue}`: {message}")]
     Enqueue { queue: String, message: String },
     #[error("interrupted")]
@@ -74,14 +79,18 @@ pub enum BackupError {
 }
 
 /// Resolves which source containers to back up.
-async fn selected_containers(config: &Config, source: &StorageAccount) -> Result<Vec<String>, BackupError> {
+async fn selected_containers(
+    config: &Config,
+    source: &StorageAccount,
+) -> Result<Vec<String>, BackupError> {
     let service = source.blob_service()?;
-    let existing = list_container_names(&service)
-        .await
-        .map_err(|e| BackupError::ListContainers {
-            account: source.alias.clone(),
-            message: lakevault_common::error::describe(&e),
-        })?;
+    let existing =
+        list_container_names(&service)
+            .await
+            .map_err(|e| BackupError::ListContainers {
+                account: source.alias.clone(),
+                message: lakevault_common::error::describe(&e),
+            })?;
     if config.backup.containers.iter().any(|c| c == "*") {
         return Ok(existing);
     }
@@ -117,10 +126,13 @@ pub async fn run(
     let started = Instant::now();
     let containers = selected_containers(config, source).await?;
     if !options.dry_run {
-        queue.ensure_exists().await.map_err(|e| BackupError::Enqueue {
-            queue: queue.name().to_string(),
-            message: e.to_string(),
-        })?;
+        queue
+            .ensure_exists()
+            .await
+            .map_err(|e| BackupError::Enqueue {
+                queue: queue.name().to_string(),
+                message: e.to_string(),
+            })?;
     }
     let mut report = BackupReport {
         job_id: options.job_id.clone(),
@@ -154,26 +166,32 @@ async fn plan_container(
     options: &BackupOptions,
     container: &str,
 ) -> Result<ContainerPlan, BackupError> {
-    let dest_name = config.destination_container(container).map_err(BackupError::Destination)?;
+    let dest_name = config
+        .destination_container(container)
+        .map_err(BackupError::Destination)?;
     let diff_err = |source: DiffError| BackupError::Diff {
         container: container.to_string(),
         source,
     };
     let dest_client = destination.container(&dest_name)?;
     if !options.dry_run {
-        ensure_container(&dest_client)
-            .await
-            .map_err(|e| BackupError::Destination(format!("creating backup container `{dest_name}`: {}", lakevault_common::error::describe(&e))))?;
+        ensure_container(&dest_client).await.map_err(|e| {
+            BackupError::Destination(format!(
+                "creating backup container `{dest_name}`: {}",
+                lakevault_common::error::describe(&e)
+            ))
+        })?;
     }
     let source_client = source.container(container)?;
     let source_listing = list_blobs(&source_client, None, true).map_err(|e| diff_err(e.into()))?;
     // A backup container that does not exist yet (dry run) lists as empty.
     let backup_exists = dest_client.exists().await.map_err(|e| diff_err(e.into()))?;
-    let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> = if backup_exists {
-        Box::pin(list_blobs(&dest_client, None, true).map_err(|e| diff_err(e.into()))?)
-    } else {
-        Box::pin(futures::stream::empty())
-    };
+    let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
+        if backup_exists {
+            Box::pin(list_blobs(&dest_client, None, true).map_err(|e| diff_err(e.into()))?)
+        } else {
+            Box::pin(futures::stream::empty())
+        };
 
     let header = CopyBatch {
         v: WIRE_VERSION,
@@ -204,7 +222,12 @@ async fn plan_container(
         queue
             .send(&batch.encode(), Duration::ZERO)
             .await
-            .map_err(|e| DiffError::Listing(azure_core::Error::with_message(azure_core::error::ErrorKind::Other, format!("enqueue failed: {e}"))))
+            .map_err(|e| {
+                DiffError::Listing(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Other,
+                    format!("enqueue failed: {e}"),
+                ))
+            })
     };
     merge_join(source_listing, backup_listing, async |change| {
         match &change {
@@ -234,10 +257,14 @@ async fn plan_container(
     Ok(plan)
 }
 
-async fn ensure_container(client: &azure_storage_blob::BlobContainerClient) -> azure_core::Result<()> {
+async fn ensure_container(
+    client: &azure_storage_blob::BlobContainerClient,
+) -> azure_core::Result<()> {
     match client.create(None).await {
         Ok(_) => Ok(()),
-        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => Ok(()),
+        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

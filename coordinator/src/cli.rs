@@ -13,16 +13,37 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "lakevault-coordinator", version, about = "Plans lakevault backups: finds what changed and enqueues copy work for the workers")]
+#[command(
+    name = "lakevault-coordinator",
+    version,
+    about = "Plans lakevault backups: finds what changed and enqueues copy work for the workers"
+)]
 pub struct Cli {
     /// Topology file (accounts, what to back up, queue).
-    #[arg(long, short, env = "LAKEVAULT_CONFIG", global = true, default_value = "lakevault.toml")]
+    #[arg(
+        long,
+        short,
+        env = "LAKEVAULT_CONFIG",
+        global = true,
+        default_value = "lakevault.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
-    #[arg(long, env = "LAKEVAULT_LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "LAKEVAULT_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
-    #[arg(long, env = "LAKEVAULT_CONNECT_TIMEOUT_SECS", global = true, default_value_t = 3)]
+    #[arg(
+        long,
+        env = "LAKEVAULT_CONNECT_TIMEOUT_SECS",
+        global = true,
+        default_value_t = 3
+    )]
     pub connect_timeout_secs: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -65,16 +86,23 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let account = |alias: &str| -> anyhow::Result<StorageAccount> {
-        Ok(StorageAccount::from_config(alias, config.account(alias)?, network.clone())?)
+        Ok(StorageAccount::from_config(
+            alias,
+            config.account(alias)?,
+            network.clone(),
+        )?)
     };
     match cli.command {
         Command::Backup(args) => {
             let source = account(&config.backup.source)?;
             let destination = account(&config.backup.destination)?;
             let queue_account = account(&config.queue.account)?;
-            let queue = AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?);
+            let queue =
+                AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?);
             let options = BackupOptions {
-                job_id: args.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                job_id: args
+                    .job_id
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 dry_run: args.dry_run,
                 sample: args.sample,
             };
@@ -91,20 +119,42 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
 }
 
 fn print_table(report: &BackupReport) {
-    let verb = if report.dry_run { "would enqueue" } else { "enqueued" };
+    let verb = if report.dry_run {
+        "would enqueue"
+    } else {
+        "enqueued"
+    };
     println!(
         "job {}{}",
         report.job_id,
-        if report.dry_run { " (dry run: nothing enqueued)" } else { "" }
+        if report.dry_run {
+            " (dry run: nothing enqueued)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
-        "source container", "backup container", "new", "changed", "unchanged", "src-deleted", "bytes to copy", "messages"
+        "source container",
+        "backup container",
+        "new",
+        "changed",
+        "unchanged",
+        "src-deleted",
+        "bytes to copy",
+        "messages"
     );
     for c in &report.containers {
         println!(
             "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
-            c.source_container, c.destination_container, c.new, c.changed, c.unchanged, c.deleted_in_source, c.bytes_to_copy, c.messages
+            c.source_container,
+            c.destination_container,
+            c.new,
+            c.changed,
+            c.unchanged,
+            c.deleted_in_source,
+            c.bytes_to_copy,
+            c.messages
         );
         for name in &c.sample {
             println!("    {name}");

@@ -168,8 +168,18 @@ mod tests {
 
     #[tokio::test]
     async fn classifies_each_case() {
-        let src = vec![blob("a", "1"), blob("b", "2"), blob("c", "3"), blob("e", "5")];
-        let bak = vec![backup_of("b", "2"), backup_of("c", "old"), backup_of("d", "4"), blob("e", "x")];
+        let src = vec![
+            blob("a", "1"),
+            blob("b", "2"),
+            blob("c", "3"),
+            blob("e", "5"),
+        ];
+        let bak = vec![
+            backup_of("b", "2"),
+            backup_of("c", "old"),
+            backup_of("d", "4"),
+            blob("e", "x"),
+        ];
         let out = run(src, bak).await.unwrap();
         let kinds: Vec<(&str, &str)> = out
             .iter()
@@ -182,14 +192,25 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            vec![("new", "a"), ("unchanged", "b"), ("changed", "c"), ("deleted", "d"), ("changed", "e")]
+            vec![
+                ("new", "a"),
+                ("unchanged", "b"),
+                ("changed", "c"),
+                ("deleted", "d"),
+                ("changed", "e")
+            ]
         );
     }
 
     #[tokio::test]
     async fn refuses_unsorted_input() {
-        let err = run(vec![blob("b", "1"), blob("a", "1")], vec![]).await.unwrap_err();
-        assert!(matches!(err, DiffError::OutOfOrder { side: "source", .. }), "{err}");
+        let err = run(vec![blob("b", "1"), blob("a", "1")], vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DiffError::OutOfOrder { side: "source", .. }),
+            "{err}"
+        );
     }
 
     fn name_strategy() -> impl Strategy<Value = String> {

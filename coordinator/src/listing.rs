@@ -1,7 +1,9 @@
 //! Streaming container and blob listings. A listing is consumed page by page (at most
 //! 5,000 entries in memory), never collected.
 
-use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, BlobItem, BlobType, ListBlobsIncludeItem};
+use azure_storage_blob::models::{
+    BlobContainerClientListBlobsOptions, BlobItem, BlobType, ListBlobsIncludeItem,
+};
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient};
 use futures::{Stream, TryStreamExt};
 use lakevault_common::record::normalise_etag;
@@ -19,8 +21,11 @@ pub struct ListedBlob {
 }
 
 fn rfc3339(t: Option<time::OffsetDateTime>) -> String {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default()
 }
 
 impl ListedBlob {
@@ -35,7 +40,10 @@ impl ListedBlob {
             .collect();
         Some(ListedBlob {
             name: item.name?,
-            etag: props.etag.map(|e| normalise_etag(&e.to_string())).unwrap_or_default(),
+            etag: props
+                .etag
+                .map(|e| normalise_etag(e.as_ref()))
+                .unwrap_or_default(),
             size: props.content_length.unwrap_or(0),
             last_modified: rfc3339(props.last_modified),
             blob_type: props.blob_type.map(|t| match t {

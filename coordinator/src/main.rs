@@ -1,11 +1,12 @@
 use clap::Parser;
-use lakevault_coordinator::cli::{run, Cli};
+use lakevault_coordinator::cli::{Cli, run};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let _telemetry = lakevault_common::telemetry::init("lakevault-coordinator", cli.log_format, "info");
+    let _telemetry =
+        lakevault_common::telemetry::init("lakevault-coordinator", cli.log_format, "info");
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

@@ -2,7 +2,7 @@
 //! source (`devstoreaccount1`) and a backup account (`backupaccount`), in memory. Each
 //! instance is independent, so test runs and the demo never collide. Stopped on drop.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +12,8 @@ pub const SOURCE_ACCOUNT: &str = "devstoreaccount1";
 pub const SOURCE_KEY: &str = lakevault_common::connection_string::EMULATOR_KEY;
 pub const BACKUP_ACCOUNT: &str = "backupaccount";
 /// A fixed key for the emulator's second account (base64 of a test phrase; not a secret).
-pub const BACKUP_KEY: &str = "bGFrZXZhdWx0LWJhY2t1cC1hY2NvdW50LWVtdWxhdG9yLWtleS0wMDAwMDAwMDAwMDAwMDAwMDAwMA==";
+pub const BACKUP_KEY: &str =
+    "bGFrZXZhdWx0LWJhY2t1cC1hY2NvdW50LWVtdWxhdG9yLWtleS0wMDAwMDAwMDAwMDAwMDAwMDAwMA==";
 
 #[derive(Debug)]
 pub struct Azurite {
@@ -90,7 +91,13 @@ impl Azurite {
         let spawn = |service: &str, host_flag: &str, port_flag: &str, port: u16| {
             Command::new(bin.join(format!("azurite-{service}")))
                 .args([host_flag, "127.0.0.1", port_flag, &port.to_string()])
-                .args(["--inMemoryPersistence", "--disableTelemetry", "--silent", "--skipApiVersionCheck", "--loose"])
+                .args([
+                    "--inMemoryPersistence",
+                    "--disableTelemetry",
+                    "--silent",
+                    "--skipApiVersionCheck",
+                    "--loose",
+                ])
                 .env("AZURITE_ACCOUNTS", accounts_env())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -103,8 +110,10 @@ impl Azurite {
             queue_port,
             children: Vec::new(),
         };
-        me.children.push(spawn("blob", "--blobHost", "--blobPort", blob_port)?);
-        me.children.push(spawn("queue", "--queueHost", "--queuePort", queue_port)?);
+        me.children
+            .push(spawn("blob", "--blobHost", "--blobPort", blob_port)?);
+        me.children
+            .push(spawn("queue", "--queueHost", "--queuePort", queue_port)?);
         wait_for_port(blob_port, &mut me.children[0], Duration::from_secs(30))?;
         wait_for_port(queue_port, &mut me.children[1], Duration::from_secs(30))?;
         Ok(me)

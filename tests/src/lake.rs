@@ -2,14 +2,14 @@
 //! backup blob by blob (content hash, content type, metadata with its exact key case, user
 //! tags, and lakevault's record of the source ETag).
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use azure_core::http::RequestContent;
+use azure_storage_blob::BlobServiceClient;
 use azure_storage_blob::models::{
     BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions, ListBlobsIncludeItem,
 };
-use azure_storage_blob::BlobServiceClient;
 use futures::{StreamExt, TryStreamExt};
-use lakevault_common::record::{user_tags, BackupRecord};
+use lakevault_common::record::{BackupRecord, user_tags};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -64,7 +64,8 @@ fn size_for(i: usize, rng: &mut impl Rng) -> usize {
 }
 
 fn content(seed: u64, i: usize, len: usize) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut buf = vec![0u8; len];
     rng.fill(&mut buf[..]);
     buf
@@ -73,20 +74,37 @@ fn content(seed: u64, i: usize, len: usize) -> Vec<u8> {
 async fn ensure_container(service: &BlobServiceClient, name: &str) -> anyhow::Result<()> {
     match service.blob_container_client(name).create(None).await {
         Ok(_) => Ok(()),
-        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => Ok(()),
+        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Uploads one blob with a content type, metadata and (sometimes) index tags.
-async fn upload(service: &BlobServiceClient, container: &str, name: &str, body: Vec<u8>, i: usize) -> anyhow::Result<()> {
+async fn upload(
+    service: &BlobServiceClient,
+    container: &str,
+    name: &str,
+    body: Vec<u8>,
+    i: usize,
+) -> anyhow::Result<()> {
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("source".to_string(), "seed".to_string());
     metadata.insert("index".to_string(), i.to_string());
     let options = BlockBlobClientUploadOptions {
-        blob_content_type: Some(if name.ends_with(".json") { "application/json" } else { "application/octet-stream" }.into()),
+        blob_content_type: Some(
+            if name.ends_with(".json") {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            }
+            .into(),
+        ),
         metadata: Some(metadata),
-        blob_tags_string: (i % 5 == 0).then(|| format!("team=data&tier=t{}", i % 3)),
+        blob_tags_string: i
+            .is_multiple_of(5)
+            .then(|| format!("team=data&tier=t{}", i % 3)),
         ..Default::default()
     };
     service
@@ -112,14 +130,23 @@ pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Resul
     let bytes: u64 = plan.iter().map(|p| p.2 as u64).sum();
     let seed = spec.seed;
     futures::stream::iter(plan)
-        .map(|(c, n, len, i)| async move { upload(service, &c, &n, content(seed, i, len), i).await })
+        .map(
+            |(c, n, len, i)| async move { upload(service, &c, &n, content(seed, i, len), i).await },
+        )
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
     let mut total = (spec.blobs as u64, bytes);
     if spec.large_bytes > 0 {
         let body = content(spec.seed, usize::MAX, spec.large_bytes as usize);
-        upload(service, &spec.containers[0], "large/big file ü.bin", body, 1).await?;
+        upload(
+            service,
+            &spec.containers[0],
+            "large/big file ü.bin",
+            body,
+            1,
+        )
+        .await?;
         total.0 += 1;
         total.1 += spec.large_bytes;
     }
@@ -127,13 +154,25 @@ pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Resul
 }
 
 /// Rewrites `count` existing blobs with new content; returns their names.
-pub async fn modify(service: &BlobServiceClient, spec: &LakeSpec, count: usize, round: u64) -> anyhow::Result<Vec<String>> {
+pub async fn modify(
+    service: &BlobServiceClient,
+    spec: &LakeSpec,
+    count: usize,
+    round: u64,
+) -> anyhow::Result<Vec<String>> {
     let mut changed = Vec::new();
     for k in 0..count {
         let i = 3 + k * 17;
         let c = &spec.containers[i % spec.containers.len()];
         let name = blob_name(i);
-        upload(service, c, &name, content(spec.seed ^ (round + 1), i, 1234 + k), i).await?;
+        upload(
+            service,
+            c,
+            &name,
+            content(spec.seed ^ (round + 1), i, 1234 + k),
+            i,
+        )
+        .await?;
         changed.push(format!("{c}/{name}"));
     }
     Ok(changed)
@@ -149,20 +188,31 @@ struct Listed {
     tags: BTreeMap<String, String>,
 }
 
-async fn listing(service: &BlobServiceClient, container: &str) -> anyhow::Result<BTreeMap<String, Listed>> {
+async fn listing(
+    service: &BlobServiceClient,
+    container: &str,
+) -> anyhow::Result<BTreeMap<String, Listed>> {
     let options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Tags]),
+        include: Some(vec![
+            ListBlobsIncludeItem::Metadata,
+            ListBlobsIncludeItem::Tags,
+        ]),
         ..Default::default()
     };
     let mut out = BTreeMap::new();
-    let mut pager = service.blob_container_client(container).list_blobs(Some(options))?;
+    let mut pager = service
+        .blob_container_client(container)
+        .list_blobs(Some(options))?;
     while let Some(item) = pager.next().await {
         let item = item?;
         let props = item.properties.unwrap_or_default();
         out.insert(
             item.name.unwrap_or_default(),
             Listed {
-                etag: props.etag.map(|e| e.to_string().trim_matches('"').to_string()).unwrap_or_default(),
+                etag: props
+                    .etag
+                    .map(|e| e.to_string().trim_matches('"').to_string())
+                    .unwrap_or_default(),
                 size: props.content_length.unwrap_or(0),
                 content_type: props.content_type,
                 metadata: item
@@ -184,7 +234,11 @@ async fn listing(service: &BlobServiceClient, container: &str) -> anyhow::Result
     Ok(out)
 }
 
-async fn sha256_of(service: &BlobServiceClient, container: &str, name: &str) -> anyhow::Result<(String, u64)> {
+async fn sha256_of(
+    service: &BlobServiceClient,
+    container: &str,
+    name: &str,
+) -> anyhow::Result<(String, u64)> {
     let result = service
         .blob_client(container, name)
         .download(None)
@@ -219,7 +273,7 @@ pub async fn verify(
     for (src_c, bak_c) in containers {
         let src = listing(source, src_c).await?;
         let bak = listing(backup, bak_c).await?;
-        let checks = futures::stream::iter(src.into_iter())
+        let checks = futures::stream::iter(src)
             .map(|(name, s)| {
                 let b = bak.get(&name).cloned();
                 async move {
@@ -230,21 +284,35 @@ pub async fn verify(
                     };
                     let record = BackupRecord::from_tags(&b.tags);
                     if record.as_ref().map(|r| r.source_etag.as_str()) != Some(s.etag.as_str()) {
-                        problems.push(format!("{src_c}/{name}: backup record {record:?} does not name source ETag {}", s.etag));
+                        problems.push(format!(
+                            "{src_c}/{name}: backup record {record:?} does not name source ETag {}",
+                            s.etag
+                        ));
                     }
                     if s.metadata != b.metadata {
-                        problems.push(format!("{src_c}/{name}: metadata differs: {:?} vs {:?}", s.metadata, b.metadata));
+                        problems.push(format!(
+                            "{src_c}/{name}: metadata differs: {:?} vs {:?}",
+                            s.metadata, b.metadata
+                        ));
                     }
                     if s.tags != user_tags(&b.tags) {
-                        problems.push(format!("{src_c}/{name}: tags differ: {:?} vs {:?}", s.tags, b.tags));
+                        problems.push(format!(
+                            "{src_c}/{name}: tags differ: {:?} vs {:?}",
+                            s.tags, b.tags
+                        ));
                     }
                     if s.content_type != b.content_type {
-                        problems.push(format!("{src_c}/{name}: content type {:?} vs {:?}", s.content_type, b.content_type));
+                        problems.push(format!(
+                            "{src_c}/{name}: content type {:?} vs {:?}",
+                            s.content_type, b.content_type
+                        ));
                     }
                     let (sh, sl) = sha256_of(source, src_c, &name).await?;
                     let (bh, bl) = sha256_of(backup, bak_c, &name).await?;
                     if sh != bh || sl != bl || sl != s.size {
-                        problems.push(format!("{src_c}/{name}: content differs ({sl} bytes {sh} vs {bl} bytes {bh})"));
+                        problems.push(format!(
+                            "{src_c}/{name}: content differs ({sl} bytes {sh} vs {bl} bytes {bh})"
+                        ));
                     }
                     Ok((sl, problems))
                 }
@@ -276,8 +344,15 @@ pub fn raw_put_blob(
     let url = url::Url::parse(blob_endpoint)?;
     let host = url.host_str().context("endpoint host")?.to_string();
     let port = url.port().context("endpoint port")?;
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let path = format!("{}/{}/{}", url.path().trim_end_matches('/'), enc(container), enc(blob));
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let path = format!(
+        "{}/{}/{}",
+        url.path().trim_end_matches('/'),
+        enc(container),
+        enc(blob)
+    );
     let date = azure_core::time::to_rfc7231(&time::OffsetDateTime::now_utc());
     let mut ms: Vec<(String, String)> = vec![
         ("x-ms-blob-type".into(), "BlockBlob".into()),
@@ -287,13 +362,28 @@ pub fn raw_put_blob(
     for (k, v) in metadata {
         ms.push((format!("x-ms-meta-{k}"), v.to_string()));
     }
-    let mut canon: Vec<(String, String)> = ms.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let mut canon: Vec<(String, String)> = ms
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
     canon.sort();
     let canon_headers: String = canon.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let len = if body.is_empty() { String::new() } else { body.len().to_string() };
-    let to_sign = format!("PUT\n\n\n{len}\n\napplication/octet-stream\n\n\n\n\n\n\n{canon_headers}/{account}{path}");
-    let sig = azure_core::hmac::hmac_sha256(&to_sign, &azure_core::credentials::Secret::new(key.to_string()))?;
-    let mut req = format!("PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nAuthorization: SharedKey {account}:{sig}\r\nConnection: close\r\n", body.len());
+    let len = if body.is_empty() {
+        String::new()
+    } else {
+        body.len().to_string()
+    };
+    let to_sign = format!(
+        "PUT\n\n\n{len}\n\napplication/octet-stream\n\n\n\n\n\n\n{canon_headers}/{account}{path}"
+    );
+    let sig = azure_core::hmac::hmac_sha256(
+        &to_sign,
+        &azure_core::credentials::Secret::new(key.to_string()),
+    )?;
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nAuthorization: SharedKey {account}:{sig}\r\nConnection: close\r\n",
+        body.len()
+    );
     for (k, v) in &ms {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -305,7 +395,10 @@ pub fn raw_put_blob(
     stream.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).unwrap_or("");
     if status != "201" {
-        bail!("raw put of {container}/{blob} failed: {}", response.lines().next().unwrap_or(""));
+        bail!(
+            "raw put of {container}/{blob} failed: {}",
+            response.lines().next().unwrap_or("")
+        );
     }
     Ok(())
 }

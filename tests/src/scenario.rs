@@ -1,7 +1,7 @@
 //! Runs the real `lakevault-coordinator` and `lakevault-worker` binaries as separate
 //! processes, as an operator would.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
@@ -23,7 +23,13 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(crate::azurite::repo_root())
-        .args(["build", "-p", "lakevault-coordinator", "-p", "lakevault-worker"])
+        .args([
+            "build",
+            "-p",
+            "lakevault-coordinator",
+            "-p",
+            "lakevault-worker",
+        ])
         .status()?;
     if !status.success() {
         bail!("building the binaries failed");
@@ -81,7 +87,8 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
             .context("running the coordinator")?,
         "lakevault-coordinator backup",
     )?;
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).context("coordinator JSON output")?;
+    let plan: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("coordinator JSON output")?;
     let sum = |key: &str| -> u64 {
         plan["containers"]
             .as_array()
@@ -96,7 +103,14 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
     let children: Vec<Child> = (0..workers)
         .map(|_| {
             worker(config)?
-                .args(["run", "--exit-when-idle", "2", "--summary-json", "--retry-delay-secs", "1"])
+                .args([
+                    "run",
+                    "--exit-when-idle",
+                    "2",
+                    "--summary-json",
+                    "--retry-delay-secs",
+                    "1",
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -105,7 +119,8 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
         .collect::<anyhow::Result<_>>()?;
     for child in children {
         let out = checked(child.wait_with_output()?, "lakevault-worker run")?;
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).context("worker summary JSON")?;
+        let summary: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("worker summary JSON")?;
         report.copied += summary["copied"].as_u64().unwrap_or(0);
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);

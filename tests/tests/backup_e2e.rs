@@ -13,7 +13,11 @@ async fn two_workers_back_up_a_lake_incrementally() {
     let azurite = Azurite::start().expect("azurite");
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("lakevault.toml");
-    std::fs::write(&config_path, azurite.config_toml("e2e", &["lake-a", "lake-b"])).expect("config");
+    std::fs::write(
+        &config_path,
+        azurite.config_toml("e2e", &["lake-a", "lake-b"]),
+    )
+    .expect("config");
     let config = Config::load(&config_path).expect("config loads");
     let (src, bak) = lakevault_tests::services(&config).expect("clients");
     let spec = LakeSpec {
@@ -34,19 +38,33 @@ async fn two_workers_back_up_a_lake_incrementally() {
     )
     .expect("raw put");
     let blobs = blobs + 1;
-    let pairs = vec![("lake-a".to_string(), "lake-a".to_string()), ("lake-b".to_string(), "lake-b".to_string())];
+    let pairs = vec![
+        ("lake-a".to_string(), "lake-a".to_string()),
+        ("lake-b".to_string(), "lake-b".to_string()),
+    ];
 
     let first = backup_pass(&config_path, 2).expect("first pass");
     assert_eq!(first.planned, blobs);
     assert_eq!(first.copied, blobs, "{first:?}");
     assert_eq!(first.poisoned, 0);
-    assert!(first.messages * 50 < blobs, "items must be batched many per message: {first:?}");
+    assert!(
+        first.messages * 50 < blobs,
+        "items must be batched many per message: {first:?}"
+    );
     let report = lake::verify(&src, &bak, &pairs).await.expect("verify");
     assert_eq!(report.blobs, blobs);
-    assert!(report.problems.is_empty(), "{:#?}", &report.problems[..report.problems.len().min(10)]);
+    assert!(
+        report.problems.is_empty(),
+        "{:#?}",
+        &report.problems[..report.problems.len().min(10)]
+    );
 
     let second = backup_pass(&config_path, 2).expect("second pass");
-    assert_eq!((second.planned, second.copied, second.messages), (0, 0, 0), "{second:?}");
+    assert_eq!(
+        (second.planned, second.copied, second.messages),
+        (0, 0, 0),
+        "{second:?}"
+    );
 
     let changed = lake::modify(&src, &spec, 3, 1).await.expect("modify");
     assert_eq!(changed.len(), 3);

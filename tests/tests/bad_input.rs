@@ -14,8 +14,15 @@ fn run_coordinator_with(config_text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config_text).expect("write");
-    let out = coordinator(&path).expect("binary").args(["backup"]).output().expect("run");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = coordinator(&path)
+        .expect("binary")
+        .args(["backup"])
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const BASE: &str = r#"
@@ -41,15 +48,33 @@ name = "work"
 #[test]
 fn config_errors_name_the_field() {
     let cases = [
-        (BASE.replace("name = \"work\"", "name = \"work\"\nvisibility = 3"), "visibility"),
-        (BASE.replace("destination = \"backup\"", "destination = \"vault\""), "backup.destination"),
-        (BASE.replace("kind = \"shared_key\"", "kind = \"access_key\""), "access_key"),
-        (BASE.replace("account_key = \"a2V5\"", "account_key_env = \"LAKEVAULT_TEST_UNSET_VAR\""), "LAKEVAULT_TEST_UNSET_VAR"),
+        (
+            BASE.replace("name = \"work\"", "name = \"work\"\nvisibility = 3"),
+            "visibility",
+        ),
+        (
+            BASE.replace("destination = \"backup\"", "destination = \"vault\""),
+            "backup.destination",
+        ),
+        (
+            BASE.replace("kind = \"shared_key\"", "kind = \"access_key\""),
+            "access_key",
+        ),
+        (
+            BASE.replace(
+                "account_key = \"a2V5\"",
+                "account_key_env = \"LAKEVAULT_TEST_UNSET_VAR\"",
+            ),
+            "LAKEVAULT_TEST_UNSET_VAR",
+        ),
     ];
     for (text, field) in cases {
         let (code, stderr) = run_coordinator_with(&text);
         assert_ne!(code, 0, "must fail for {field}");
-        assert!(stderr.contains(field), "error for `{field}` must name it; got: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "error for `{field}` must name it; got: {stderr}"
+        );
     }
     let (code, stderr) = run_coordinator_with("this is [not toml");
     assert_ne!(code, 0);
@@ -69,9 +94,16 @@ fn unreachable_endpoint_fails_fast_with_a_clear_error() {
     let started = Instant::now();
     let (code, stderr) = run_coordinator_with(&text);
     // A generous bound: this detects a hang, it is not a performance target.
-    assert!(started.elapsed() < Duration::from_secs(90), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_ne!(code, 0);
-    assert!(stderr.contains("127.0.0.1:9") || stderr.to_lowercase().contains("connect"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:9") || stderr.to_lowercase().contains("connect"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,17 +114,40 @@ async fn undecodable_messages_go_to_the_poison_queue_and_work_continues() {
     std::fs::write(&config_path, azurite.config_toml("poisontest", &["data"])).expect("config");
     let config = Config::load(&config_path).expect("config");
     let (src, _) = lakevault_tests::services(&config).expect("clients");
-    let spec = LakeSpec { containers: vec!["data".into()], blobs: 20, large_bytes: 0, seed: 3 };
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 20,
+        large_bytes: 0,
+        seed: 3,
+    };
     lake::seed(&src, &spec).await.expect("seed");
 
-    let backup = StorageAccount::from_config("backup", config.account("backup").expect("alias"), NetworkOptions::default())
-        .expect("account");
+    let backup = StorageAccount::from_config(
+        "backup",
+        config.account("backup").expect("alias"),
+        NetworkOptions::default(),
+    )
+    .expect("account");
     let queue = AzureQueue::new("poisontest", backup.queue("poisontest").expect("queue"));
     queue.ensure_exists().await.expect("create");
-    queue.send("this is not json", Duration::ZERO).await.expect("send");
-    queue.send(r#"{"v":99,"kind":"copy"}"#, Duration::ZERO).await.expect("send");
+    queue
+        .send("this is not json", Duration::ZERO)
+        .await
+        .expect("send");
+    queue
+        .send(r#"{"v":99,"kind":"copy"}"#, Duration::ZERO)
+        .await
+        .expect("send");
     // Real work enqueued after the bad messages must still be done.
-    checked(coordinator(&config_path).expect("bin").args(["backup"]).output().expect("run"), "coordinator").expect("plan");
+    checked(
+        coordinator(&config_path)
+            .expect("bin")
+            .args(["backup"])
+            .output()
+            .expect("run"),
+        "coordinator",
+    )
+    .expect("plan");
     let out = checked(
         worker(&config_path)
             .expect("bin")
@@ -106,19 +161,33 @@ async fn undecodable_messages_go_to_the_poison_queue_and_work_continues() {
     assert_eq!(summary["copied"], 20, "{summary}");
     assert_eq!(summary["poisoned"], 2, "{summary}");
 
-    let poison = AzureQueue::new("poisontest-poison", backup.queue("poisontest-poison").expect("queue"));
-    let records = poison.receive(32, Duration::from_secs(30)).await.expect("receive");
+    let poison = AzureQueue::new(
+        "poisontest-poison",
+        backup.queue("poisontest-poison").expect("queue"),
+    );
+    let records = poison
+        .receive(32, Duration::from_secs(30))
+        .await
+        .expect("receive");
     assert_eq!(records.len(), 2);
     let mut reasons: Vec<(String, String)> = records
         .iter()
         .map(|m| {
-            let v: serde_json::Value = serde_json::from_str(&m.text).expect("poison record is JSON");
-            (v["original"].as_str().unwrap_or("").to_string(), v["reason"].as_str().unwrap_or("").to_string())
+            let v: serde_json::Value =
+                serde_json::from_str(&m.text).expect("poison record is JSON");
+            (
+                v["original"].as_str().unwrap_or("").to_string(),
+                v["reason"].as_str().unwrap_or("").to_string(),
+            )
         })
         .collect();
     reasons.sort();
     assert_eq!(reasons[0].0, "this is not json");
     assert!(reasons[0].1.contains("not JSON"), "{reasons:?}");
     assert!(reasons[1].1.contains("version 99"), "{reasons:?}");
-    assert_eq!(queue.approximate_len().await.expect("len"), 0, "bad messages are deleted after poisoning");
+    assert_eq!(
+        queue.approximate_len().await.expect("len"),
+        0,
+        "bad messages are deleted after poisoning"
+    );
 }

@@ -17,16 +17,37 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "lakevault-worker", version, about = "Copies blobs server-side for lakevault, fed by the work queue")]
+#[command(
+    name = "lakevault-worker",
+    version,
+    about = "Copies blobs server-side for lakevault, fed by the work queue"
+)]
 pub struct Cli {
     /// Topology file (accounts, queue).
-    #[arg(long, short, env = "LAKEVAULT_CONFIG", global = true, default_value = "lakevault.toml")]
+    #[arg(
+        long,
+        short,
+        env = "LAKEVAULT_CONFIG",
+        global = true,
+        default_value = "lakevault.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
-    #[arg(long, env = "LAKEVAULT_LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "LAKEVAULT_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
-    #[arg(long, env = "LAKEVAULT_CONNECT_TIMEOUT_SECS", global = true, default_value_t = 3)]
+    #[arg(
+        long,
+        env = "LAKEVAULT_CONNECT_TIMEOUT_SECS",
+        global = true,
+        default_value_t = 3
+    )]
     pub connect_timeout_secs: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -87,15 +108,27 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let Command::Run(args) = cli.command;
     let mut accounts = Vec::new();
     for (alias, account) in &config.accounts {
-        accounts.push(StorageAccount::from_config(alias, account, network.clone())?);
+        accounts.push(StorageAccount::from_config(
+            alias,
+            account,
+            network.clone(),
+        )?);
     }
     let queue_account = accounts
         .iter()
         .find(|a| a.alias == config.queue.account)
-        .ok_or_else(|| anyhow::anyhow!("queue.account `{}` is not defined", config.queue.account))?;
-    let queue = Arc::new(AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?));
+        .ok_or_else(|| {
+            anyhow::anyhow!("queue.account `{}` is not defined", config.queue.account)
+        })?;
+    let queue = Arc::new(AzureQueue::new(
+        &config.queue.name,
+        queue_account.queue(&config.queue.name)?,
+    ));
     let poison_name = format!("{}{POISON_SUFFIX}", config.queue.name);
-    let poison = Arc::new(AzureQueue::new(&poison_name, queue_account.queue(&poison_name)?));
+    let poison = Arc::new(AzureQueue::new(
+        &poison_name,
+        queue_account.queue(&poison_name)?,
+    ));
     let copy_options = CopyOptions {
         sync_copy_max: args.sync_copy_max_mib * 1024 * 1024,
         block_size: args.block_size_mib * 1024 * 1024,

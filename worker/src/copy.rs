@@ -13,16 +13,16 @@
 //! emulator does not implement it (501), so the block path is used above 256 MiB.
 
 use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
+use azure_storage_blob::BlobServiceClient;
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders, BlobClientStartCopyFromUrlOptions,
     BlobClientStartCopyFromUrlResultHeaders, BlobType, BlockBlobClientCommitBlockListOptions,
     BlockBlobClientStageBlockFromUrlOptions, BlockLookupList, CopyStatus, HttpRange,
 };
-use azure_storage_blob::BlobServiceClient;
 use futures::StreamExt;
-use lakevault_common::error::{classify, describe, FailureClass};
+use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::extra_headers::ExtraHeaders;
-use lakevault_common::record::{normalise_etag, tags_header, BackupRecord};
+use lakevault_common::record::{BackupRecord, normalise_etag, tags_header};
 use lakevault_common::storage::{AccountError, CopySource, StorageAccount};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 use sha2::Digest;
@@ -130,7 +130,10 @@ impl CopyEngine {
             let service = a.blob_service()?;
             map.insert(a.alias.clone(), (a, ServiceHandle(service)));
         }
-        Ok(Self { accounts: map, options })
+        Ok(Self {
+            accounts: map,
+            options,
+        })
     }
 
     fn account(&self, alias: &str) -> Result<&(StorageAccount, ServiceHandle), ItemFailure> {
@@ -142,7 +145,11 @@ impl CopyEngine {
     }
 
     /// Copies one item of a batch, following the source if it changed since planning.
-    pub async fn copy_item(&self, batch: &CopyBatch, item: &CopyItem) -> Result<ItemOutcome, ItemFailure> {
+    pub async fn copy_item(
+        &self,
+        batch: &CopyBatch,
+        item: &CopyItem,
+    ) -> Result<ItemOutcome, ItemFailure> {
         let (src_account, src_service) = self.account(&batch.source.account)?;
         let (_, dst_service) = self.account(&batch.destination.account)?;
         let mut version = SourceVersion {
@@ -154,7 +161,14 @@ impl CopyEngine {
         const MAX_SOURCE_CHANGES: usize = 3;
         for _ in 0..MAX_SOURCE_CHANGES {
             let result = self
-                .copy_version(batch, item, &version, src_account, &src_service.0, &dst_service.0)
+                .copy_version(
+                    batch,
+                    item,
+                    &version,
+                    src_account,
+                    &src_service.0,
+                    &dst_service.0,
+                )
                 .await;
             match result {
                 Ok(bytes) => {
@@ -163,10 +177,15 @@ impl CopyEngine {
                         source_etag: version.etag,
                     });
                 }
-                Err(f) if f.class == FailureClass::SourceMissing => return Ok(ItemOutcome::SourceGone),
+                Err(f) if f.class == FailureClass::SourceMissing => {
+                    return Ok(ItemOutcome::SourceGone);
+                }
                 Err(f) if f.class == FailureClass::SourceChanged => {
                     tracing::debug!(blob = %item.name, "source changed during copy; copying the newer version");
-                    match self.read_source(&src_service.0, &batch.source.container, &item.name).await {
+                    match self
+                        .read_source(&src_service.0, &batch.source.container, &item.name)
+                        .await
+                    {
                         Ok(Some(v)) => version = v,
                         Ok(None) => return Ok(ItemOutcome::SourceGone),
                         Err(e) => return Err(e),
@@ -187,11 +206,25 @@ impl CopyEngine {
         container: &str,
         name: &str,
     ) -> Result<Option<SourceVersion>, ItemFailure> {
-        match service.blob_client(container, name).get_properties(None).await {
+        match service
+            .blob_client(container, name)
+            .get_properties(None)
+            .await
+        {
             Ok(p) => Ok(Some(SourceVersion {
-                etag: p.etag().ok().flatten().map(|e| normalise_etag(&e.to_string())).unwrap_or_default(),
+                etag: p
+                    .etag()
+                    .ok()
+                    .flatten()
+                    .map(|e| normalise_etag(e.as_ref()))
+                    .unwrap_or_default(),
                 size: p.content_length().ok().flatten().unwrap_or(0),
-                last_modified: p.last_modified().ok().flatten().map(rfc3339).unwrap_or_default(),
+                last_modified: p
+                    .last_modified()
+                    .ok()
+                    .flatten()
+                    .map(rfc3339)
+                    .unwrap_or_default(),
             })),
             Err(e) if classify(&e) == FailureClass::SourceMissing => Ok(None),
             Err(e) => Err(ItemFailure::from_sdk("reading source properties", &e)),
@@ -213,16 +246,32 @@ impl CopyEngine {
             backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
             job: batch.job.clone(),
         };
-        let tags = tags_header(&item.tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
+        let tags =
+            tags_header(&item.tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
         let source = src_account
-            .copy_source(src_service, &batch.source.container, &item.name, None, self.options.source_sas_validity)
+            .copy_source(
+                src_service,
+                &batch.source.container,
+                &item.name,
+                None,
+                self.options.source_sas_validity,
+            )
             .await
             .map_err(|e| ItemFailure::from_sdk("authorizing the source read", &e))?;
         if version.size <= self.options.sync_copy_max {
-            self.sync_copy(batch, item, version, &source, tags, dst_service).await?;
-        } else {
-            self.block_copy(batch, item, version, &source, tags, src_service, dst_service)
+            self.sync_copy(batch, item, version, &source, tags, dst_service)
                 .await?;
+        } else {
+            self.block_copy(
+                batch,
+                item,
+                version,
+                &source,
+                tags,
+                src_service,
+                dst_service,
+            )
+            .await?;
         }
         Ok(version.size)
     }
@@ -281,7 +330,11 @@ impl CopyEngine {
             .get_properties(None)
             .await
             .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
-        let current = props.etag().ok().flatten().map(|e| normalise_etag(&e.to_string()));
+        let current = props
+            .etag()
+            .ok()
+            .flatten()
+            .map(|e| normalise_etag(e.as_ref()));
         if current.as_deref() != Some(version.etag.as_str()) {
             return Err(ItemFailure {
                 class: FailureClass::SourceChanged,
@@ -295,21 +348,34 @@ impl CopyEngine {
                 "source is a {t:?}; only block blobs are copied"
             )));
         }
-        let block_ids = block_ids(&item.name, &version.etag, version.size, self.options.block_size);
+        let block_ids = block_ids(
+            &item.name,
+            &version.etag,
+            version.size,
+            self.options.block_size,
+        );
         let dest = dst_service
             .blob_client(&batch.destination.container, &item.name)
             .block_blob_client();
         let block_size = self.options.block_size;
         let parallelism = self.options.block_parallelism.max(1);
         let mut pending = block_ids.iter().enumerate();
-        let mut running: futures::stream::FuturesUnordered<futures::future::BoxFuture<'_, Result<(), ItemFailure>>> =
-            futures::stream::FuturesUnordered::new();
+        let mut running: futures::stream::FuturesUnordered<
+            futures::future::BoxFuture<'_, Result<(), ItemFailure>>,
+        > = futures::stream::FuturesUnordered::new();
         loop {
             while running.len() < parallelism {
                 let Some((i, id)) = pending.next() else { break };
                 let offset = i as u64 * block_size;
                 let length = block_size.min(version.size - offset);
-                running.push(Box::pin(stage_range(&dest, id, offset, length, source, &version.etag)));
+                running.push(Box::pin(stage_range(
+                    &dest,
+                    id,
+                    offset,
+                    length,
+                    source,
+                    &version.etag,
+                )));
             }
             match running.next().await {
                 Some(result) => result?,
@@ -355,7 +421,10 @@ async fn stage_range(
     let options = BlockBlobClientStageBlockFromUrlOptions {
         source_range: Some(HttpRange::new(offset, length)),
         source_if_match: Some(quoted(etag)),
-        copy_source_authorization: source.authorization.as_ref().map(|a| a.expose().to_string()),
+        copy_source_authorization: source
+            .authorization
+            .as_ref()
+            .map(|a| a.expose().to_string()),
         ..Default::default()
     };
     dest.stage_block_from_url(id, 0, source.url.clone(), Some(options))

@@ -1,5 +1,5 @@
 use clap::Parser;
-use lakevault_worker::cli::{run, Cli};
+use lakevault_worker::cli::{Cli, run};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -13,7 +13,9 @@ async fn main() {
         eprintln!("stopping: finishing work in flight (send the signal again to exit now)");
         on_signal.cancel();
         lakevault_common::shutdown::wait_for_signal().await;
-        eprintln!("second signal: exiting now; unfinished messages reappear after their visibility timeout");
+        eprintln!(
+            "second signal: exiting now; unfinished messages reappear after their visibility timeout"
+        );
         std::process::exit(130);
     });
     let code = match run(cli, stop).await {

@@ -5,7 +5,6 @@
 use crate::copy::{CopyEngine, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
 use futures::StreamExt;
-use tracing::Instrument;
 use lakevault_common::error::FailureClass;
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
 use lakevault_common::wire::{CopyBatch, CopyItem};
@@ -13,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct MessagePolicy {
@@ -61,7 +61,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("queue", &self.queue.name()).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("queue", &self.queue.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,22 +93,35 @@ impl VisibilityKeeper {
                         tracing::warn!(message_id = %id, error = %e, "lost ownership of message; another worker may redo it");
                         return;
                     }
-                    Err(e) => tracing::warn!(message_id = %id, error = %e, "visibility extension failed; will retry"),
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "visibility extension failed; will retry")
+                    }
                 }
             }
         });
-        Self { receipt, stop, task }
+        Self {
+            receipt,
+            stop,
+            task,
+        }
     }
 
     async fn finish(self) -> String {
         self.stop.cancel();
         let _ = self.task.await;
-        self.receipt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.receipt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// Processes one message to completion (or release on cancellation).
-pub async fn process(ctx: &Context, message: ReceivedMessage, cancel: &CancellationToken) -> MessageReport {
+pub async fn process(
+    ctx: &Context,
+    message: ReceivedMessage,
+    cancel: &CancellationToken,
+) -> MessageReport {
     let mut report = MessageReport::default();
     let poison_ctx = PoisonContext {
         queue: ctx.queue.name().to_string(),
@@ -119,7 +134,14 @@ pub async fn process(ctx: &Context, message: ReceivedMessage, cancel: &Cancellat
             tracing::warn!(message_id = %message.id, reason = %e, "undecodable message moved to the poison queue");
             let records = poison::for_original(&poison_ctx, &e.to_string(), &message.text);
             report.poisoned = 1;
-            settle(ctx, &message, message.pop_receipt.clone(), Vec::new(), records).await;
+            settle(
+                ctx,
+                &message,
+                message.pop_receipt.clone(),
+                Vec::new(),
+                records,
+            )
+            .await;
             return report;
         }
     };
@@ -132,11 +154,27 @@ pub async fn process(ctx: &Context, message: ReceivedMessage, cancel: &Cancellat
         let failed = batch
             .items
             .iter()
-            .map(|i| (i.clone(), FailedItem { name: i.name.clone(), class: "permanent".into(), reason: reason.clone() }))
+            .map(|i| {
+                (
+                    i.clone(),
+                    FailedItem {
+                        name: i.name.clone(),
+                        class: "permanent".into(),
+                        reason: reason.clone(),
+                    },
+                )
+            })
             .collect();
         let records = poison::for_items(&poison_ctx, &reason, &batch, failed);
         report.poisoned = batch.items.len() as u64;
-        settle(ctx, &message, message.pop_receipt.clone(), Vec::new(), records).await;
+        settle(
+            ctx,
+            &message,
+            message.pop_receipt.clone(),
+            Vec::new(),
+            records,
+        )
+        .await;
         return report;
     }
 
@@ -159,14 +197,27 @@ pub async fn process(ctx: &Context, message: ReceivedMessage, cancel: &Cancellat
             Some(Err(f)) if f.class == FailureClass::Auth => {
                 report.auth_failure.get_or_insert(f.reason.clone());
             }
-            Some(Err(f)) if f.class.is_retryable() && batch.attempt + 1 < ctx.policy.max_attempts => {
+            Some(Err(f))
+                if f.class.is_retryable() && batch.attempt + 1 < ctx.policy.max_attempts =>
+            {
                 tracing::info!(blob = %item.name, reason = %f.reason, "copy failed; will retry");
                 retry.push(item)
             }
             Some(Err(f)) => {
                 tracing::warn!(blob = %item.name, reason = %f.reason, "copy failed permanently");
-                let class = if f.class.is_retryable() { "retries-exhausted" } else { "permanent" };
-                failed.push((item.clone(), FailedItem { name: item.name, class: class.into(), reason: f.reason }))
+                let class = if f.class.is_retryable() {
+                    "retries-exhausted"
+                } else {
+                    "permanent"
+                };
+                failed.push((
+                    item.clone(),
+                    FailedItem {
+                        name: item.name,
+                        class: class.into(),
+                        reason: f.reason,
+                    },
+                ))
             }
         }
     }
@@ -174,7 +225,11 @@ pub async fn process(ctx: &Context, message: ReceivedMessage, cancel: &Cancellat
         // Leave the whole message for later: everything already copied is idempotent to
         // redo, and nothing is dropped. A credential failure waits a little before the
         // message is visible again; a shutdown hands it back at once.
-        let delay = if report.auth_failure.is_some() { ctx.policy.visibility } else { Duration::ZERO };
+        let delay = if report.auth_failure.is_some() {
+            ctx.policy.visibility
+        } else {
+            Duration::ZERO
+        };
         if let Err(e) = ctx.queue.extend(&message.id, &receipt, delay).await {
             tracing::debug!(message_id = %message.id, error = %e, "release failed; message reappears after its visibility timeout");
         }
@@ -242,8 +297,22 @@ async fn copy_one(
     (item.clone(), outcome)
 }
 
-async fn settle(ctx: &Context, message: &ReceivedMessage, receipt: String, retries: Vec<String>, poison_records: Vec<String>) {
-    settle_with_delay(ctx, message, receipt, retries, Duration::ZERO, poison_records).await
+async fn settle(
+    ctx: &Context,
+    message: &ReceivedMessage,
+    receipt: String,
+    retries: Vec<String>,
+    poison_records: Vec<String>,
+) {
+    settle_with_delay(
+        ctx,
+        message,
+        receipt,
+        retries,
+        Duration::ZERO,
+        poison_records,
+    )
+    .await
 }
 
 /// Makes every outcome durable (retry messages, poison records), then deletes the
@@ -278,6 +347,8 @@ async fn settle_with_delay(
         Err(QueueError::Lost(e)) => {
             tracing::info!(message_id = %message.id, error = %e, "message already gone or owned by another worker")
         }
-        Err(e) => tracing::warn!(message_id = %message.id, error = %e, "delete failed; message will be processed again"),
+        Err(e) => {
+            tracing::warn!(message_id = %message.id, error = %e, "delete failed; message will be processed again")
+        }
     }
 }

@@ -87,7 +87,9 @@ pub fn for_original(ctx: &PoisonContext, reason: &str, original: &str) -> Vec<St
     let mut current = String::new();
     let mut current_len = 0;
     for c in original.chars() {
-        let escaped = serde_json::to_string(&c.to_string()).map(|s| s.len() - 2).unwrap_or(6);
+        let escaped = serde_json::to_string(&c.to_string())
+            .map(|s| s.len() - 2)
+            .unwrap_or(6);
         if empty + current_len + escaped > MAX_MESSAGE_BYTES {
             chunks.push(std::mem::take(&mut current));
             current_len = 0;
@@ -112,7 +114,12 @@ pub fn for_original(ctx: &PoisonContext, reason: &str, original: &str) -> Vec<St
 
 /// Records for failed items of a decoded batch; items are spread over as many records as
 /// needed to stay under the size limit.
-pub fn for_items(ctx: &PoisonContext, reason: &str, batch: &CopyBatch, failed: Vec<(CopyItem, FailedItem)>) -> Vec<String> {
+pub fn for_items(
+    ctx: &PoisonContext,
+    reason: &str,
+    batch: &CopyBatch,
+    failed: Vec<(CopyItem, FailedItem)>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut record = ctx.record(reason);
     record.batch = Some(batch.with_items(Vec::new(), batch.attempt));

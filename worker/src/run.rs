@@ -2,7 +2,7 @@
 //! stop on cancellation, and an optional exit once the queue is drained.
 
 use crate::message::{self, Context, MessageReport};
-use lakevault_common::queue::{QueueError, MAX_RECEIVE};
+use lakevault_common::queue::{MAX_RECEIVE, QueueError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -68,7 +68,11 @@ pub enum RunError {
 
 /// Runs until cancelled, until the queue is drained (with `exit_when_idle`), or until a
 /// credential failure makes further work pointless.
-pub async fn run(ctx: Arc<Context>, options: RunOptions, stop: CancellationToken) -> Result<RunSummary, RunError> {
+pub async fn run(
+    ctx: Arc<Context>,
+    options: RunOptions,
+    stop: CancellationToken,
+) -> Result<RunSummary, RunError> {
     // Copies in flight are cancelled separately from the receive loop, so that a stop
     // signal first drains and only then interrupts.
     let interrupt = CancellationToken::new();
@@ -77,10 +81,13 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, stop: CancellationToken
     let mut fatal: Option<RunError> = None;
     let mut idle_since: Option<Instant> = None;
     let mut poll = Duration::from_millis(100);
-    ctx.queue.ensure_exists().await.map_err(|e| RunError::Queue {
-        queue: ctx.queue.name().to_string(),
-        message: e.to_string(),
-    })?;
+    ctx.queue
+        .ensure_exists()
+        .await
+        .map_err(|e| RunError::Queue {
+            queue: ctx.queue.name().to_string(),
+            message: e.to_string(),
+        })?;
 
     while !stop.is_cancelled() && fatal.is_none() {
         // Collect finished messages without waiting.
@@ -106,7 +113,11 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, stop: CancellationToken
         let messages = match received {
             Ok(m) => m,
             Err(e) => {
-                if let QueueError::Failed { class: lakevault_common::error::FailureClass::Auth, .. } = &e {
+                if let QueueError::Failed {
+                    class: lakevault_common::error::FailureClass::Auth,
+                    ..
+                } = &e
+                {
                     fatal = Some(RunError::Auth(e.to_string()));
                     break;
                 }
@@ -164,7 +175,11 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, stop: CancellationToken
     }
 }
 
-fn record(done: Result<MessageReport, tokio::task::JoinError>, summary: &mut RunSummary, fatal: &mut Option<RunError>) {
+fn record(
+    done: Result<MessageReport, tokio::task::JoinError>,
+    summary: &mut RunSummary,
+    fatal: &mut Option<RunError>,
+) {
     match done {
         Ok(report) => {
             summary.add(&report);

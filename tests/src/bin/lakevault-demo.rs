@@ -3,11 +3,11 @@
 //! blob, runs again unchanged (nothing to copy), changes three blobs and runs again
 //! (exactly three copied), then stops everything it started.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use lakevault_common::config::Config;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{backup_pass, PassReport};
+use lakevault_tests::scenario::{PassReport, backup_pass};
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -22,7 +22,11 @@ fn print_pass(label: &str, p: &PassReport) {
         p.seconds,
         p.copied as f64 / p.seconds.max(0.001),
         p.messages,
-        if p.copied > 0 { p.messages as f64 / p.copied as f64 } else { 0.0 }
+        if p.copied > 0 {
+            p.messages as f64 / p.copied as f64
+        } else {
+            0.0
+        }
     );
 }
 
@@ -31,14 +35,25 @@ async fn verify(config: &Config, spec: &LakeSpec) -> anyhow::Result<lake::Verify
     let pairs: Vec<(String, String)> = spec
         .containers
         .iter()
-        .map(|c| Ok((c.clone(), config.destination_container(c).map_err(anyhow::Error::msg)?)))
+        .map(|c| {
+            Ok((
+                c.clone(),
+                config
+                    .destination_container(c)
+                    .map_err(anyhow::Error::msg)?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let report = lake::verify(&src, &bak, &pairs).await?;
     if !report.problems.is_empty() {
         for p in report.problems.iter().take(20) {
             eprintln!("  MISMATCH {p}");
         }
-        bail!("{} of {} blobs did not verify", report.problems.len(), report.blobs);
+        bail!(
+            "{} of {} blobs did not verify",
+            report.problems.len(),
+            report.blobs
+        );
     }
     Ok(report)
 }
@@ -59,10 +74,15 @@ async fn main() -> anyhow::Result<()> {
     println!("- config: {}", config_path.display());
 
     let (src, _) = lakevault_tests::services(&config)?;
-    let (blobs, bytes) = lake::seed(&src, &spec).await.context("seeding the sample lake")?;
+    let (blobs, bytes) = lake::seed(&src, &spec)
+        .await
+        .context("seeding the sample lake")?;
     // A few blobs written by "another client" with mixed-case metadata keys, which the
     // backup must keep exactly.
-    for (i, name) in ["MixedCase/Report Q1.csv", "MixedCase/naïve café.txt"].iter().enumerate() {
+    for (i, name) in ["MixedCase/Report Q1.csv", "MixedCase/naïve café.txt"]
+        .iter()
+        .enumerate()
+    {
         lake::raw_put_blob(
             &azurite.blob_endpoint(SOURCE_ACCOUNT),
             SOURCE_ACCOUNT,
@@ -70,7 +90,11 @@ async fn main() -> anyhow::Result<()> {
             &spec.containers[1],
             name,
             format!("written by another client {i}").as_bytes(),
-            &[("CamelCaseKey", "Value One"), ("lowercase", "two"), ("UPPER", "THREE")],
+            &[
+                ("CamelCaseKey", "Value One"),
+                ("lowercase", "two"),
+                ("UPPER", "THREE"),
+            ],
         )?;
     }
     let blobs = blobs + 2;
@@ -86,21 +110,33 @@ async fn main() -> anyhow::Result<()> {
     let first = backup_pass(&config_path, 2)?;
     print_pass("1. initial backup", &first);
     if first.copied != blobs || first.poisoned != 0 {
-        bail!("initial backup copied {} of {blobs} blobs ({} poisoned)", first.copied, first.poisoned);
+        bail!(
+            "initial backup copied {} of {blobs} blobs ({} poisoned)",
+            first.copied,
+            first.poisoned
+        );
     }
     let v1 = verify(&config, &spec).await?;
 
     let second = backup_pass(&config_path, 2)?;
     print_pass("2. again, nothing changed", &second);
     if second.planned != 0 || second.copied != 0 {
-        bail!("unchanged lake: planned {}, copied {} (expected 0)", second.planned, second.copied);
+        bail!(
+            "unchanged lake: planned {}, copied {} (expected 0)",
+            second.planned,
+            second.copied
+        );
     }
 
     let changed = lake::modify(&src, &spec, 3, 1).await?;
     let third = backup_pass(&config_path, 2)?;
     print_pass("3. after changing 3 blobs", &third);
     if third.copied != 3 || third.planned != 3 {
-        bail!("after changing 3 blobs: planned {}, copied {} (expected 3)", third.planned, third.copied);
+        bail!(
+            "after changing 3 blobs: planned {}, copied {} (expected 3)",
+            third.planned,
+            third.copied
+        );
     }
     let v3 = verify(&config, &spec).await?;
 
