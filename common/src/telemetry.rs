@@ -12,6 +12,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Our own events at info; the SDK's per-request logging only when something is wrong.
+pub const DEFAULT_FILTER: &str = "info,azure_core=warn,typespec_client_core=warn,azure_storage_blob=warn,azure_storage_queue=warn,azure_identity=warn";
+
 /// Keeps the OpenTelemetry provider alive; flushes spans on drop.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {

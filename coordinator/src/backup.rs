@@ -61,8 +61,12 @@ impl BackupReport {
 pub enum BackupError {
     #[error(transparent)]
     Account(#[from] lakevault_common::storage::AccountError),
-    #[error("listing containers of account `{account}`: {message}")]
-    ListContainers { account: String, message: String },
+    #[error("listing containers of account `{account}` at {endpoint}: {message}")]
+    ListContainers {
+        account: String,
+        endpoint: String,
+        message: String,
+    },
     #[error("source container `{0}` does not exist")]
     NoSuchContainer(String),
     #[error("{0}")]
@@ -89,6 +93,7 @@ async fn selected_containers(
             .await
             .map_err(|e| BackupError::ListContainers {
                 account: source.alias.clone(),
+                endpoint: source.blob_endpoint.to_string(),
                 message: lakevault_common::error::describe(&e),
             })?;
     if config.backup.containers.iter().any(|c| c == "*") {

@@ -5,7 +5,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let _telemetry = lakevault_common::telemetry::init("lakevault-worker", cli.log_format, "info");
+    let _telemetry = lakevault_common::telemetry::init(
+        "lakevault-worker",
+        cli.log_format,
+        lakevault_common::telemetry::DEFAULT_FILTER,
+    );
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
