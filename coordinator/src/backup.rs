@@ -228,10 +228,7 @@ async fn plan_container(
             .send(&batch.encode(), Duration::ZERO)
             .await
             .map_err(|e| {
-                DiffError::Listing(azure_core::Error::with_message(
-                    azure_core::error::ErrorKind::Other,
-                    format!("enqueue failed: {e}"),
-                ))
+                DiffError::Consumer(format!("enqueueing to `{}` failed: {e}", queue.name()))
             })
     };
     merge_join(source_listing, backup_listing, async |change| {

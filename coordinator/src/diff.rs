@@ -30,6 +30,8 @@ impl Change {
 pub enum DiffError {
     #[error("listing failed: {0}")]
     Listing(#[from] azure_core::Error),
+    #[error("{0}")]
+    Consumer(String),
     #[error(
         "the {side} listing is not in ascending order (`{previous}` came before `{next}`); the merge-join cannot continue"
     )]
