@@ -14,7 +14,9 @@ use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
     ClientOptions, Context, ExponentialRetryOptions, Request, RetryOptions, Transport,
 };
-use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobServiceClient, BlobServiceClientOptions,
+};
 use azure_storage_queue::{QueueClient, QueueServiceClient, QueueServiceClientOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -50,7 +52,7 @@ impl Default for NetworkOptions {
 pub enum AccountError {
     #[error("account `{alias}`: {message}")]
     Invalid { alias: String, message: String },
-    #[error("account `{alias}`: {source}")]
+    #[error("account `{alias}`")]
     Sas {
         alias: String,
         source: sas::SasError,
@@ -112,7 +114,9 @@ pub struct StorageAccount {
     pub blob_endpoint: Url,
     pub queue_endpoint: Url,
     auth: Auth,
-    network: NetworkOptions,
+    /// Shared by every client made for this account, so they share one transport and its
+    /// connection pool.
+    options: ClientOptions,
 }
 
 /// The URL a server-side copy reads from, with its authorization. The URL may contain a
@@ -398,46 +402,19 @@ impl StorageAccount {
                 config.kind()
             )));
         }
+        let options = client_options(alias, account_name.as_deref(), &auth, &network)?;
         Ok(Self {
             alias: alias.to_string(),
             account_name,
             blob_endpoint,
             queue_endpoint,
             auth,
-            network,
+            options,
         })
     }
 
     fn client_options(&self) -> ClientOptions {
-        let mut options = ClientOptions::default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.network.connect_timeout)
-            .timeout(self.network.request_timeout)
-            .build()
-            .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"));
-        options.transport = Some(Transport::new(Arc::new(http)));
-        options.retry = RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: time::Duration::milliseconds(200),
-            max_retries: self.network.max_retries,
-            max_total_elapsed: time::Duration::try_from(self.network.max_retry_elapsed)
-                .unwrap_or(time::Duration::seconds(30)),
-            max_delay: time::Duration::seconds(10),
-        });
-        options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
-        match &self.auth {
-            Auth::SharedKey { key } => {
-                let name = self.account_name.clone().unwrap_or_default();
-                options
-                    .per_try_policies
-                    .push(Arc::new(SharedKeyPolicy::new(name, key)));
-            }
-            Auth::Sas(source) => options.per_try_policies.push(Arc::new(SasPolicy {
-                alias: self.alias.clone(),
-                source: source.clone(),
-            })),
-            Auth::Token(_) => {}
-        }
-        options
+        self.options.clone()
     }
 
     fn token_credential(&self) -> Option<Arc<dyn TokenCredential>> {
@@ -467,6 +444,23 @@ impl StorageAccount {
         Ok(self.blob_service()?.blob_container_client(container))
     }
 
+    /// A client for one blob. Use this rather than `BlobServiceClient::blob_client`, whose
+    /// URL building drops tabs and newlines from names and resolves `..` segments.
+    pub fn blob(&self, container: &str, name: &str) -> Result<BlobClient, AccountError> {
+        let client_error = |message: String| AccountError::Client {
+            alias: self.alias.clone(),
+            message,
+        };
+        let url = blob_url(&self.blob_endpoint, container, name)
+            .map_err(|e| client_error(format!("blob URL for `{name}`: {e}")))?;
+        let options = BlobClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobClient::new(url, self.token_credential(), Some(options))
+            .map_err(|e| client_error(crate::error::describe(&e)))
+    }
+
     pub fn queue(&self, name: &str) -> Result<QueueClient, AccountError> {
         let options = QueueServiceClientOptions {
             client_options: self.client_options(),
@@ -490,14 +484,17 @@ impl StorageAccount {
     /// send a bearer token in `x-ms-copy-source-authorization`.
     pub async fn copy_source(
         &self,
-        service: &BlobServiceClient,
         container: &str,
         blob: &str,
         snapshot: Option<&str>,
         valid_for: Duration,
     ) -> azure_core::Result<CopySource> {
-        let client = service.blob_client(container, blob);
-        let mut url = client.url().clone();
+        let mut url = blob_url(&self.blob_endpoint, container, blob).map_err(|e| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::DataConversion,
+                format!("blob URL: {e}"),
+            )
+        })?;
         if let Some(s) = snapshot {
             url.query_pairs_mut().append_pair("snapshot", s);
         }
@@ -543,6 +540,61 @@ impl StorageAccount {
         }
         Ok(CopySource { url, authorization })
     }
+}
+
+/// Transport, retry and authorisation policies for one account's clients.
+fn client_options(
+    alias: &str,
+    account_name: Option<&str>,
+    auth: &Auth,
+    network: &NetworkOptions,
+) -> Result<ClientOptions, AccountError> {
+    let mut options = ClientOptions::default();
+    let http = reqwest::Client::builder()
+        .connect_timeout(network.connect_timeout)
+        .timeout(network.request_timeout)
+        .build()
+        .map_err(|e| AccountError::Client {
+            alias: alias.to_string(),
+            message: format!("cannot build the HTTP client: {e}"),
+        })?;
+    options.transport = Some(Transport::new(Arc::new(http)));
+    options.retry = RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: time::Duration::milliseconds(200),
+        max_retries: network.max_retries,
+        max_total_elapsed: time::Duration::try_from(network.max_retry_elapsed)
+            .unwrap_or(time::Duration::seconds(30)),
+        max_delay: time::Duration::seconds(10),
+    });
+    options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
+    match auth {
+        Auth::SharedKey { key } => options.per_try_policies.push(Arc::new(SharedKeyPolicy::new(
+            account_name.unwrap_or_default(),
+            key,
+        ))),
+        Auth::Sas(source) => options.per_try_policies.push(Arc::new(SasPolicy {
+            alias: alias.to_string(),
+            source: source.clone(),
+        })),
+        Auth::Token(_) => {}
+    }
+    Ok(options)
+}
+
+/// Characters of a blob name left as they are in its URL. Everything else is
+/// percent-encoded, `/` included: the service accepts `%2F`, and it keeps names with
+/// `..` segments, tabs or newlines addressable (a URL parser drops or resolves those).
+const BLOB_NAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The URL of a blob, with the name encoded so that every legal name round-trips.
+pub fn blob_url(endpoint: &Url, container: &str, name: &str) -> Result<Url, url::ParseError> {
+    let base = endpoint.as_str().trim_end_matches('/');
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, BLOB_NAME_ENCODE).to_string();
+    Url::parse(&format!("{base}/{}/{}", encode(container), encode(name)))
 }
 
 fn check_sas(alias: &str, token: &SecretString) -> azure_core::Result<()> {

@@ -71,7 +71,7 @@ pub enum BackupError {
     NoSuchContainer(String),
     #[error("{0}")]
     Destination(String),
-    #[error("container `{container}`: {source}")]
+    #[error("container `{container}`")]
     Diff {
         container: String,
         source: DiffError,

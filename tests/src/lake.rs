@@ -4,12 +4,12 @@
 
 use anyhow::{Context, bail};
 use azure_core::http::RequestContent;
-use azure_storage_blob::BlobServiceClient;
 use azure_storage_blob::models::{
     BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions, ListBlobsIncludeItem,
 };
 use futures::{StreamExt, TryStreamExt};
 use lakevault_common::record::{BackupRecord, user_tags};
+use lakevault_common::storage::StorageAccount;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -71,8 +71,8 @@ fn content(seed: u64, i: usize, len: usize) -> Vec<u8> {
     buf
 }
 
-async fn ensure_container(service: &BlobServiceClient, name: &str) -> anyhow::Result<()> {
-    match service.blob_container_client(name).create(None).await {
+async fn ensure_container(account: &StorageAccount, name: &str) -> anyhow::Result<()> {
+    match account.container(name)?.create(None).await {
         Ok(_) => Ok(()),
         Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => {
             Ok(())
@@ -83,7 +83,7 @@ async fn ensure_container(service: &BlobServiceClient, name: &str) -> anyhow::Re
 
 /// Uploads one blob with a content type, metadata and (sometimes) index tags.
 async fn upload(
-    service: &BlobServiceClient,
+    account: &StorageAccount,
     container: &str,
     name: &str,
     body: Vec<u8>,
@@ -107,8 +107,8 @@ async fn upload(
             .then(|| format!("team=data&tier=t{}", i % 3)),
         ..Default::default()
     };
-    service
-        .blob_client(container, name)
+    account
+        .blob(container, name)?
         .upload(RequestContent::from(body), Some(options))
         .await
         .with_context(|| format!("uploading {container}/{name}"))?;
@@ -116,9 +116,9 @@ async fn upload(
 }
 
 /// Seeds the lake; returns (blobs, bytes).
-pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Result<(u64, u64)> {
+pub async fn seed(account: &StorageAccount, spec: &LakeSpec) -> anyhow::Result<(u64, u64)> {
     for c in &spec.containers {
-        ensure_container(service, c).await?;
+        ensure_container(account, c).await?;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let plan: Vec<(String, String, usize, usize)> = (0..spec.blobs)
@@ -131,7 +131,7 @@ pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Resul
     let seed = spec.seed;
     futures::stream::iter(plan)
         .map(
-            |(c, n, len, i)| async move { upload(service, &c, &n, content(seed, i, len), i).await },
+            |(c, n, len, i)| async move { upload(account, &c, &n, content(seed, i, len), i).await },
         )
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
@@ -140,7 +140,7 @@ pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Resul
     if spec.large_bytes > 0 {
         let body = content(spec.seed, usize::MAX, spec.large_bytes as usize);
         upload(
-            service,
+            account,
             &spec.containers[0],
             "large/big file ü.bin",
             body,
@@ -155,7 +155,7 @@ pub async fn seed(service: &BlobServiceClient, spec: &LakeSpec) -> anyhow::Resul
 
 /// Rewrites `count` existing blobs with new content; returns their names.
 pub async fn modify(
-    service: &BlobServiceClient,
+    account: &StorageAccount,
     spec: &LakeSpec,
     count: usize,
     round: u64,
@@ -166,7 +166,7 @@ pub async fn modify(
         let c = &spec.containers[i % spec.containers.len()];
         let name = blob_name(i);
         upload(
-            service,
+            account,
             c,
             &name,
             content(spec.seed ^ (round + 1), i, 1234 + k),
@@ -189,7 +189,7 @@ struct Listed {
 }
 
 async fn listing(
-    service: &BlobServiceClient,
+    account: &StorageAccount,
     container: &str,
 ) -> anyhow::Result<BTreeMap<String, Listed>> {
     let options = BlobContainerClientListBlobsOptions {
@@ -200,9 +200,7 @@ async fn listing(
         ..Default::default()
     };
     let mut out = BTreeMap::new();
-    let mut pager = service
-        .blob_container_client(container)
-        .list_blobs(Some(options))?;
+    let mut pager = account.container(container)?.list_blobs(Some(options))?;
     while let Some(item) = pager.next().await {
         let item = item?;
         let props = item.properties.unwrap_or_default();
@@ -235,12 +233,12 @@ async fn listing(
 }
 
 async fn sha256_of(
-    service: &BlobServiceClient,
+    account: &StorageAccount,
     container: &str,
     name: &str,
 ) -> anyhow::Result<(String, u64)> {
-    let result = service
-        .blob_client(container, name)
+    let result = account
+        .blob(container, name)?
         .download(None)
         .await
         .with_context(|| format!("downloading {container}/{name}"))?;
@@ -265,8 +263,8 @@ pub struct VerifyReport {
 /// Compares every source blob with its backup: content hash, size, content type, metadata
 /// (exact key case), user tags, and the record naming the source's ETag.
 pub async fn verify(
-    source: &BlobServiceClient,
-    backup: &BlobServiceClient,
+    source: &StorageAccount,
+    backup: &StorageAccount,
     containers: &[(String, String)],
 ) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();

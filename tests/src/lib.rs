@@ -8,18 +8,14 @@ pub mod scenario;
 use lakevault_common::config::Config;
 use lakevault_common::storage::{NetworkOptions, StorageAccount};
 
-/// Blob service clients for the config's source and destination accounts.
-pub fn services(
-    config: &Config,
-) -> anyhow::Result<(
-    azure_storage_blob::BlobServiceClient,
-    azure_storage_blob::BlobServiceClient,
-)> {
-    let make = |alias: &str| -> anyhow::Result<azure_storage_blob::BlobServiceClient> {
-        Ok(
-            StorageAccount::from_config(alias, config.account(alias)?, NetworkOptions::default())?
-                .blob_service()?,
-        )
+/// The config's source and destination accounts.
+pub fn accounts(config: &Config) -> anyhow::Result<(StorageAccount, StorageAccount)> {
+    let make = |alias: &str| -> anyhow::Result<StorageAccount> {
+        Ok(StorageAccount::from_config(
+            alias,
+            config.account(alias)?,
+            NetworkOptions::default(),
+        )?)
     };
     Ok((
         make(&config.backup.source)?,

@@ -6,9 +6,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
-/// The directory holding the workspace's binaries (`target/<profile>`), building them if
-/// they are missing.
+static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+
+/// The directory holding the workspace's binaries (`target/<profile>`). Under cargo the
+/// binaries are rebuilt first (a no-op when current), so a test never runs a stale binary.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    BUILT
+        .get_or_init(|| {
+            if let Ok(cargo) = std::env::var("CARGO") {
+                let status = Command::new(cargo)
+                    .current_dir(crate::azurite::repo_root())
+                    .args([
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "lakevault-coordinator",
+                        "-p",
+                        "lakevault-worker",
+                    ])
+                    .status()
+                    .map_err(|e| e.to_string())?;
+                if !status.success() {
+                    return Err(format!("building the binaries failed: {status}"));
+                }
+            }
+            find_bin_dir().map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn find_bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(Path::to_path_buf);
     while let Some(d) = dir {

@@ -19,7 +19,7 @@ async fn two_workers_back_up_a_lake_incrementally() {
     )
     .expect("config");
     let config = Config::load(&config_path).expect("config loads");
-    let (src, bak) = lakevault_tests::services(&config).expect("clients");
+    let (src, bak) = lakevault_tests::accounts(&config).expect("clients");
     let spec = LakeSpec {
         containers: vec!["lake-a".into(), "lake-b".into()],
         blobs: 1000,

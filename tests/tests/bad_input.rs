@@ -113,7 +113,7 @@ async fn undecodable_messages_go_to_the_poison_queue_and_work_continues() {
     let config_path = dir.path().join("lakevault.toml");
     std::fs::write(&config_path, azurite.config_toml("poisontest", &["data"])).expect("config");
     let config = Config::load(&config_path).expect("config");
-    let (src, _) = lakevault_tests::services(&config).expect("clients");
+    let (src, _) = lakevault_tests::accounts(&config).expect("clients");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs: 20,

@@ -134,9 +134,9 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         block_size: args.block_size_mib * 1024 * 1024,
         ..Default::default()
     };
-    let engine = Arc::new(CopyEngine::new(accounts, copy_options)?);
+    let copier = Arc::new(CopyEngine::new(accounts, copy_options));
     let ctx = Arc::new(Context {
-        engine,
+        copier,
         queue,
         poison,
         copy_slots: Arc::new(Semaphore::new(args.concurrency.get())),

@@ -13,7 +13,6 @@
 //! emulator does not implement it (501), so the block path is used above 256 MiB.
 
 use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
-use azure_storage_blob::BlobServiceClient;
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders, BlobClientStartCopyFromUrlOptions,
     BlobClientStartCopyFromUrlResultHeaders, BlobType, BlockBlobClientCommitBlockListOptions,
@@ -23,7 +22,7 @@ use futures::StreamExt;
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::extra_headers::ExtraHeaders;
 use lakevault_common::record::{BackupRecord, normalise_etag, tags_header};
-use lakevault_common::storage::{AccountError, CopySource, StorageAccount};
+use lakevault_common::storage::{CopySource, StorageAccount};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -71,39 +70,49 @@ pub enum ItemOutcome {
 pub struct ItemFailure {
     pub class: FailureClass,
     pub reason: String,
+    /// The storage error code, when the service gave one.
+    pub code: Option<String>,
 }
 
 impl ItemFailure {
-    fn permanent(reason: impl Into<String>) -> Self {
+    pub fn new(class: FailureClass, reason: impl Into<String>) -> Self {
         Self {
-            class: FailureClass::Permanent,
+            class,
             reason: reason.into(),
+            code: None,
         }
+    }
+
+    fn permanent(reason: impl Into<String>) -> Self {
+        Self::new(FailureClass::Permanent, reason)
     }
 
     fn from_sdk(context: &str, err: &azure_core::Error) -> Self {
         Self {
             class: classify(err),
             reason: format!("{context}: {}", describe(err)),
+            code: lakevault_common::error::error_code(err).map(str::to_string),
         }
     }
+}
+
+/// The copy backend a worker drives, one item of a batch at a time. The production
+/// implementation is [`CopyEngine`]; tests of message handling use a scripted double.
+#[async_trait::async_trait]
+pub trait Copier: Send + Sync + std::fmt::Debug {
+    async fn copy_item(
+        &self,
+        batch: &CopyBatch,
+        item: &CopyItem,
+    ) -> Result<ItemOutcome, ItemFailure>;
 }
 
 /// Copies blobs between configured accounts. Accounts are resolved from the worker's own
 /// configuration by the aliases a batch names.
 #[derive(Debug)]
 pub struct CopyEngine {
-    accounts: HashMap<String, (StorageAccount, ServiceHandle)>,
+    accounts: HashMap<String, StorageAccount>,
     options: CopyOptions,
-}
-
-/// `BlobServiceClient` has no `Debug`; keep it out of the engine's.
-struct ServiceHandle(BlobServiceClient);
-
-impl std::fmt::Debug for ServiceHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BlobServiceClient")
-    }
 }
 
 /// Source version being copied.
@@ -123,35 +132,27 @@ fn quoted(etag: &str) -> Etag {
     Etag::from(format!("\"{}\"", normalise_etag(etag)))
 }
 
-impl CopyEngine {
-    pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions) -> Result<Self, AccountError> {
-        let mut map = HashMap::new();
-        for a in accounts {
-            let service = a.blob_service()?;
-            map.insert(a.alias.clone(), (a, ServiceHandle(service)));
-        }
-        Ok(Self {
-            accounts: map,
-            options,
-        })
-    }
+/// A client for one blob of an account; a name that makes no valid URL fails the item.
+fn blob_client(
+    account: &StorageAccount,
+    container: &str,
+    name: &str,
+) -> Result<azure_storage_blob::BlobClient, ItemFailure> {
+    account
+        .blob(container, name)
+        .map_err(|e| ItemFailure::permanent(e.to_string()))
+}
 
-    fn account(&self, alias: &str) -> Result<&(StorageAccount, ServiceHandle), ItemFailure> {
-        self.accounts.get(alias).ok_or_else(|| {
-            ItemFailure::permanent(format!(
-                "account alias `{alias}` is not defined in this worker's config"
-            ))
-        })
-    }
-
+#[async_trait::async_trait]
+impl Copier for CopyEngine {
     /// Copies one item of a batch, following the source if it changed since planning.
-    pub async fn copy_item(
+    async fn copy_item(
         &self,
         batch: &CopyBatch,
         item: &CopyItem,
     ) -> Result<ItemOutcome, ItemFailure> {
-        let (src_account, src_service) = self.account(&batch.source.account)?;
-        let (_, dst_service) = self.account(&batch.destination.account)?;
+        let source = self.account(&batch.source.account)?;
+        let destination = self.account(&batch.destination.account)?;
         let mut version = SourceVersion {
             etag: normalise_etag(&item.etag),
             size: item.size,
@@ -160,17 +161,10 @@ impl CopyEngine {
         // A blob rewritten continuously could change under every attempt; give up after a few.
         const MAX_SOURCE_CHANGES: usize = 3;
         for _ in 0..MAX_SOURCE_CHANGES {
-            let result = self
-                .copy_version(
-                    batch,
-                    item,
-                    &version,
-                    src_account,
-                    &src_service.0,
-                    &dst_service.0,
-                )
-                .await;
-            match result {
+            match self
+                .copy_version(batch, item, &version, source, destination)
+                .await
+            {
                 Ok(bytes) => {
                     return Ok(ItemOutcome::Copied {
                         bytes,
@@ -182,53 +176,37 @@ impl CopyEngine {
                 }
                 Err(f) if f.class == FailureClass::SourceChanged => {
                     tracing::debug!(blob = %item.name, "source changed during copy; copying the newer version");
-                    match self
-                        .read_source(&src_service.0, &batch.source.container, &item.name)
-                        .await
-                    {
-                        Ok(Some(v)) => version = v,
-                        Ok(None) => return Ok(ItemOutcome::SourceGone),
-                        Err(e) => return Err(e),
+                    match read_source(source, &batch.source.container, &item.name).await? {
+                        Some(v) => version = v,
+                        None => return Ok(ItemOutcome::SourceGone),
                     }
+                }
+                Err(f) if f.code.as_deref() == Some("CannotVerifyCopySource") => {
+                    return diagnose_unreadable_source(source, &batch.source.container, item, f)
+                        .await;
                 }
                 Err(f) => return Err(f),
             }
         }
-        Err(ItemFailure {
-            class: FailureClass::Transient,
-            reason: format!("source changed {MAX_SOURCE_CHANGES} times while being copied"),
-        })
+        Err(ItemFailure::new(
+            FailureClass::Transient,
+            format!("source changed {MAX_SOURCE_CHANGES} times while being copied"),
+        ))
+    }
+}
+
+impl CopyEngine {
+    pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions) -> Self {
+        let accounts = accounts.into_iter().map(|a| (a.alias.clone(), a)).collect();
+        Self { accounts, options }
     }
 
-    async fn read_source(
-        &self,
-        service: &BlobServiceClient,
-        container: &str,
-        name: &str,
-    ) -> Result<Option<SourceVersion>, ItemFailure> {
-        match service
-            .blob_client(container, name)
-            .get_properties(None)
-            .await
-        {
-            Ok(p) => Ok(Some(SourceVersion {
-                etag: p
-                    .etag()
-                    .ok()
-                    .flatten()
-                    .map(|e| normalise_etag(e.as_ref()))
-                    .unwrap_or_default(),
-                size: p.content_length().ok().flatten().unwrap_or(0),
-                last_modified: p
-                    .last_modified()
-                    .ok()
-                    .flatten()
-                    .map(rfc3339)
-                    .unwrap_or_default(),
-            })),
-            Err(e) if classify(&e) == FailureClass::SourceMissing => Ok(None),
-            Err(e) => Err(ItemFailure::from_sdk("reading source properties", &e)),
-        }
+    fn account(&self, alias: &str) -> Result<&StorageAccount, ItemFailure> {
+        self.accounts.get(alias).ok_or_else(|| {
+            ItemFailure::permanent(format!(
+                "account alias `{alias}` is not defined in this worker's config"
+            ))
+        })
     }
 
     async fn copy_version(
@@ -236,9 +214,8 @@ impl CopyEngine {
         batch: &CopyBatch,
         item: &CopyItem,
         version: &SourceVersion,
-        src_account: &StorageAccount,
-        src_service: &BlobServiceClient,
-        dst_service: &BlobServiceClient,
+        source_account: &StorageAccount,
+        destination: &StorageAccount,
     ) -> Result<u64, ItemFailure> {
         let record = BackupRecord {
             source_etag: version.etag.clone(),
@@ -248,9 +225,8 @@ impl CopyEngine {
         };
         let tags =
             tags_header(&item.tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
-        let source = src_account
+        let source = source_account
             .copy_source(
-                src_service,
                 &batch.source.container,
                 &item.name,
                 None,
@@ -258,75 +234,31 @@ impl CopyEngine {
             )
             .await
             .map_err(|e| ItemFailure::from_sdk("authorizing the source read", &e))?;
+        let dest = blob_client(destination, &batch.destination.container, &item.name)?;
         if version.size <= self.options.sync_copy_max {
-            self.sync_copy(batch, item, version, &source, tags, dst_service)
-                .await?;
+            sync_copy(&dest, version, &source, tags).await?;
         } else {
-            self.block_copy(
-                batch,
-                item,
-                version,
-                &source,
-                tags,
-                src_service,
-                dst_service,
-            )
-            .await?;
+            let src = blob_client(source_account, &batch.source.container, &item.name)?;
+            self.block_copy(&src, &dest, &item.name, version, &source, tags)
+                .await?;
         }
         Ok(version.size)
     }
 
-    async fn sync_copy(
-        &self,
-        batch: &CopyBatch,
-        item: &CopyItem,
-        version: &SourceVersion,
-        source: &CopySource,
-        tags: String,
-        dst_service: &BlobServiceClient,
-    ) -> Result<(), ItemFailure> {
-        let dest = dst_service.blob_client(&batch.destination.container, &item.name);
-        let mut extra = ExtraHeaders::default().with("x-ms-requires-sync", "true");
-        if let Some(auth) = &source.authorization {
-            extra = extra.with("x-ms-copy-source-authorization", auth.expose());
-        }
-        let options = BlobClientStartCopyFromUrlOptions {
-            source_if_match: Some(quoted(&version.etag)),
-            blob_tags_string: Some(tags),
-            method_options: ClientMethodOptions {
-                context: extra.into_context(),
-            },
-            ..Default::default()
-        };
-        let response = dest
-            .start_copy_from_url(source.url.clone(), Some(options))
-            .await
-            .map_err(|e| ItemFailure::from_sdk("copy blob from URL", &e))?;
-        match response.copy_status() {
-            Ok(Some(CopyStatus::Success)) | Ok(None) => Ok(()),
-            Ok(Some(other)) => Err(ItemFailure {
-                class: FailureClass::Transient,
-                reason: format!("copy blob from URL finished with status {other:?}"),
-            }),
-            Err(e) => Err(ItemFailure::from_sdk("reading copy status", &e)),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// Put Block From URL per range, then Put Block List with the source's content
+    /// headers and metadata.
     async fn block_copy(
         &self,
-        batch: &CopyBatch,
-        item: &CopyItem,
+        src: &azure_storage_blob::BlobClient,
+        dest: &azure_storage_blob::BlobClient,
+        name: &str,
         version: &SourceVersion,
         source: &CopySource,
         tags: String,
-        src_service: &BlobServiceClient,
-        dst_service: &BlobServiceClient,
     ) -> Result<(), ItemFailure> {
-        // Content headers and metadata are set on commit, so read them from the source,
-        // under the same ETag condition as the ranges.
-        let props = src_service
-            .blob_client(&batch.source.container, &item.name)
+        // Content headers and metadata are set on commit, so read them from the source
+        // and make sure they belong to the version being copied.
+        let props = src
             .get_properties(None)
             .await
             .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
@@ -336,10 +268,10 @@ impl CopyEngine {
             .flatten()
             .map(|e| normalise_etag(e.as_ref()));
         if current.as_deref() != Some(version.etag.as_str()) {
-            return Err(ItemFailure {
-                class: FailureClass::SourceChanged,
-                reason: "source ETag changed before the block copy".into(),
-            });
+            return Err(ItemFailure::new(
+                FailureClass::SourceChanged,
+                "source ETag changed before the block copy",
+            ));
         }
         if let Ok(Some(t)) = props.blob_type()
             && t != BlobType::BlockBlob
@@ -348,15 +280,8 @@ impl CopyEngine {
                 "source is a {t:?}; only block blobs are copied"
             )));
         }
-        let block_ids = block_ids(
-            &item.name,
-            &version.etag,
-            version.size,
-            self.options.block_size,
-        );
-        let dest = dst_service
-            .blob_client(&batch.destination.container, &item.name)
-            .block_blob_client();
+        let block_ids = block_ids(name, &version.etag, version.size, self.options.block_size);
+        let dest = dest.block_blob_client();
         let block_size = self.options.block_size;
         let parallelism = self.options.block_parallelism.max(1);
         let mut pending = block_ids.iter().enumerate();
@@ -406,6 +331,98 @@ impl CopyEngine {
             .await
             .map_err(|e| ItemFailure::from_sdk("put block list", &e))?;
         Ok(())
+    }
+}
+
+/// One synchronous Copy Blob From URL: content, content headers and user metadata are
+/// carried by the service; the record goes in as an index tag.
+async fn sync_copy(
+    dest: &azure_storage_blob::BlobClient,
+    version: &SourceVersion,
+    source: &CopySource,
+    tags: String,
+) -> Result<(), ItemFailure> {
+    let mut extra = ExtraHeaders::default().with("x-ms-requires-sync", "true");
+    if let Some(auth) = &source.authorization {
+        extra = extra.with("x-ms-copy-source-authorization", auth.expose());
+    }
+    let options = BlobClientStartCopyFromUrlOptions {
+        source_if_match: Some(quoted(&version.etag)),
+        blob_tags_string: Some(tags),
+        method_options: ClientMethodOptions {
+            context: extra.into_context(),
+        },
+        ..Default::default()
+    };
+    let response = dest
+        .start_copy_from_url(source.url.clone(), Some(options))
+        .await
+        .map_err(|e| ItemFailure::from_sdk("copy blob from URL", &e))?;
+    match response.copy_status() {
+        Ok(Some(CopyStatus::Success)) | Ok(None) => Ok(()),
+        Ok(Some(other)) => Err(ItemFailure::new(
+            FailureClass::Transient,
+            format!("copy blob from URL finished with status {other:?}"),
+        )),
+        Err(e) => Err(ItemFailure::from_sdk("reading copy status", &e)),
+    }
+}
+
+/// The source's current version, or `None` if it no longer exists.
+async fn read_source(
+    source: &StorageAccount,
+    container: &str,
+    name: &str,
+) -> Result<Option<SourceVersion>, ItemFailure> {
+    match blob_client(source, container, name)?
+        .get_properties(None)
+        .await
+    {
+        Ok(p) => Ok(Some(SourceVersion {
+            etag: p
+                .etag()
+                .ok()
+                .flatten()
+                .map(|e| normalise_etag(e.as_ref()))
+                .unwrap_or_default(),
+            size: p.content_length().ok().flatten().unwrap_or(0),
+            last_modified: p
+                .last_modified()
+                .ok()
+                .flatten()
+                .map(rfc3339)
+                .unwrap_or_default(),
+        })),
+        Err(e) if classify(&e) == FailureClass::SourceMissing => Ok(None),
+        Err(e) => Err(ItemFailure::from_sdk("reading source properties", &e)),
+    }
+}
+
+/// The backup service could not read the source (`CannotVerifyCopySource`). Whether that
+/// is a credential problem (stop: every copy will fail) or about this blob or the network
+/// path between the services (poison this item, carry on) is told by reading the source
+/// directly with the worker's own credential.
+async fn diagnose_unreadable_source(
+    source: &StorageAccount,
+    container: &str,
+    item: &CopyItem,
+    failure: ItemFailure,
+) -> Result<ItemOutcome, ItemFailure> {
+    match read_source(source, container, &item.name).await {
+        // Listed at planning time, gone now: deleted meanwhile.
+        Ok(None) => Ok(ItemOutcome::SourceGone),
+        Ok(Some(_)) => Err(ItemFailure {
+            class: FailureClass::Permanent,
+            reason: format!(
+                "the backup service cannot read this source blob although the worker can \
+                 (a firewall or private endpoint between the accounts, or a name the source \
+                 will not authorise by SAS): {}",
+                failure.reason
+            ),
+            code: failure.code,
+        }),
+        Err(direct) if direct.class == FailureClass::Auth => Err(failure),
+        Err(direct) => Err(direct),
     }
 }
 

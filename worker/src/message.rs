@@ -2,7 +2,7 @@
 //! item, then settle it. The original message is deleted only after every item's outcome
 //! is durable: copied, re-enqueued for a retry, or recorded in the poison queue.
 
-use crate::copy::{CopyEngine, ItemFailure, ItemOutcome};
+use crate::copy::{Copier, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
 use futures::StreamExt;
 use lakevault_common::error::FailureClass;
@@ -52,7 +52,7 @@ pub struct MessageReport {
 }
 
 pub struct Context {
-    pub engine: Arc<CopyEngine>,
+    pub copier: Arc<dyn Copier>,
     pub queue: Arc<dyn WorkQueue>,
     pub poison: Arc<dyn WorkQueue>,
     pub copy_slots: Arc<Semaphore>,
@@ -186,6 +186,11 @@ pub async fn process(
     let mut retry = Vec::new();
     let mut failed = Vec::new();
     let mut interrupted = false;
+    // A credential problem (expired SAS, revoked key) fails every item alike. If others in
+    // the same batch succeeded, the denial is about this blob alone (a name the source
+    // service will not sign for, a per-blob policy): poison it with its reason instead of
+    // stopping the worker.
+    let any_success = results.iter().any(|(_, o)| matches!(o, Some(Ok(_))));
     for (item, outcome) in results {
         match outcome {
             None => interrupted = true,
@@ -194,8 +199,22 @@ pub async fn process(
                 report.bytes += bytes;
             }
             Some(Ok(ItemOutcome::SourceGone)) => report.source_gone += 1,
-            Some(Err(f)) if f.class == FailureClass::Auth => {
+            Some(Err(f)) if f.class == FailureClass::Auth && !any_success => {
                 report.auth_failure.get_or_insert(f.reason.clone());
+            }
+            Some(Err(f)) if f.class == FailureClass::Auth => {
+                tracing::warn!(blob = %item.name, reason = %f.reason, "access denied for this blob only");
+                failed.push((
+                    item.clone(),
+                    FailedItem {
+                        name: item.name,
+                        class: "access-denied".into(),
+                        reason: format!(
+                            "access denied for this blob while others in the batch succeeded: {}",
+                            f.reason
+                        ),
+                    },
+                ));
             }
             Some(Err(f))
                 if f.class.is_retryable() && batch.attempt + 1 < ctx.policy.max_attempts =>
@@ -291,7 +310,7 @@ async fn copy_one(
         return (item.clone(), None);
     };
     let outcome = tokio::select! {
-        r = ctx.engine.copy_item(batch, item) => Some(r),
+        r = ctx.copier.copy_item(batch, item) => Some(r),
         _ = cancel.cancelled() => None,
     };
     (item.clone(), outcome)
@@ -350,5 +369,265 @@ async fn settle_with_delay(
         Err(e) => {
             tracing::warn!(message_id = %message.id, error = %e, "delete failed; message will be processed again")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::Copier;
+    use lakevault_common::queue::MemoryQueue;
+    use lakevault_common::wire::{CopyBatch, CopyItem, Location, MessageKind, WIRE_VERSION};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Outcome by name prefix: ok, gone, transient, perm, auth, slow.
+    #[derive(Debug, Default)]
+    struct ScriptedCopier {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Copier for ScriptedCopier {
+        async fn copy_item(
+            &self,
+            _batch: &CopyBatch,
+            item: &CopyItem,
+        ) -> Result<ItemOutcome, ItemFailure> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let fail = |class, reason: &str| Err(ItemFailure::new(class, reason));
+            match item.name.split('-').next().unwrap_or("") {
+                "ok" => Ok(ItemOutcome::Copied {
+                    bytes: item.size,
+                    source_etag: item.etag.clone(),
+                }),
+                "gone" => Ok(ItemOutcome::SourceGone),
+                "transient" => fail(FailureClass::Transient, "HTTP 503 ServerBusy"),
+                "perm" => fail(FailureClass::Permanent, "HTTP 400 InvalidHeaderValue"),
+                "auth" => fail(FailureClass::Auth, "HTTP 403 AuthenticationFailed"),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(ItemOutcome::SourceGone)
+                }
+                other => panic!("unscripted item {other}"),
+            }
+        }
+    }
+
+    struct Rig {
+        ctx: Context,
+        queue: Arc<MemoryQueue>,
+        poison: Arc<MemoryQueue>,
+        copier: Arc<ScriptedCopier>,
+    }
+
+    fn rig() -> Rig {
+        let queue = Arc::new(MemoryQueue::new("work"));
+        let poison = Arc::new(MemoryQueue::new("work-poison"));
+        let copier = Arc::new(ScriptedCopier::default());
+        let ctx = Context {
+            copier: copier.clone(),
+            queue: queue.clone(),
+            poison: poison.clone(),
+            copy_slots: Arc::new(Semaphore::new(4)),
+            policy: MessagePolicy {
+                visibility: Duration::from_secs(30),
+                max_attempts: 3,
+                max_dequeue: 5,
+                retry_delay: Duration::ZERO,
+            },
+        };
+        Rig {
+            ctx,
+            queue,
+            poison,
+            copier,
+        }
+    }
+
+    fn batch(names: &[&str], attempt: u32) -> CopyBatch {
+        CopyBatch {
+            v: WIRE_VERSION,
+            kind: MessageKind::Copy,
+            job: "job".into(),
+            attempt,
+            source: Location {
+                account: "s".into(),
+                container: "c".into(),
+            },
+            destination: Location {
+                account: "d".into(),
+                container: "c".into(),
+            },
+            items: names
+                .iter()
+                .map(|n| CopyItem {
+                    name: n.to_string(),
+                    etag: "0x1".into(),
+                    size: 10,
+                    last_modified: "2026-01-01T00:00:00Z".into(),
+                    tags: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    async fn deliver(rig: &Rig, text: &str) -> MessageReport {
+        rig.queue.send(text, Duration::ZERO).await.unwrap();
+        let m = rig
+            .queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        process(&rig.ctx, m, &CancellationToken::new()).await
+    }
+
+    fn poison_records(rig: &Rig) -> Vec<crate::poison::PoisonRecord> {
+        rig.poison
+            .texts()
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn successful_batch_is_deleted() {
+        let rig = rig();
+        let r = deliver(&rig, &batch(&["ok-1", "ok-2", "gone-3"], 0).encode()).await;
+        assert_eq!(
+            (r.copied, r.bytes, r.source_gone, r.poisoned),
+            (2, 20, 1, 0)
+        );
+        assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_come_back_as_a_smaller_message() {
+        let rig = rig();
+        let r = deliver(&rig, &batch(&["ok-1", "transient-2", "ok-3"], 0).encode()).await;
+        assert_eq!((r.copied, r.retried), (2, 1));
+        let texts = rig.queue.texts();
+        assert_eq!(texts.len(), 1, "original deleted, one retry message");
+        let retry = CopyBatch::decode(&texts[0]).unwrap();
+        assert_eq!(retry.attempt, 1);
+        assert_eq!(
+            retry
+                .items
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>(),
+            ["transient-2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn exhausted_retries_and_permanent_failures_are_poisoned_with_reasons() {
+        let rig = rig();
+        let r = deliver(&rig, &batch(&["transient-1", "perm-2", "ok-3"], 2).encode()).await;
+        assert_eq!((r.copied, r.poisoned, r.retried), (1, 2, 0));
+        assert!(rig.queue.texts().is_empty());
+        let records = poison_records(&rig);
+        assert_eq!(records.len(), 1);
+        let mut classes: Vec<(String, String)> = records[0]
+            .failures
+            .iter()
+            .map(|f| (f.name.clone(), f.class.clone()))
+            .collect();
+        classes.sort();
+        assert_eq!(
+            classes,
+            [
+                ("perm-2".to_string(), "permanent".to_string()),
+                ("transient-1".to_string(), "retries-exhausted".to_string())
+            ]
+        );
+        assert!(
+            records[0]
+                .failures
+                .iter()
+                .any(|f| f.reason.contains("InvalidHeaderValue"))
+        );
+        let redrive = records[0].batch.as_ref().unwrap();
+        assert_eq!(
+            redrive.items.len(),
+            2,
+            "the poison record carries a re-drivable batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn credential_failure_of_a_whole_batch_keeps_the_message() {
+        let rig = rig();
+        let r = deliver(&rig, &batch(&["auth-1", "auth-2"], 0).encode()).await;
+        assert!(r.auth_failure.is_some() && r.released);
+        assert_eq!(rig.queue.texts().len(), 1, "nothing dropped");
+        assert!(rig.poison.texts().is_empty(), "nothing poisoned");
+    }
+
+    #[tokio::test]
+    async fn a_single_denied_blob_does_not_stop_the_worker() {
+        let rig = rig();
+        let r = deliver(&rig, &batch(&["ok-1", "auth-2"], 0).encode()).await;
+        assert!(r.auth_failure.is_none());
+        assert_eq!((r.copied, r.poisoned), (1, 1));
+        assert_eq!(poison_records(&rig)[0].failures[0].class, "access-denied");
+    }
+
+    #[tokio::test]
+    async fn undecodable_and_overdelivered_messages_are_poisoned_without_copying() {
+        let rig = rig();
+        let r = deliver(&rig, "{\"hello\":1}").await;
+        assert_eq!(r.poisoned, 1);
+        let rec = &poison_records(&rig)[0];
+        assert_eq!(rec.original.as_deref(), Some("{\"hello\":1}"));
+        assert!(rec.reason.contains("`v`"), "{}", rec.reason);
+
+        let text = batch(&["ok-1"], 0).encode();
+        rig.queue.send(&text, Duration::ZERO).await.unwrap();
+        let mut m = rig
+            .queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        m.dequeue_count = 6;
+        let r = process(&rig.ctx, m, &CancellationToken::new()).await;
+        assert_eq!(r.poisoned, 1);
+        assert_eq!(rig.copier.calls.load(Ordering::SeqCst), 0);
+        assert!(rig.queue.texts().is_empty());
+    }
+
+    #[tokio::test]
+    async fn interrupted_work_is_released_not_failed() {
+        let rig = rig();
+        rig.queue
+            .send(&batch(&["ok-1", "slow-2"], 0).encode(), Duration::ZERO)
+            .await
+            .unwrap();
+        let m = rig
+            .queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopper.cancel();
+        });
+        let r = process(&rig.ctx, m, &cancel).await;
+        assert!(r.released);
+        assert_eq!(r.poisoned, 0);
+        assert!(rig.poison.texts().is_empty());
+        // Released with no delay: visible again at once.
+        assert_eq!(
+            rig.queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

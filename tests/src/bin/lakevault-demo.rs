@@ -31,7 +31,7 @@ fn print_pass(label: &str, p: &PassReport) {
 }
 
 async fn verify(config: &Config, spec: &LakeSpec) -> anyhow::Result<lake::VerifyReport> {
-    let (src, bak) = lakevault_tests::services(config)?;
+    let (src, bak) = lakevault_tests::accounts(config)?;
     let pairs: Vec<(String, String)> = spec
         .containers
         .iter()
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(&config_path)?;
     println!("- config: {}", config_path.display());
 
-    let (src, _) = lakevault_tests::services(&config)?;
+    let (src, _) = lakevault_tests::accounts(&config)?;
     let (blobs, bytes) = lake::seed(&src, &spec)
         .await
         .context("seeding the sample lake")?;

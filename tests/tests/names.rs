@@ -1,0 +1,104 @@
+//! Real-world blob names: the emulator lists them in the order the diff assumes (UTF-16
+//! code units), and every one of them survives a full backup pass unchanged.
+
+use futures::StreamExt;
+use lakevault_common::config::Config;
+use lakevault_coordinator::diff::cmp_names;
+use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
+use lakevault_tests::lake;
+use lakevault_tests::scenario::backup_pass;
+
+const NAMES: &[&str] = &[
+    "a\u{FFFD}",
+    "a😀",
+    "a\u{FF01}",
+    "aZ",
+    "a~",
+    "aé",
+    "A",
+    "a/b",
+    "a-b",
+    "a.b",
+    "a b",
+    "a b/c",
+    "100% done.txt",
+    "hash#tag.txt",
+    "question?.txt",
+    "plus+sign & ampersand.csv",
+    "semi;colon,comma=equals.txt",
+    "quote'single\"double.txt",
+    "brackets [1] {2} (3).txt",
+    "nested/dir with space/ünïcödé/日本語/файл.txt",
+    "emoji/🚀/🎉 party.md",
+    "trailing space ",
+    " leading space",
+    "x/y/z/",
+    "dots/../up.txt",
+    "dots/./here.txt",
+    "line\nbreak.txt",
+];
+
+/// A control character: legal in a blob name, but dropped by URL parsers (the SDK's own
+/// blob URL building loses it), so lakevault encodes names itself.
+const CONTROL: &str = "tab\there.txt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_names_list_in_diff_order_and_back_up() {
+    let azurite = Azurite::start().expect("azurite");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lakevault.toml");
+    std::fs::write(&path, azurite.config_toml("names", &["names"])).expect("config");
+    let config = Config::load(&path).expect("config");
+    let (src, bak) = lakevault_tests::accounts(&config).expect("clients");
+    src.container("names")
+        .expect("client")
+        .create(None)
+        .await
+        .expect("container");
+    for (i, name) in NAMES.iter().chain([&CONTROL]).enumerate() {
+        lake::raw_put_blob(
+            &azurite.blob_endpoint(SOURCE_ACCOUNT),
+            SOURCE_ACCOUNT,
+            SOURCE_KEY,
+            "names",
+            name,
+            format!("body {i}").as_bytes(),
+            &[
+                ("Origin", "raw client"),
+                ("MixedCaseKey", &format!("value {i}")),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("put {name:?}: {e}"));
+    }
+
+    let mut listed = Vec::new();
+    let mut pager = src
+        .container("names")
+        .expect("client")
+        .list_blobs(None)
+        .expect("list");
+    while let Some(item) = pager.next().await {
+        listed.push(item.expect("item").name.expect("name"));
+    }
+    let mut expected: Vec<String> = NAMES
+        .iter()
+        .chain([&CONTROL])
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort_by(|a, b| cmp_names(a, b));
+    assert_eq!(
+        listed, expected,
+        "the service's listing order must be the diff's order"
+    );
+
+    let pass = backup_pass(&path, 1).expect("backup");
+    let all = NAMES.len() as u64 + 1;
+    assert_eq!((pass.copied, pass.poisoned), (all, 0), "{pass:?}");
+    let report = lake::verify(&src, &bak, &[("names".into(), "names".into())])
+        .await
+        .expect("verify");
+    assert_eq!(report.blobs, all);
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    let again = backup_pass(&path, 1).expect("second pass");
+    assert_eq!((again.planned, again.copied), (0, 0));
+}
