@@ -5,6 +5,7 @@
 pub mod config;
 pub mod connection_string;
 pub mod error;
+pub mod exit;
 pub mod extra_headers;
 pub mod queue;
 pub mod record;

@@ -24,7 +24,7 @@ async fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            2
+            lakevault_common::exit::code_for(&e)
         }
     };
     std::process::exit(code);

@@ -105,9 +105,8 @@ pub struct PassReport {
     pub seconds: f64,
 }
 
-/// Runs the coordinator once, then `workers` worker processes until the queue is drained.
-pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> {
-    let started = Instant::now();
+/// What a plan enqueued: (blobs planned, messages).
+pub fn plan(config: &Path) -> anyhow::Result<(u64, u64)> {
     let out = checked(
         coordinator(config)?
             .args(["backup", "--output", "json"])
@@ -123,28 +122,28 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
             .map(|cs| cs.iter().map(|c| c[key].as_u64().unwrap_or(0)).sum())
             .unwrap_or(0)
     };
-    let mut report = PassReport {
-        planned: sum("new") + sum("changed"),
-        messages: sum("messages"),
-        ..Default::default()
-    };
-    let children: Vec<Child> = (0..workers)
-        .map(|_| {
-            worker(config)?
-                .args([
-                    "run",
-                    "--exit-when-idle",
-                    "2",
-                    "--summary-json",
-                    "--retry-delay-secs",
-                    "1",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("spawning a worker")
-        })
-        .collect::<anyhow::Result<_>>()?;
+    Ok((sum("new") + sum("changed"), sum("messages")))
+}
+
+/// A worker that exits once the queue is drained, printing its summary as JSON.
+pub fn batch_worker(config: &Path, extra: &[&str]) -> anyhow::Result<Command> {
+    let mut c = worker(config)?;
+    c.args([
+        "run",
+        "--exit-when-idle",
+        "2",
+        "--summary-json",
+        "--retry-delay-secs",
+        "1",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    Ok(c)
+}
+
+/// Waits for batch workers and adds up their summaries.
+pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<()> {
     for child in children {
         let out = checked(child.wait_with_output()?, "lakevault-worker run")?;
         let summary: serde_json::Value =
@@ -153,6 +152,32 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
     }
+    Ok(())
+}
+
+/// Runs `workers` batch workers (with `extra` flags) until the queue is drained.
+pub fn drain(config: &Path, workers: usize, extra: &[&str]) -> anyhow::Result<PassReport> {
+    let started = Instant::now();
+    let children: Vec<Child> = (0..workers)
+        .map(|_| {
+            batch_worker(config, extra)?
+                .spawn()
+                .context("spawning a worker")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut report = PassReport::default();
+    collect(children, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs the coordinator once, then `workers` worker processes until the queue is drained.
+pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> {
+    let started = Instant::now();
+    let (planned, messages) = plan(config)?;
+    let mut report = drain(config, workers, &[])?;
+    report.planned = planned;
+    report.messages = messages;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

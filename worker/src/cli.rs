@@ -174,7 +174,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         }
         Err(RunError::Auth(reason)) => {
             eprintln!("error: credentials failed, stopping; no work was dropped: {reason}");
-            Ok(3)
+            Ok(lakevault_common::exit::CREDENTIALS)
         }
         Err(e) => Err(e.into()),
     }

@@ -25,7 +25,7 @@ use lakevault_common::record::{BackupRecord, normalise_etag, tags_header};
 use lakevault_common::storage::{CopySource, StorageAccount};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 use sha2::Digest;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Copy Blob From URL accepts sources up to 256 MiB.
@@ -121,6 +121,8 @@ struct SourceVersion {
     etag: String,
     size: u64,
     last_modified: String,
+    /// The source's index tags when re-read during the copy; `None`: as planned.
+    tags: Option<BTreeMap<String, String>>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -157,6 +159,7 @@ impl Copier for CopyEngine {
             etag: normalise_etag(&item.etag),
             size: item.size,
             last_modified: item.last_modified.clone(),
+            tags: None,
         };
         // A blob rewritten continuously could change under every attempt; give up after a few.
         const MAX_SOURCE_CHANGES: usize = 3;
@@ -177,7 +180,12 @@ impl Copier for CopyEngine {
                 Err(f) if f.class == FailureClass::SourceChanged => {
                     tracing::debug!(blob = %item.name, "source changed during copy; copying the newer version");
                     match read_source(source, &batch.source.container, &item.name).await? {
-                        Some(v) => version = v,
+                        Some(mut v) => {
+                            // The planned tags belong to the old version.
+                            v.tags =
+                                Some(read_tags(source, &batch.source.container, &item.name).await?);
+                            version = v;
+                        }
                         None => return Ok(ItemOutcome::SourceGone),
                     }
                 }
@@ -223,8 +231,9 @@ impl CopyEngine {
             backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
             job: batch.job.clone(),
         };
+        let user_tags = version.tags.as_ref().unwrap_or(&item.tags);
         let tags =
-            tags_header(&item.tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
+            tags_header(user_tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
         let source = source_account
             .copy_source(
                 &batch.source.container,
@@ -392,10 +401,34 @@ async fn read_source(
                 .flatten()
                 .map(rfc3339)
                 .unwrap_or_default(),
+            tags: None,
         })),
         Err(e) if classify(&e) == FailureClass::SourceMissing => Ok(None),
         Err(e) => Err(ItemFailure::from_sdk("reading source properties", &e)),
     }
+}
+
+/// The source's current index tags.
+async fn read_tags(
+    source: &StorageAccount,
+    container: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>, ItemFailure> {
+    let response = blob_client(source, container, name)?
+        .get_tags(None)
+        .await
+        .map_err(|e| {
+            ItemFailure::from_sdk("reading source index tags (needs the `t` permission)", &e)
+        })?;
+    let tags = response
+        .into_model()
+        .map_err(|e| ItemFailure::from_sdk("reading source index tags", &e))?;
+    Ok(tags
+        .blob_tag_set
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| Some((t.key?, t.value?)))
+        .collect())
 }
 
 /// The backup service could not read the source (`CannotVerifyCopySource`). Whether that
