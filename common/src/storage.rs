@@ -550,7 +550,13 @@ fn client_options(
     network: &NetworkOptions,
 ) -> Result<ClientOptions, AccountError> {
     let mut options = ClientOptions::default();
+    // Bytes are bytes: a blob stored with `Content-Encoding: gzip` must come back as stored,
+    // never transparently decompressed.
     let http = reqwest::Client::builder()
+        .no_gzip()
+        .no_deflate()
+        .no_brotli()
+        .no_zstd()
         .connect_timeout(network.connect_timeout)
         .timeout(network.request_timeout)
         .build()

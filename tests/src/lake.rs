@@ -105,6 +105,13 @@ async fn upload(
         blob_tags_string: i
             .is_multiple_of(5)
             .then(|| format!("team=data&tier=t{}", i % 3)),
+        // Every content header a lake tool sets, on some blobs.
+        blob_content_encoding: i.is_multiple_of(7).then(|| "gzip".to_string()),
+        blob_content_language: i.is_multiple_of(11).then(|| "fr-CA".to_string()),
+        blob_cache_control: i.is_multiple_of(13).then(|| "max-age=3600".to_string()),
+        blob_content_disposition: i
+            .is_multiple_of(17)
+            .then(|| "attachment; filename=\"report.pdf\"".to_string()),
         ..Default::default()
     };
     account
@@ -184,6 +191,8 @@ struct Listed {
     etag: String,
     size: u64,
     content_type: Option<String>,
+    /// Content-Encoding, -Language, Cache-Control, -Disposition, Content-MD5.
+    content_headers: [Option<String>; 5],
     metadata: BTreeMap<String, String>,
     tags: BTreeMap<String, String>,
 }
@@ -212,6 +221,13 @@ async fn listing(
                     .map(|e| e.to_string().trim_matches('"').to_string())
                     .unwrap_or_default(),
                 size: props.content_length.unwrap_or(0),
+                content_headers: [
+                    props.content_encoding,
+                    props.content_language,
+                    props.cache_control,
+                    props.content_disposition,
+                    props.content_md5.map(hex::encode),
+                ],
                 content_type: props.content_type,
                 metadata: item
                     .metadata
@@ -297,6 +313,12 @@ pub async fn verify(
                         problems.push(format!(
                             "{src_c}/{name}: tags differ: {:?} vs {:?}",
                             s.tags, b.tags
+                        ));
+                    }
+                    if s.content_headers != b.content_headers {
+                        problems.push(format!(
+                            "{src_c}/{name}: content headers {:?} vs {:?}",
+                            s.content_headers, b.content_headers
                         ));
                     }
                     if s.content_type != b.content_type {
