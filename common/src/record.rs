@@ -27,6 +27,12 @@ pub struct BackupRecord {
     pub job: String,
 }
 
+/// Times in records and work items: RFC 3339, UTC.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Strips the quotes that response headers (but not listings) put around ETags.
 pub fn normalise_etag(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()

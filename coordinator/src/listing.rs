@@ -6,7 +6,7 @@ use azure_storage_blob::models::{
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient};
 use futures::{Stream, TryStreamExt};
-use lakevault_common::record::normalise_etag;
+use lakevault_common::record::{normalise_etag, rfc3339};
 use std::collections::BTreeMap;
 
 /// A blob as a listing shows it.
@@ -18,14 +18,6 @@ pub struct ListedBlob {
     pub last_modified: String,
     pub blob_type: Option<String>,
     pub tags: BTreeMap<String, String>,
-}
-
-fn rfc3339(t: Option<time::OffsetDateTime>) -> String {
-    t.and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    })
-    .unwrap_or_default()
 }
 
 impl ListedBlob {
@@ -45,7 +37,7 @@ impl ListedBlob {
                 .map(|e| normalise_etag(e.as_ref()))
                 .unwrap_or_default(),
             size: props.content_length.unwrap_or(0),
-            last_modified: rfc3339(props.last_modified),
+            last_modified: props.last_modified.map(rfc3339).unwrap_or_default(),
             blob_type: props.blob_type.map(|t| match t {
                 BlobType::BlockBlob => "BlockBlob".to_string(),
                 other => format!("{other:?}"),

@@ -21,7 +21,7 @@ use azure_storage_blob::models::{
 use futures::StreamExt;
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::extra_headers::ExtraHeaders;
-use lakevault_common::record::{BackupRecord, normalise_etag, tags_header};
+use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tags_header};
 use lakevault_common::storage::{CopySource, StorageAccount};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 use sha2::Digest;
@@ -123,11 +123,6 @@ struct SourceVersion {
     last_modified: String,
     /// The source's index tags when re-read during the copy; `None`: as planned.
     tags: Option<BTreeMap<String, String>>,
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn quoted(etag: &str) -> Etag {

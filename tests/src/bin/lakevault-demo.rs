@@ -99,7 +99,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let blobs = blobs + 2;
     println!(
-        "- seeded {} blobs ({:.1} MiB) in containers {}, incl. one of {:.0} MiB, names with spaces and non-ASCII characters",
+        "- seeded {} blobs ({:.1} MiB) in containers {}: nested directories, names with spaces, \
+         punctuation and non-ASCII characters, content headers, metadata and index tags, one blob \
+         of {:.0} MiB, and 2 blobs whose mixed-case metadata keys were written by another client",
         blobs,
         mib(bytes),
         spec.containers.join(", "),
@@ -146,13 +148,15 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "\nverified: all {} blobs ({:.1} MiB) match their source after pass 1 and all {} after pass 3 \
-         (SHA-256 of content, size, content type, metadata with exact key case, tags, recorded source ETag)",
+         (SHA-256 of content, size, content type and other content headers, Content-MD5, metadata with \
+         exact key case, index tags, recorded source ETag)",
         v1.blobs,
         mib(v1.bytes),
         v3.blobs
     );
     println!(
-        "summary: {} blobs, {:.1} MiB backed up in {:.1}s ({:.0} blobs/s); re-run copied 0; 3 changes copied 3",
+        "summary: {} blobs, {:.1} MiB backed up in {:.1}s wall time (plan + copy by 2 workers; {:.0} blobs/s); \
+         re-run copied 0; 3 changes copied 3",
         first.copied,
         mib(first.bytes),
         first.seconds,
