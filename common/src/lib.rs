@@ -2,6 +2,7 @@
 //! (credentials, Shared Key signing, SAS), the work-item wire format, the work queue,
 //! failure classification and telemetry.
 
+pub mod cli;
 pub mod config;
 pub mod connection_string;
 pub mod error;

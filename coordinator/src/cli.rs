@@ -4,12 +4,9 @@
 use crate::backup::{self, BackupOptions, BackupReport};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lakevault_common::config::Config;
+use lakevault_common::cli::CommonArgs;
 use lakevault_common::queue::AzureQueue;
-use lakevault_common::storage::{NetworkOptions, StorageAccount};
-use lakevault_common::telemetry::LogFormat;
-use std::path::PathBuf;
-use std::time::Duration;
+use lakevault_common::storage::StorageAccount;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -19,32 +16,8 @@ use tokio_util::sync::CancellationToken;
     about = "Plans lakevault backups: finds what changed and enqueues copy work for the workers"
 )]
 pub struct Cli {
-    /// Topology file (accounts, what to back up, queue).
-    #[arg(
-        long,
-        short,
-        env = "LAKEVAULT_CONFIG",
-        global = true,
-        default_value = "lakevault.toml"
-    )]
-    pub config: PathBuf,
-    /// Log format on stderr.
-    #[arg(
-        long,
-        env = "LAKEVAULT_LOG_FORMAT",
-        global = true,
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-    /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
-    #[arg(
-        long,
-        env = "LAKEVAULT_CONNECT_TIMEOUT_SECS",
-        global = true,
-        default_value_t = 3
-    )]
-    pub connect_timeout_secs: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,11 +53,8 @@ pub enum Output {
 
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
-    let config = Config::load(&cli.config)?;
-    let network = NetworkOptions {
-        connect_timeout: Duration::from_secs(cli.connect_timeout_secs.max(1)),
-        ..Default::default()
-    };
+    let config = cli.common.load_config()?;
+    let network = cli.common.network();
     let account = |alias: &str| -> anyhow::Result<StorageAccount> {
         Ok(StorageAccount::from_config(
             alias,

@@ -5,12 +5,10 @@ use crate::copy::{CopyEngine, CopyOptions};
 use crate::message::{Context, MessagePolicy};
 use crate::run::{self, RunError, RunOptions};
 use clap::{Parser, Subcommand};
-use lakevault_common::config::Config;
+use lakevault_common::cli::CommonArgs;
 use lakevault_common::queue::{AzureQueue, POISON_SUFFIX};
-use lakevault_common::storage::{NetworkOptions, StorageAccount};
-use lakevault_common::telemetry::LogFormat;
+use lakevault_common::storage::StorageAccount;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -23,32 +21,8 @@ use tokio_util::sync::CancellationToken;
     about = "Copies blobs server-side for lakevault, fed by the work queue"
 )]
 pub struct Cli {
-    /// Topology file (accounts, queue).
-    #[arg(
-        long,
-        short,
-        env = "LAKEVAULT_CONFIG",
-        global = true,
-        default_value = "lakevault.toml"
-    )]
-    pub config: PathBuf,
-    /// Log format on stderr.
-    #[arg(
-        long,
-        env = "LAKEVAULT_LOG_FORMAT",
-        global = true,
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-    /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
-    #[arg(
-        long,
-        env = "LAKEVAULT_CONNECT_TIMEOUT_SECS",
-        global = true,
-        default_value_t = 3
-    )]
-    pub connect_timeout_secs: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,11 +74,8 @@ pub struct RunArgs {
 
 /// Exit codes: 0 done, 2 bad configuration or setup, 3 credentials failed (work kept).
 pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
-    let config = Config::load(&cli.config)?;
-    let network = NetworkOptions {
-        connect_timeout: Duration::from_secs(cli.connect_timeout_secs.max(1)),
-        ..Default::default()
-    };
+    let config = cli.common.load_config()?;
+    let network = cli.common.network();
     let Command::Run(args) = cli.command;
     let mut accounts = Vec::new();
     for (alias, account) in &config.accounts {

@@ -133,16 +133,7 @@ pub async fn process(
         Err(e) => {
             tracing::warn!(message_id = %message.id, reason = %e, "undecodable message moved to the poison queue");
             let records = poison::for_original(&poison_ctx, &e.to_string(), &message.text);
-            report.poisoned = 1;
-            settle(
-                ctx,
-                &message,
-                message.pop_receipt.clone(),
-                Vec::new(),
-                records,
-            )
-            .await;
-            return report;
+            return poison_unprocessed(ctx, &message, records, 1).await;
         }
     };
     if message.dequeue_count > ctx.policy.max_dequeue {
@@ -166,16 +157,7 @@ pub async fn process(
             })
             .collect();
         let records = poison::for_items(&poison_ctx, &reason, &batch, failed);
-        report.poisoned = batch.items.len() as u64;
-        settle(
-            ctx,
-            &message,
-            message.pop_receipt.clone(),
-            Vec::new(),
-            records,
-        )
-        .await;
-        return report;
+        return poison_unprocessed(ctx, &message, records, batch.items.len() as u64).await;
     }
 
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
@@ -316,22 +298,19 @@ async fn copy_one(
     (item.clone(), outcome)
 }
 
-async fn settle(
+/// Settles a message that is poisoned without any copy being tried.
+async fn poison_unprocessed(
     ctx: &Context,
     message: &ReceivedMessage,
-    receipt: String,
-    retries: Vec<String>,
-    poison_records: Vec<String>,
-) {
-    settle_with_delay(
-        ctx,
-        message,
-        receipt,
-        retries,
-        Duration::ZERO,
-        poison_records,
-    )
-    .await
+    records: Vec<String>,
+    poisoned: u64,
+) -> MessageReport {
+    let receipt = message.pop_receipt.clone();
+    settle_with_delay(ctx, message, receipt, Vec::new(), Duration::ZERO, records).await;
+    MessageReport {
+        poisoned,
+        ..Default::default()
+    }
 }
 
 /// Makes every outcome durable (retry messages, poison records), then deletes the

@@ -1,0 +1,51 @@
+//! Options every lakevault binary takes, each also readable from a `LAKEVAULT_*`
+//! environment variable.
+
+use crate::config::{Config, ConfigError};
+use crate::storage::NetworkOptions;
+use crate::telemetry::LogFormat;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Topology file: accounts, what to back up, the queue.
+    #[arg(
+        long,
+        short,
+        env = "LAKEVAULT_CONFIG",
+        global = true,
+        default_value = "lakevault.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "LAKEVAULT_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
+    #[arg(
+        long,
+        env = "LAKEVAULT_CONNECT_TIMEOUT_SECS",
+        global = true,
+        default_value_t = 3
+    )]
+    pub connect_timeout_secs: u64,
+}
+
+impl CommonArgs {
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.config)
+    }
+
+    pub fn network(&self) -> NetworkOptions {
+        NetworkOptions {
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
+            ..Default::default()
+        }
+    }
+}
