@@ -650,3 +650,93 @@ impl Policy for SasPolicy {
         next[0].send(ctx, request, &next[1..]).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(toml_text: &str) -> Result<StorageAccount, AccountError> {
+        let config: AccountConfig = toml::from_str(toml_text).expect("account config parses");
+        StorageAccount::from_config("acct", &config, NetworkOptions::default())
+    }
+
+    #[test]
+    fn entra_kinds_build_for_https_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("federated-token");
+        std::fs::write(&token_file, "eyJ.fake.jwt").unwrap();
+        let workload = format!(
+            "kind = \"workload_identity\"\naccount_name = \"lake\"\ntenant_id = \"00000000-0000-0000-0000-000000000002\"\nclient_id = \"app\"\ntoken_file = \"{}\"",
+            token_file.display()
+        );
+        let ok = [
+            "kind = \"managed_identity\"\naccount_name = \"lake\"",
+            "kind = \"managed_identity\"\naccount_name = \"lake\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"",
+            "kind = \"client_secret\"\naccount_name = \"lake\"\ntenant_id = \"00000000-0000-0000-0000-000000000002\"\nclient_id = \"app\"\nclient_secret = \"s3cret\"",
+            workload.as_str(),
+            "kind = \"developer_tools\"\naccount_name = \"lake\"",
+        ];
+        for text in ok {
+            let a = account(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                a.blob_endpoint.as_str(),
+                "https://lake.blob.core.windows.net/"
+            );
+            assert_eq!(
+                a.queue_endpoint.as_str(),
+                "https://lake.queue.core.windows.net/"
+            );
+            assert!(a.blob("c", "a/b").is_ok());
+        }
+    }
+
+    #[test]
+    fn a_missing_federated_token_file_is_named() {
+        let e = account("kind = \"workload_identity\"\naccount_name = \"lake\"\ntenant_id = \"00000000-0000-0000-0000-000000000002\"\nclient_id = \"app\"\ntoken_file = \"/nonexistent/lakevault-token\"")
+            .expect_err("missing file refused");
+        assert!(
+            e.to_string().contains("/nonexistent/lakevault-token"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn entra_tokens_are_refused_over_http() {
+        let e = account("kind = \"managed_identity\"\naccount_name = \"lake\"\nblob_endpoint = \"http://127.0.0.1:10000/lake\"")
+            .expect_err("http refused");
+        assert!(e.to_string().contains("https"), "{e}");
+    }
+
+    #[test]
+    fn missing_secret_sources_name_the_field() {
+        let e = account("kind = \"client_secret\"\naccount_name = \"lake\"\ntenant_id = \"t\"\nclient_id = \"app\"\nclient_secret_env = \"LAKEVAULT_TEST_NOT_SET\"")
+            .expect_err("unset env refused");
+        assert!(e.to_string().contains("LAKEVAULT_TEST_NOT_SET"), "{e}");
+        let e = account(
+            "kind = \"shared_key\"\naccount_name = \"lake\"\naccount_key = \"not base64!\"",
+        )
+        .expect_err("bad key refused");
+        assert!(e.to_string().contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn blob_urls_keep_every_character_of_a_name() {
+        let endpoint = Url::parse("http://127.0.0.1:10000/devstoreaccount1").unwrap();
+        for name in [
+            "a/b c",
+            "tab\there",
+            "dots/../x",
+            "100%",
+            "q?#&+",
+            "日本/😀",
+        ] {
+            let url = blob_url(&endpoint, "c", name).unwrap();
+            let encoded = url.path().trim_start_matches("/devstoreaccount1/c/");
+            let decoded = percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .unwrap();
+            assert_eq!(decoded, name, "{url}");
+            assert!(url.query().is_none());
+        }
+    }
+}

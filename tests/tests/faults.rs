@@ -345,3 +345,36 @@ async fn duplicate_deliveries_are_harmless() {
     assert_eq!(q.approximate_len().await.expect("len"), 0);
     let _ = &s.config;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_is_extended_while_a_batch_outlasts_the_timeout() {
+    // Each worker holds one message at a time and copies one blob at a time, so a batch
+    // takes several times the 2 s visibility timeout. Without extension the message would
+    // reappear and be copied twice; with it, every blob is copied exactly once.
+    let s = setup("visibility", 700).await;
+    let (planned, messages) = plan(&s.path).expect("plan");
+    assert!(messages >= 2, "needs a message per worker, got {messages}");
+    let started = Instant::now();
+    let report = drain(
+        &s.path,
+        2,
+        &[
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "1",
+            "--visibility-timeout-secs",
+            "2",
+        ],
+    )
+    .expect("workers");
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the batches must outlast the visibility timeout for this test to mean anything"
+    );
+    assert_eq!(
+        report.copied, planned,
+        "no message was processed twice: {report:?}"
+    );
+    assert_verified(&s).await;
+}
