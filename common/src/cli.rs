@@ -35,6 +35,9 @@ pub struct CommonArgs {
         default_value_t = 3
     )]
     pub connect_timeout_secs: u64,
+    /// Extra trusted root certificates (PEM), for a private CA or a TLS-inspecting proxy.
+    #[arg(long, env = "LAKEVAULT_CA_FILE", global = true)]
+    pub ca_file: Vec<PathBuf>,
 }
 
 impl CommonArgs {
@@ -45,6 +48,7 @@ impl CommonArgs {
     pub fn network(&self) -> NetworkOptions {
         NetworkOptions {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
+            extra_ca_files: self.ca_file.clone(),
             ..Default::default()
         }
     }

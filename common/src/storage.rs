@@ -35,6 +35,9 @@ pub struct NetworkOptions {
     pub request_timeout: Duration,
     pub max_retries: u32,
     pub max_retry_elapsed: Duration,
+    /// PEM files of extra trusted root certificates (a private CA, a TLS-inspecting proxy,
+    /// the emulator's self-signed certificate).
+    pub extra_ca_files: Vec<PathBuf>,
 }
 
 impl Default for NetworkOptions {
@@ -44,6 +47,7 @@ impl Default for NetworkOptions {
             request_timeout: Duration::from_secs(600),
             max_retries: 4,
             max_retry_elapsed: Duration::from_secs(30),
+            extra_ca_files: Vec::new(),
         }
     }
 }
@@ -413,6 +417,34 @@ impl StorageAccount {
         })
     }
 
+    /// An account authorised by a caller-supplied Entra credential (for embedding lakevault
+    /// as a library, or a credential the config kinds do not cover). https only.
+    pub fn with_token_credential(
+        alias: &str,
+        account_name: &str,
+        blob_endpoint: Url,
+        queue_endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        network: NetworkOptions,
+    ) -> Result<Self, AccountError> {
+        if blob_endpoint.scheme() != "https" || queue_endpoint.scheme() != "https" {
+            return Err(AccountError::Invalid {
+                alias: alias.to_string(),
+                message: "Entra tokens need https endpoints".into(),
+            });
+        }
+        let auth = Auth::Token(credential);
+        let options = client_options(alias, Some(account_name), &auth, &network)?;
+        Ok(Self {
+            alias: alias.to_string(),
+            account_name: Some(account_name.to_string()),
+            blob_endpoint: normalise_endpoint(&blob_endpoint),
+            queue_endpoint: normalise_endpoint(&queue_endpoint),
+            auth,
+            options,
+        })
+    }
+
     fn client_options(&self) -> ClientOptions {
         self.options.clone()
     }
@@ -552,18 +584,29 @@ fn client_options(
     let mut options = ClientOptions::default();
     // Bytes are bytes: a blob stored with `Content-Encoding: gzip` must come back as stored,
     // never transparently decompressed.
-    let http = reqwest::Client::builder()
+    let client_error = |message: String| AccountError::Client {
+        alias: alias.to_string(),
+        message,
+    };
+    let mut builder = reqwest::Client::builder()
         .no_gzip()
         .no_deflate()
         .no_brotli()
         .no_zstd()
         .connect_timeout(network.connect_timeout)
-        .timeout(network.request_timeout)
+        .timeout(network.request_timeout);
+    for path in &network.extra_ca_files {
+        let pem = std::fs::read(path)
+            .map_err(|e| client_error(format!("CA file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| client_error(format!("CA file {} is not PEM: {e}", path.display())))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let http = builder
         .build()
-        .map_err(|e| AccountError::Client {
-            alias: alias.to_string(),
-            message: format!("cannot build the HTTP client: {e}"),
-        })?;
+        .map_err(|e| client_error(format!("cannot build the HTTP client: {e}")))?;
     options.transport = Some(Transport::new(Arc::new(http)));
     options.retry = RetryOptions::exponential(ExponentialRetryOptions {
         initial_delay: time::Duration::milliseconds(200),

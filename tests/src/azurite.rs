@@ -19,7 +19,53 @@ pub const BACKUP_KEY: &str =
 pub struct Azurite {
     pub blob_port: u16,
     pub queue_port: u16,
+    /// `http`, or `https` when started with TLS.
+    pub scheme: &'static str,
     children: Vec<Child>,
+}
+
+/// TLS (and Entra token checking) for an emulator started with [`Azurite::start_https`].
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The self-signed certificate, to be trusted by clients.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    /// A self-signed certificate for 127.0.0.1, made with `openssl`.
+    pub fn self_signed(dir: &Path) -> anyhow::Result<Self> {
+        let cert = dir.join("azurite-cert.pem");
+        let key = dir.join("azurite-key.pem");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            // A server (end-entity) certificate, not a CA: rustls refuses a CA as a server's.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running openssl")?;
+        if !status.success() {
+            bail!("openssl could not make a certificate");
+        }
+        Ok(Self { cert, key })
+    }
 }
 
 /// The repository root (the workspace above this crate).
@@ -74,10 +120,20 @@ pub fn accounts_env() -> String {
 impl Azurite {
     /// Starts blob and queue services (two processes: each gets a core).
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts over https with Entra ID (OAuth) token checking: Azurite then checks a bearer
+    /// token's issuer, audience and lifetime (not its signature).
+    pub fn start_https(tls: &Tls) -> anyhow::Result<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&Tls>) -> anyhow::Result<Self> {
         let bin = ensure_installed()?;
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_start(&bin) {
+            match Self::try_start(&bin, tls) {
                 Ok(a) => return Ok(a),
                 Err(e) => last_err = Some(e),
             }
@@ -85,11 +141,20 @@ impl Azurite {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("azurite did not start")))
     }
 
-    fn try_start(bin: &Path) -> anyhow::Result<Self> {
+    fn try_start(bin: &Path, tls: Option<&Tls>) -> anyhow::Result<Self> {
         let blob_port = free_port()?;
         let queue_port = free_port()?;
         let spawn = |service: &str, host_flag: &str, port_flag: &str, port: u16| {
-            Command::new(bin.join(format!("azurite-{service}")))
+            let mut command = Command::new(bin.join(format!("azurite-{service}")));
+            if let Some(tls) = tls {
+                command
+                    .arg("--cert")
+                    .arg(&tls.cert)
+                    .arg("--key")
+                    .arg(&tls.key)
+                    .args(["--oauth", "basic"]);
+            }
+            command
                 .args([host_flag, "127.0.0.1", port_flag, &port.to_string()])
                 .args([
                     "--inMemoryPersistence",
@@ -108,6 +173,7 @@ impl Azurite {
         let mut me = Azurite {
             blob_port,
             queue_port,
+            scheme: if tls.is_some() { "https" } else { "http" },
             children: Vec::new(),
         };
         me.children
@@ -120,11 +186,11 @@ impl Azurite {
     }
 
     pub fn blob_endpoint(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/{account}", self.blob_port)
+        format!("{}://127.0.0.1:{}/{account}", self.scheme, self.blob_port)
     }
 
     pub fn queue_endpoint(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/{account}", self.queue_port)
+        format!("{}://127.0.0.1:{}/{account}", self.scheme, self.queue_port)
     }
 
     pub fn connection_string(&self, account: &str, key: &str) -> String {
