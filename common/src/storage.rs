@@ -582,12 +582,12 @@ fn client_options(
     network: &NetworkOptions,
 ) -> Result<ClientOptions, AccountError> {
     let mut options = ClientOptions::default();
-    // Bytes are bytes: a blob stored with `Content-Encoding: gzip` must come back as stored,
-    // never transparently decompressed.
     let client_error = |message: String| AccountError::Client {
         alias: alias.to_string(),
         message,
     };
+    // Bytes are bytes: a blob stored with `Content-Encoding: gzip` must come back as stored,
+    // never transparently decompressed.
     let mut builder = reqwest::Client::builder()
         .no_gzip()
         .no_deflate()
