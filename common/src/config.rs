@@ -111,7 +111,9 @@ pub struct QueueConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path} (point --config or LAKEVAULT_CONFIG at the topology file)")]
+    #[error(
+        "cannot read config file {path} (point --config or LAKEVAULT_CONFIG at the topology file)"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
