@@ -186,7 +186,7 @@ impl Config {
             ));
         }
         for name in &self.backup.containers {
-            if name != "*" {
+            if name != "*" && !SPECIAL_CONTAINERS.contains(&name.as_str()) {
                 validate_container_name(name).map_err(|p| {
                     ConfigError::invalid("backup.containers", format!("entry `{name}` {p}"))
                 })?;
@@ -214,12 +214,16 @@ impl Config {
         Ok(())
     }
 
-    /// The backup container a source container maps to.
+    /// The backup container a source container maps to. The special containers `$root`
+    /// and `$web` enter the template without their `$` (`$web` → `web`): a `$web` in the
+    /// backup account would be served as a static website if that feature is on there.
     pub fn destination_container(&self, source_container: &str) -> Result<String, String> {
-        let name = self
-            .backup
-            .container_template
-            .replace("{container}", source_container);
+        let base = if SPECIAL_CONTAINERS.contains(&source_container) {
+            source_container.trim_start_matches('$')
+        } else {
+            source_container
+        };
+        let name = self.backup.container_template.replace("{container}", base);
         validate_container_name(&name)
             .map(|_| name.clone())
             .map_err(|p| {
@@ -333,6 +337,9 @@ impl AccountConfig {
     }
 }
 
+/// Containers with reserved names that a source account may have besides its own.
+pub const SPECIAL_CONTAINERS: &[&str] = &["$root", "$web"];
+
 /// Container names: 3–63 characters, lowercase letters, digits and single hyphens, starting
 /// and ending with a letter or digit.
 /// <https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata>
@@ -399,6 +406,8 @@ name = "lakevault-copy"
         assert_eq!(c.backup.container_template, "{container}");
         assert_eq!(c.accounts["backup"].kind(), "shared_key");
         assert_eq!(c.destination_container("raw").unwrap(), "raw");
+        assert_eq!(c.destination_container("$web").unwrap(), "web");
+        assert_eq!(c.destination_container("$root").unwrap(), "root");
     }
 
     #[test]

@@ -48,7 +48,15 @@ pub struct BackupReport {
     pub job_id: String,
     pub dry_run: bool,
     pub containers: Vec<ContainerPlan>,
+    /// Containers found by `*` that cannot be backed up as configured, with the reason.
+    pub skipped: Vec<SkippedContainer>,
     pub elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedContainer {
+    pub container: String,
+    pub reason: String,
 }
 
 impl BackupReport {
@@ -82,11 +90,14 @@ pub enum BackupError {
     Cancelled,
 }
 
-/// Resolves which source containers to back up.
+/// Resolves which source containers to back up and where each one goes. A container named
+/// in the config must map to a valid backup container (or the run fails); one found by `*`
+/// that does not is skipped and reported. Two sources may never share a backup container.
 async fn selected_containers(
     config: &Config,
     source: &StorageAccount,
-) -> Result<Vec<String>, BackupError> {
+    skipped: &mut Vec<SkippedContainer>,
+) -> Result<Vec<(String, String)>, BackupError> {
     let service = source.blob_service()?;
     let existing =
         list_container_names(&service)
@@ -96,15 +107,34 @@ async fn selected_containers(
                 endpoint: source.blob_endpoint.to_string(),
                 message: lakevault_common::error::describe(&e),
             })?;
-    if config.backup.containers.iter().any(|c| c == "*") {
-        return Ok(existing);
-    }
-    let mut out = Vec::new();
-    for wanted in &config.backup.containers {
-        if !existing.contains(wanted) {
-            return Err(BackupError::NoSuchContainer(wanted.clone()));
+    let all = config.backup.containers.iter().any(|c| c == "*");
+    let wanted: Vec<String> = if all {
+        existing
+    } else {
+        for wanted in &config.backup.containers {
+            if !existing.contains(wanted) {
+                return Err(BackupError::NoSuchContainer(wanted.clone()));
+            }
         }
-        out.push(wanted.clone());
+        config.backup.containers.clone()
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for container in wanted {
+        match config.destination_container(&container) {
+            Ok(destination) => {
+                if let Some((other, _)) = out.iter().find(|(_, d)| *d == destination) {
+                    return Err(BackupError::Destination(format!(
+                        "source containers `{other}` and `{container}` both map to backup container `{destination}`; change backup.container_template or list the containers explicitly"
+                    )));
+                }
+                out.push((container, destination));
+            }
+            Err(reason) if all => {
+                tracing::warn!(container = %container, %reason, "container skipped");
+                skipped.push(SkippedContainer { container, reason });
+            }
+            Err(reason) => return Err(BackupError::Destination(reason)),
+        }
     }
     Ok(out)
 }
@@ -129,7 +159,8 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    let containers = selected_containers(config, source).await?;
+    let mut skipped = Vec::new();
+    let containers = selected_containers(config, source, &mut skipped).await?;
     if !options.dry_run {
         queue
             .ensure_exists()
@@ -142,13 +173,23 @@ pub async fn run(
     let mut report = BackupReport {
         job_id: options.job_id.clone(),
         dry_run: options.dry_run,
+        skipped,
         ..Default::default()
     };
-    for container in containers {
+    for (container, dest_name) in containers {
         if cancel.is_cancelled() {
             return Err(BackupError::Cancelled);
         }
-        let plan = plan_container(config, source, destination, queue, options, &container).await?;
+        let plan = plan_container(
+            config,
+            source,
+            destination,
+            queue,
+            options,
+            &container,
+            &dest_name,
+        )
+        .await?;
         tracing::info!(
             container = %container,
             new = plan.new,
@@ -170,15 +211,13 @@ async fn plan_container(
     queue: &dyn WorkQueue,
     options: &BackupOptions,
     container: &str,
+    dest_name: &str,
 ) -> Result<ContainerPlan, BackupError> {
-    let dest_name = config
-        .destination_container(container)
-        .map_err(BackupError::Destination)?;
     let diff_err = |source: DiffError| BackupError::Diff {
         container: container.to_string(),
         source,
     };
-    let dest_client = destination.container(&dest_name)?;
+    let dest_client = destination.container(dest_name)?;
     if !options.dry_run {
         ensure_container(&dest_client).await.map_err(|e| {
             BackupError::Destination(format!(
@@ -209,13 +248,13 @@ async fn plan_container(
         },
         destination: Location {
             account: config.backup.destination.clone(),
-            container: dest_name.clone(),
+            container: dest_name.to_string(),
         },
         items: Vec::new(),
     };
     let mut plan = ContainerPlan {
         source_container: container.to_string(),
-        destination_container: dest_name.clone(),
+        destination_container: dest_name.to_string(),
         ..Default::default()
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);

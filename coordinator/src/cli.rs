@@ -130,6 +130,9 @@ fn print_table(report: &BackupReport) {
             println!("    {name}");
         }
     }
+    for s in &report.skipped {
+        println!("SKIPPED container {}: {}", s.container, s.reason);
+    }
     let to_copy = report.total(|c| c.to_copy());
     let messages = report.total(|c| c.messages);
     println!(

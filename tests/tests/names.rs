@@ -102,3 +102,63 @@ async fn awkward_names_list_in_diff_order_and_back_up() {
     let again = backup_pass(&path, 1).expect("second pass");
     assert_eq!((again.planned, again.copied), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_containers_are_backed_up_under_plain_names() {
+    let azurite = Azurite::start().expect("azurite");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lakevault.toml");
+    std::fs::write(&path, azurite.config_toml("special", &["*"])).expect("config");
+    let config = Config::load(&path).expect("config");
+    let (src, bak) = lakevault_tests::accounts(&config).expect("clients");
+    for container in ["$root", "$web", "site"] {
+        src.container(container)
+            .expect("client")
+            .create(None)
+            .await
+            .expect("create");
+        lake::raw_put_blob(
+            &azurite.blob_endpoint(SOURCE_ACCOUNT),
+            SOURCE_ACCOUNT,
+            SOURCE_KEY,
+            container,
+            "index.html",
+            container.as_bytes(),
+            &[],
+        )
+        .expect("put");
+    }
+    let pass = backup_pass(&path, 1).expect("backup");
+    assert_eq!(pass.copied, 3, "{pass:?}");
+    let report = lake::verify(
+        &src,
+        &bak,
+        &[
+            ("$root".into(), "root".into()),
+            ("$web".into(), "web".into()),
+            ("site".into(), "site".into()),
+        ],
+    )
+    .await
+    .expect("verify");
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+
+    // A source that also has a plain `web` container would share the backup container
+    // with `$web`: the plan refuses, naming both, and enqueues nothing.
+    src.container("web")
+        .expect("client")
+        .create(None)
+        .await
+        .expect("create");
+    let out = lakevault_tests::scenario::coordinator(&path)
+        .expect("bin")
+        .arg("backup")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`$web`") && stderr.contains("`web`"),
+        "{stderr}"
+    );
+}
