@@ -54,13 +54,6 @@ impl QueueError {
             },
         }
     }
-
-    pub fn class(&self) -> FailureClass {
-        match self {
-            QueueError::Lost(_) => FailureClass::Permanent,
-            QueueError::Failed { class, .. } => *class,
-        }
-    }
 }
 
 #[async_trait]

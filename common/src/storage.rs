@@ -476,6 +476,18 @@ impl StorageAccount {
         Ok(self.blob_service()?.blob_container_client(container))
     }
 
+    /// Creates a container unless it exists already.
+    pub async fn ensure_container(&self, container: &str) -> Result<(), azure_core::Error> {
+        let client = self.container(container).map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string())
+        })?;
+        match client.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::error_code(&e) == Some("ContainerAlreadyExists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A client for one blob. Use this rather than `BlobServiceClient::blob_client`, whose
     /// URL building drops tabs and newlines from names and resolves `..` segments.
     pub fn blob(&self, container: &str, name: &str) -> Result<BlobClient, AccountError> {

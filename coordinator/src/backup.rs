@@ -219,7 +219,7 @@ async fn plan_container(
     };
     let dest_client = destination.container(dest_name)?;
     if !options.dry_run {
-        ensure_container(&dest_client).await.map_err(|e| {
+        destination.ensure_container(dest_name).await.map_err(|e| {
             BackupError::Destination(format!(
                 "creating backup container `{dest_name}`: {}",
                 lakevault_common::error::describe(&e)
@@ -296,16 +296,4 @@ async fn plan_container(
         send(last, &mut plan).await.map_err(diff_err)?;
     }
     Ok(plan)
-}
-
-async fn ensure_container(
-    client: &azure_storage_blob::BlobContainerClient,
-) -> azure_core::Result<()> {
-    match client.create(None).await {
-        Ok(_) => Ok(()),
-        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => {
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
 }

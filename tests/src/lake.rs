@@ -71,16 +71,6 @@ fn content(seed: u64, i: usize, len: usize) -> Vec<u8> {
     buf
 }
 
-async fn ensure_container(account: &StorageAccount, name: &str) -> anyhow::Result<()> {
-    match account.container(name)?.create(None).await {
-        Ok(_) => Ok(()),
-        Err(e) if lakevault_common::error::error_code(&e) == Some("ContainerAlreadyExists") => {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Uploads one blob with a content type, metadata and (sometimes) index tags.
 async fn upload(
     account: &StorageAccount,
@@ -125,7 +115,7 @@ async fn upload(
 /// Seeds the lake; returns (blobs, bytes).
 pub async fn seed(account: &StorageAccount, spec: &LakeSpec) -> anyhow::Result<(u64, u64)> {
     for c in &spec.containers {
-        ensure_container(account, c).await?;
+        account.ensure_container(c).await?;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let plan: Vec<(String, String, usize, usize)> = (0..spec.blobs)
