@@ -3,6 +3,7 @@
 //! an error at start-up, not a silently ignored setting.
 
 use crate::secret::SecretString;
+use crate::select::{BlobFilter, glob_match, is_glob};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,11 +89,46 @@ pub struct BackupConfig {
     pub source: String,
     /// Alias of the account that receives the backup.
     pub destination: String,
-    /// Container names to back up, or `["*"]` for every container of the source.
+    /// Containers to back up: names, or globs (`raw-*`, `logs-202?`, `*` for all).
     pub containers: Vec<String>,
     /// Destination container name; `{container}` is replaced by the source container name.
     #[serde(default = "default_container_template")]
     pub container_template: String,
+    /// Only blobs whose names start with one of these (default: all).
+    #[serde(default)]
+    pub include_prefixes: Vec<String>,
+    /// Never blobs whose names start with one of these.
+    #[serde(default)]
+    pub exclude_prefixes: Vec<String>,
+    /// Only blobs whose names match one of these globs (`*` crosses `/`).
+    #[serde(default)]
+    pub include_patterns: Vec<String>,
+    /// Never blobs whose names match one of these globs (e.g. `*.tmp`, `*/_temporary/*`).
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
+}
+
+impl BackupConfig {
+    /// The include/exclude rules for blob names.
+    pub fn filter(&self) -> BlobFilter {
+        BlobFilter {
+            include_prefixes: self.include_prefixes.clone(),
+            exclude_prefixes: self.exclude_prefixes.clone(),
+            include_patterns: self.include_patterns.clone(),
+            exclude_patterns: self.exclude_patterns.clone(),
+        }
+    }
+
+    /// Whether a source container is selected by `containers`.
+    pub fn selects_container(&self, name: &str) -> bool {
+        self.containers.iter().any(|c| {
+            if is_glob(c) {
+                glob_match(c, name)
+            } else {
+                c == name
+            }
+        })
+    }
 }
 
 fn default_container_template() -> String {
@@ -185,8 +221,12 @@ impl Config {
                 "is empty: list container names or use [\"*\"] for all",
             ));
         }
+        self.backup
+            .filter()
+            .validate()
+            .map_err(|p| ConfigError::invalid("backup", p))?;
         for name in &self.backup.containers {
-            if name != "*" && !SPECIAL_CONTAINERS.contains(&name.as_str()) {
+            if !is_glob(name) && !SPECIAL_CONTAINERS.contains(&name.as_str()) {
                 validate_container_name(name).map_err(|p| {
                     ConfigError::invalid("backup.containers", format!("entry `{name}` {p}"))
                 })?;
@@ -462,6 +502,29 @@ name = "lakevault-copy"
         );
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("backup.container_template"), "{e}");
+    }
+
+    #[test]
+    fn container_globs_and_blob_rules() {
+        let text = GOOD.replace(
+            "containers = [\"*\"]",
+            "containers = [\"raw-*\", \"curated\"]\nexclude_patterns = [\"*.tmp\"]",
+        );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.backup.selects_container("raw-2024"));
+        assert!(c.backup.selects_container("curated"));
+        assert!(!c.backup.selects_container("curated-old"));
+        assert!(!c.backup.filter().matches("a/b.tmp"));
+        let bad = GOOD.replace(
+            "containers = [\"*\"]",
+            "containers = [\"*\"]\nexclude_patterns = [\"\"]",
+        );
+        assert!(
+            Config::parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("exclude_patterns")
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 /// Finished.
 pub const OK: i32 = 0;
+/// Finished, but some containers could not be planned; the report says which and why.
+pub const PARTIAL: i32 = 1;
 /// Bad configuration or setup: the message names what to change.
 pub const CONFIG: i32 = 2;
 /// Credentials rejected or expired: nothing was dropped; fix the credential and rerun.

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod record;
 pub mod sas;
 pub mod secret;
+pub mod select;
 pub mod shared_key;
 pub mod shutdown;
 pub mod storage;

@@ -3,8 +3,10 @@
 
 use crate::diff::{Change, DiffError, merge_join};
 use crate::listing::{ListedBlob, list_blobs, list_container_names};
+use futures::TryStreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::queue::WorkQueue;
+use lakevault_common::select::is_glob;
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::wire::{
     BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
@@ -48,9 +50,18 @@ pub struct BackupReport {
     pub job_id: String,
     pub dry_run: bool,
     pub containers: Vec<ContainerPlan>,
-    /// Containers found by `*` that cannot be backed up as configured, with the reason.
+    /// Containers found by a pattern that cannot be backed up as configured, with the reason.
     pub skipped: Vec<SkippedContainer>,
+    /// Containers that could not be planned (missing, listing failed), with the reason. The
+    /// other containers are planned regardless.
+    pub failed: Vec<FailedContainer>,
     pub elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedContainer {
+    pub container: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,8 +86,6 @@ pub enum BackupError {
         endpoint: String,
         message: String,
     },
-    #[error("source container `{0}` does not exist")]
-    NoSuchContainer(String),
     #[error("{0}")]
     Destination(String),
     #[error("container `{container}`")]
@@ -91,12 +100,15 @@ pub enum BackupError {
 }
 
 /// Resolves which source containers to back up and where each one goes. A container named
-/// in the config must map to a valid backup container (or the run fails); one found by `*`
-/// that does not is skipped and reported. Two sources may never share a backup container.
+/// in the config must map to a valid backup container (or the run fails); one found by a
+/// pattern that does not is skipped and reported. A named container that does not exist is
+/// reported as failed without stopping the others. Two sources may never share a backup
+/// container.
 async fn selected_containers(
     config: &Config,
     source: &StorageAccount,
     skipped: &mut Vec<SkippedContainer>,
+    failed: &mut Vec<FailedContainer>,
 ) -> Result<Vec<(String, String)>, BackupError> {
     let service = source.blob_service()?;
     let existing =
@@ -107,19 +119,22 @@ async fn selected_containers(
                 endpoint: source.blob_endpoint.to_string(),
                 message: lakevault_common::error::describe(&e),
             })?;
-    let all = config.backup.containers.iter().any(|c| c == "*");
-    let wanted: Vec<String> = if all {
-        existing
-    } else {
-        for wanted in &config.backup.containers {
-            if !existing.contains(wanted) {
-                return Err(BackupError::NoSuchContainer(wanted.clone()));
-            }
+    // A container named outright that does not exist is reported; the others go ahead.
+    for wanted in config.backup.containers.iter().filter(|c| !is_glob(c)) {
+        if !existing.contains(wanted) {
+            tracing::warn!(container = %wanted, "configured container does not exist");
+            failed.push(FailedContainer {
+                container: wanted.clone(),
+                reason: "does not exist in the source account".into(),
+            });
         }
-        config.backup.containers.clone()
-    };
+    }
     let mut out: Vec<(String, String)> = Vec::new();
-    for container in wanted {
+    for container in existing
+        .into_iter()
+        .filter(|c| config.backup.selects_container(c))
+    {
+        let by_pattern = !config.backup.containers.contains(&container);
         match config.destination_container(&container) {
             Ok(destination) => {
                 if let Some((other, _)) = out.iter().find(|(_, d)| *d == destination) {
@@ -129,7 +144,7 @@ async fn selected_containers(
                 }
                 out.push((container, destination));
             }
-            Err(reason) if all => {
+            Err(reason) if by_pattern => {
                 tracing::warn!(container = %container, %reason, "container skipped");
                 skipped.push(SkippedContainer { container, reason });
             }
@@ -160,7 +175,8 @@ pub async fn run(
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let mut skipped = Vec::new();
-    let containers = selected_containers(config, source, &mut skipped).await?;
+    let mut failed = Vec::new();
+    let containers = selected_containers(config, source, &mut skipped, &mut failed).await?;
     if !options.dry_run {
         queue
             .ensure_exists()
@@ -174,13 +190,14 @@ pub async fn run(
         job_id: options.job_id.clone(),
         dry_run: options.dry_run,
         skipped,
+        failed,
         ..Default::default()
     };
     for (container, dest_name) in containers {
         if cancel.is_cancelled() {
             return Err(BackupError::Cancelled);
         }
-        let plan = plan_container(
+        let planned = plan_container(
             config,
             source,
             destination,
@@ -189,7 +206,18 @@ pub async fn run(
             &container,
             &dest_name,
         )
-        .await?;
+        .await;
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Work already enqueued for this container stays valid; the next run
+                // plans the rest.
+                let reason = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(container = %container, %reason, "container could not be planned");
+                report.failed.push(FailedContainer { container, reason });
+                continue;
+            }
+        };
         tracing::info!(
             container = %container,
             new = plan.new,
@@ -227,15 +255,9 @@ async fn plan_container(
         })?;
     }
     let source_client = source.container(container)?;
-    let source_listing = list_blobs(&source_client, None, true).map_err(|e| diff_err(e.into()))?;
     // A backup container that does not exist yet (dry run) lists as empty.
     let backup_exists = dest_client.exists().await.map_err(|e| diff_err(e.into()))?;
-    let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
-        if backup_exists {
-            Box::pin(list_blobs(&dest_client, None, true).map_err(|e| diff_err(e.into()))?)
-        } else {
-            Box::pin(futures::stream::empty())
-        };
+    let filter = config.backup.filter();
 
     let header = CopyBatch {
         v: WIRE_VERSION,
@@ -270,7 +292,25 @@ async fn plan_container(
                 DiffError::Consumer(format!("enqueueing to `{}` failed: {e}", queue.name()))
             })
     };
-    merge_join(source_listing, backup_listing, async |change| {
+    // Both sides go through the same filter, so a backup blob outside the selection is
+    // never mistaken for one deleted in the source.
+    for prefix in filter.listing_prefixes() {
+        let selected = |blob: &ListedBlob| futures::future::ready(filter.matches(&blob.name));
+        let source_listing = list_blobs(&source_client, prefix.clone(), true)
+            .map_err(|e| diff_err(e.into()))?
+            .try_filter(selected);
+        let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
+            if backup_exists {
+                let filter = filter.clone();
+                Box::pin(
+                    list_blobs(&dest_client, prefix.clone(), true)
+                        .map_err(|e| diff_err(e.into()))?
+                        .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
+                )
+            } else {
+                Box::pin(futures::stream::empty())
+            };
+        merge_join(source_listing, backup_listing, async |change| {
         match &change {
             Change::New(_) => plan.new += 1,
             Change::Changed(_) => plan.changed += 1,
@@ -292,6 +332,7 @@ async fn plan_container(
     })
     .await
     .map_err(diff_err)?;
+    }
     if let Some(last) = builder.finish() {
         send(last, &mut plan).await.map_err(diff_err)?;
     }

@@ -83,7 +83,11 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Table => print_table(&report),
             }
-            Ok(0)
+            if report.failed.is_empty() {
+                Ok(lakevault_common::exit::OK)
+            } else {
+                Ok(lakevault_common::exit::PARTIAL)
+            }
         }
     }
 }
@@ -132,6 +136,9 @@ fn print_table(report: &BackupReport) {
     }
     for s in &report.skipped {
         println!("SKIPPED container {}: {}", s.container, s.reason);
+    }
+    for f in &report.failed {
+        println!("FAILED container {}: {}", f.container, f.reason);
     }
     let to_copy = report.total(|c| c.to_copy());
     let messages = report.total(|c| c.messages);
