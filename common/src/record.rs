@@ -25,6 +25,9 @@ pub struct BackupRecord {
     /// When the backup copy was made, RFC 3339.
     pub backed_up_at: String,
     pub job: String,
+    /// Set when the source blob was seen deleted (RFC 3339): the backup blob is a
+    /// tombstone, kept, never deleted by a backup run.
+    pub deleted_at: Option<String>,
 }
 
 /// Times in records and work items: RFC 3339, UTC.
@@ -41,10 +44,14 @@ pub fn normalise_etag(etag: &str) -> String {
 impl BackupRecord {
     /// Tag values allow letters, digits, space and `+ - . / : = _`: every field here fits.
     pub fn to_tag_value(&self) -> String {
-        format!(
+        let mut value = format!(
             "v1 etag={} mtime={} at={} job={}",
             self.source_etag, self.source_last_modified, self.backed_up_at, self.job
-        )
+        );
+        if let Some(deleted) = &self.deleted_at {
+            value.push_str(&format!(" deleted={deleted}"));
+        }
+        value
     }
 
     pub fn parse(value: &str) -> Option<Self> {
@@ -62,6 +69,7 @@ impl BackupRecord {
             source_last_modified: fields.get("mtime")?.to_string(),
             backed_up_at: fields.get("at")?.to_string(),
             job: fields.get("job").copied().unwrap_or_default().to_string(),
+            deleted_at: fields.get("deleted").map(|d| d.to_string()),
         })
     }
 
@@ -132,7 +140,20 @@ mod tests {
             source_last_modified: "2026-11-22T03:07:23Z".into(),
             backed_up_at: "2026-11-22T04:00:00Z".into(),
             job: "6f1c2b1e-0000-4000-8000-000000000000".into(),
+            deleted_at: None,
         }
+    }
+
+    #[test]
+    fn tombstone_round_trips() {
+        let mut r = record();
+        r.deleted_at = Some("2026-11-23T00:00:00Z".into());
+        let v = r.to_tag_value();
+        assert!(
+            v.ends_with(" deleted=2026-11-23T00:00:00Z") && v.len() <= 256,
+            "{v}"
+        );
+        assert_eq!(BackupRecord::parse(&v), Some(r));
     }
 
     #[test]

@@ -61,7 +61,12 @@ pub struct CopyBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
+    /// Copy each item from the source container into the backup container.
     Copy,
+    /// Mark each item's backup blob as deleted in the source (a tombstone: the blob and its
+    /// content stay). For these, an item's `etag` is the *backup* blob's ETag (the write is
+    /// conditional on it) and `tags` are the backup blob's tags, record included.
+    Tombstone,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -6,10 +6,11 @@ use crate::listing::{ListedBlob, list_blobs, list_container_names};
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::queue::WorkQueue;
+use lakevault_common::record::BackupRecord;
 use lakevault_common::select::is_glob;
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::wire::{
-    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
+    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION, pack,
 };
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Blob names shown per container in a dry run.
     pub sample: usize,
+    /// Most source deletions per container recorded in one run; above it the container's
+    /// tombstone phase is skipped and the backup left untouched (a source that looks empty
+    /// for a minute must not mark a whole backup deleted).
+    pub max_tombstones: u64,
 }
 
 /// What the plan found for one container.
@@ -32,8 +37,17 @@ pub struct ContainerPlan {
     pub new: u64,
     pub changed: u64,
     pub unchanged: u64,
-    /// In the backup only; kept (deletes never delete).
+    /// Backup blobs whose source is gone (newly seen this run). They are kept and marked
+    /// as tombstones, never deleted.
     pub deleted_in_source: u64,
+    /// Tombstone marks enqueued this run (0 when suppressed).
+    pub tombstones: u64,
+    /// `deleted_in_source` crossed `max_tombstones`: nothing was marked.
+    pub tombstones_suppressed: bool,
+    /// Backup blobs already marked as tombstones by an earlier run.
+    pub already_tombstoned: u64,
+    /// Backup blobs without a lakevault record (not written by lakevault): left alone.
+    pub unmanaged: u64,
     pub bytes_to_copy: u64,
     pub messages: u64,
     pub sample: Vec<String>,
@@ -279,7 +293,14 @@ async fn plan_container(
         destination_container: dest_name.to_string(),
         ..Default::default()
     };
+    let tombstone_header = CopyBatch {
+        kind: MessageKind::Tombstone,
+        ..header.clone()
+    };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
+    // Tombstones wait until the whole container is diffed: only then is it known whether
+    // they stay under the cap. At most `max_tombstones` are held.
+    let mut tombstones: Vec<CopyItem> = Vec::new();
     let send = async |batch: CopyBatch, plan: &mut ContainerPlan| -> Result<(), DiffError> {
         plan.messages += 1;
         if options.dry_run {
@@ -315,7 +336,19 @@ async fn plan_container(
             Change::New(_) => plan.new += 1,
             Change::Changed(_) => plan.changed += 1,
             Change::Unchanged(_) => plan.unchanged += 1,
-            Change::Deleted(_) => plan.deleted_in_source += 1,
+            Change::Deleted(backup) => match BackupRecord::from_tags(&backup.tags) {
+                None => plan.unmanaged += 1,
+                Some(record) if record.deleted_at.is_some() => plan.already_tombstoned += 1,
+                Some(_) => {
+                    plan.deleted_in_source += 1;
+                    if plan.deleted_in_source > options.max_tombstones {
+                        plan.tombstones_suppressed = true;
+                        tombstones = Vec::new();
+                    } else {
+                        tombstones.push(copy_item(backup.clone()));
+                    }
+                }
+            },
         }
         if let Change::New(blob) | Change::Changed(blob) = change {
             plan.bytes_to_copy += blob.size;
@@ -335,6 +368,20 @@ async fn plan_container(
     }
     if let Some(last) = builder.finish() {
         send(last, &mut plan).await.map_err(diff_err)?;
+    }
+    if plan.tombstones_suppressed {
+        tracing::error!(
+            container = %container,
+            deleted = plan.deleted_in_source,
+            max_tombstones = options.max_tombstones,
+            "source deletions exceed --max-tombstones: none recorded, backup left untouched"
+        );
+    } else if !tombstones.is_empty() {
+        plan.tombstones = tombstones.len() as u64;
+        let (batches, _) = pack(&tombstone_header, tombstones, MAX_MESSAGE_BYTES);
+        for batch in batches {
+            send(batch, &mut plan).await.map_err(diff_err)?;
+        }
     }
     Ok(plan)
 }

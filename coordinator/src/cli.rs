@@ -43,6 +43,11 @@ pub struct BackupArgs {
     /// Blob names listed per container in the plan.
     #[arg(long, env = "LAKEVAULT_SAMPLE", default_value_t = 0)]
     pub sample: usize,
+    /// Most source deletions per container marked as tombstones in one run. Above it the
+    /// container's deletions are not recorded at all (exit code 1) and the backup stays
+    /// untouched: raise it deliberately after checking the source.
+    #[arg(long, env = "LAKEVAULT_MAX_TOMBSTONES", default_value_t = 1000)]
+    pub max_tombstones: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,6 +80,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 dry_run: args.dry_run,
                 sample: args.sample,
+                max_tombstones: args.max_tombstones,
             };
             let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
                 .await
@@ -83,7 +89,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Table => print_table(&report),
             }
-            if report.failed.is_empty() {
+            let suppressed = report.containers.iter().any(|c| c.tombstones_suppressed);
+            if report.failed.is_empty() && !suppressed {
                 Ok(lakevault_common::exit::OK)
             } else {
                 Ok(lakevault_common::exit::PARTIAL)
@@ -108,25 +115,27 @@ fn print_table(report: &BackupReport) {
         }
     );
     println!(
-        "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
+        "{:<28} {:<28} {:>9} {:>9} {:>10} {:>11} {:>10} {:>14} {:>9}",
         "source container",
         "backup container",
         "new",
         "changed",
         "unchanged",
         "src-deleted",
+        "tombstoned",
         "bytes to copy",
         "messages"
     );
     for c in &report.containers {
         println!(
-            "{:<28} {:<28} {:>9} {:>9} {:>10} {:>10} {:>14} {:>9}",
+            "{:<28} {:<28} {:>9} {:>9} {:>10} {:>11} {:>10} {:>14} {:>9}",
             c.source_container,
             c.destination_container,
             c.new,
             c.changed,
             c.unchanged,
             c.deleted_in_source,
+            c.already_tombstoned + c.tombstones,
             c.bytes_to_copy,
             c.messages
         );
@@ -139,6 +148,13 @@ fn print_table(report: &BackupReport) {
     }
     for f in &report.failed {
         println!("FAILED container {}: {}", f.container, f.reason);
+    }
+    for c in report.containers.iter().filter(|c| c.tombstones_suppressed) {
+        println!(
+            "TOMBSTONES SUPPRESSED in {}: {} blobs are gone from the source, more than --max-tombstones; \
+             none were marked and the backup is untouched. Check the source, then rerun with a higher --max-tombstones.",
+            c.source_container, c.deleted_in_source
+        );
     }
     let to_copy = report.total(|c| c.to_copy());
     let messages = report.total(|c| c.messages);

@@ -50,9 +50,11 @@ pub fn cmp_names(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-/// Whether the backup blob records the source blob's current version.
+/// Whether the backup blob records the source blob's current version (and is not a
+/// tombstone: a source blob back under a tombstoned name is copied again).
 pub fn is_current(source: &ListedBlob, backup: &ListedBlob) -> bool {
-    BackupRecord::from_tags(&backup.tags).is_some_and(|r| r.source_etag == source.etag)
+    BackupRecord::from_tags(&backup.tags)
+        .is_some_and(|r| r.source_etag == source.etag && r.deleted_at.is_none())
 }
 
 /// Pulls the next entry of one side and checks that names strictly increase.
@@ -157,6 +159,7 @@ mod tests {
             source_last_modified: "t".into(),
             backed_up_at: "t".into(),
             job: "j".into(),
+            deleted_at: None,
         };
         b.tags.insert(RECORD_TAG.into(), record.to_tag_value());
         b

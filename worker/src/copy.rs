@@ -14,16 +14,19 @@
 
 use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientGetPropertiesResultHeaders, BlobClientStartCopyFromUrlOptions,
-    BlobClientStartCopyFromUrlResultHeaders, BlobType, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockFromUrlOptions, BlockLookupList, CopyStatus, HttpRange,
+    BlobClientGetPropertiesResultHeaders, BlobClientSetTagsOptions,
+    BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders, BlobTag, BlobTags,
+    BlobType, BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
+    BlockLookupList, CopyStatus, HttpRange,
 };
 use futures::StreamExt;
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::extra_headers::ExtraHeaders;
-use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tags_header};
+use lakevault_common::record::{
+    BackupRecord, RECORD_TAG, normalise_etag, rfc3339, tags_header, user_tags,
+};
 use lakevault_common::storage::{CopySource, StorageAccount};
-use lakevault_common::wire::{CopyBatch, CopyItem};
+use lakevault_common::wire::{CopyBatch, CopyItem, MessageKind};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -62,6 +65,11 @@ pub enum ItemOutcome {
     /// The source blob no longer exists: nothing to copy (a later full scan records the
     /// deletion).
     SourceGone,
+    /// The backup blob is now marked deleted in the source.
+    Tombstoned,
+    /// Nothing to do any more: the backup blob changed or went away since planning (a newer
+    /// copy, an operator's delete).
+    Superseded,
 }
 
 /// A failed item, classified.
@@ -148,6 +156,10 @@ impl Copier for CopyEngine {
         batch: &CopyBatch,
         item: &CopyItem,
     ) -> Result<ItemOutcome, ItemFailure> {
+        if batch.kind == MessageKind::Tombstone {
+            let destination = self.account(&batch.destination.account)?;
+            return tombstone(destination, &batch.destination.container, item).await;
+        }
         let source = self.account(&batch.source.account)?;
         let destination = self.account(&batch.destination.account)?;
         let mut version = SourceVersion {
@@ -225,6 +237,7 @@ impl CopyEngine {
             source_last_modified: version.last_modified.clone(),
             backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
             job: batch.job.clone(),
+            deleted_at: None,
         };
         let user_tags = version.tags.as_ref().unwrap_or(&item.tags);
         let tags =
@@ -400,6 +413,51 @@ async fn read_source(
         })),
         Err(e) if classify(&e) == FailureClass::SourceMissing => Ok(None),
         Err(e) => Err(ItemFailure::from_sdk("reading source properties", &e)),
+    }
+}
+
+/// Marks a backup blob as deleted in the source by adding `deleted=<now>` to its record
+/// tag, keeping its user tags. Conditional on the backup blob's ETag at planning time.
+async fn tombstone(
+    destination: &StorageAccount,
+    container: &str,
+    item: &CopyItem,
+) -> Result<ItemOutcome, ItemFailure> {
+    let mut record = BackupRecord::from_tags(&item.tags).ok_or_else(|| {
+        ItemFailure::permanent("backup blob has no lakevault record; it is not tombstoned")
+    })?;
+    if record.deleted_at.is_some() {
+        return Ok(ItemOutcome::Tombstoned);
+    }
+    record.deleted_at = Some(rfc3339(time::OffsetDateTime::now_utc()));
+    let mut tags = user_tags(&item.tags);
+    tags.insert(RECORD_TAG.to_string(), record.to_tag_value());
+    let body = BlobTags {
+        blob_tag_set: Some(
+            tags.into_iter()
+                .map(|(key, value)| BlobTag {
+                    key: Some(key),
+                    value: Some(value),
+                })
+                .collect(),
+        ),
+    };
+    let content: RequestContent<BlobTags, _> = body
+        .try_into()
+        .map_err(|e: azure_core::Error| ItemFailure::from_sdk("encoding tags", &e))?;
+    let options = BlobClientSetTagsOptions {
+        if_match: Some(quoted(&item.etag)),
+        ..Default::default()
+    };
+    match blob_client(destination, container, &item.name)?
+        .set_tags(content, Some(options))
+        .await
+    {
+        Ok(_) => Ok(ItemOutcome::Tombstoned),
+        Err(e) if matches!(e.http_status().map(u16::from), Some(404 | 412)) => {
+            Ok(ItemOutcome::Superseded)
+        }
+        Err(e) => Err(ItemFailure::from_sdk("set blob tags (tombstone)", &e)),
     }
 }
 

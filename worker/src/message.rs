@@ -43,6 +43,8 @@ pub struct MessageReport {
     pub copied: u64,
     pub bytes: u64,
     pub source_gone: u64,
+    pub tombstoned: u64,
+    pub superseded: u64,
     pub retried: u64,
     pub poisoned: u64,
     /// The message was left in the queue (shutdown, or credentials failing).
@@ -181,6 +183,8 @@ pub async fn process(
                 report.bytes += bytes;
             }
             Some(Ok(ItemOutcome::SourceGone)) => report.source_gone += 1,
+            Some(Ok(ItemOutcome::Tombstoned)) => report.tombstoned += 1,
+            Some(Ok(ItemOutcome::Superseded)) => report.superseded += 1,
             Some(Err(f)) if f.class == FailureClass::Auth && !any_success => {
                 report.auth_failure.get_or_insert(f.reason.clone());
             }

@@ -39,6 +39,8 @@ pub struct RunSummary {
     pub copied: u64,
     pub bytes: u64,
     pub source_gone: u64,
+    pub tombstoned: u64,
+    pub superseded: u64,
     pub retried: u64,
     pub poisoned: u64,
     pub released: u64,
@@ -50,6 +52,8 @@ impl RunSummary {
         self.copied += r.copied;
         self.bytes += r.bytes;
         self.source_gone += r.source_gone;
+        self.tombstoned += r.tombstoned;
+        self.superseded += r.superseded;
         self.retried += r.retried;
         self.poisoned += r.poisoned;
         self.released += u64::from(r.released);
