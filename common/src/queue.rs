@@ -86,6 +86,8 @@ pub trait WorkQueue: Send + Sync + std::fmt::Debug {
 pub struct AzureQueue {
     name: String,
     client: QueueClient,
+    /// Requests made, for the run summary's queue requests per blob.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AzureQueue {
@@ -101,7 +103,18 @@ impl AzureQueue {
         Self {
             name: name.into(),
             client,
+            requests: Default::default(),
         }
+    }
+
+    /// Queue service requests this handle has made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -116,6 +129,7 @@ impl WorkQueue for AzureQueue {
     }
 
     async fn ensure_exists(&self) -> Result<(), QueueError> {
+        self.count();
         match self.client.create(None).await {
             Ok(_) => Ok(()),
             Err(e) if crate::error::error_code(&e) == Some("QueueAlreadyExists") => Ok(()),
@@ -124,6 +138,7 @@ impl WorkQueue for AzureQueue {
     }
 
     async fn send(&self, text: &str, delay: Duration) -> Result<(), QueueError> {
+        self.count();
         let message = QueueMessage {
             message_text: Some(text.to_string()),
         };
@@ -147,6 +162,7 @@ impl WorkQueue for AzureQueue {
         max: u8,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.count();
         let options = QueueClientReceiveMessagesOptions {
             number_of_messages: Some(i32::from(max.clamp(1, MAX_RECEIVE))),
             visibility_timeout: Some(secs(visibility).max(1)),
@@ -179,6 +195,7 @@ impl WorkQueue for AzureQueue {
         pop_receipt: &str,
         visibility: Duration,
     ) -> Result<String, QueueError> {
+        self.count();
         let response = self
             .client
             .update_message(id, pop_receipt, secs(visibility).max(1), None)
@@ -197,6 +214,7 @@ impl WorkQueue for AzureQueue {
     }
 
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
+        self.count();
         self.client
             .delete_message(id, pop_receipt, None)
             .await
@@ -205,6 +223,7 @@ impl WorkQueue for AzureQueue {
     }
 
     async fn approximate_len(&self) -> Result<u64, QueueError> {
+        self.count();
         let response = self
             .client
             .get_properties(None)

@@ -102,6 +102,9 @@ pub struct PassReport {
     pub copied: u64,
     pub bytes: u64,
     pub poisoned: u64,
+    /// Queue service requests: one per message sent by the coordinator plus every
+    /// request the workers made.
+    pub queue_requests: u64,
     pub seconds: f64,
 }
 
@@ -151,6 +154,7 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
         report.copied += summary["copied"].as_u64().unwrap_or(0);
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
+        report.queue_requests += summary["queue_requests"].as_u64().unwrap_or(0);
     }
     Ok(())
 }
@@ -178,6 +182,7 @@ pub fn backup_pass(config: &Path, workers: usize) -> anyhow::Result<PassReport> 
     let mut report = drain(config, workers, &[])?;
     report.planned = planned;
     report.messages = messages;
+    report.queue_requests += messages;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -108,8 +108,8 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let copier = Arc::new(CopyEngine::new(accounts, copy_options));
     let ctx = Arc::new(Context {
         copier,
-        queue,
-        poison,
+        queue: queue.clone(),
+        poison: poison.clone(),
         copy_slots: Arc::new(Semaphore::new(args.concurrency.get())),
         policy: MessagePolicy {
             visibility: Duration::from_secs(args.visibility_timeout_secs.max(2)),
@@ -128,13 +128,15 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let result = run::run(ctx, options, stop).await;
     let elapsed = started.elapsed().as_secs_f64();
     match result {
-        Ok(summary) => {
+        Ok(mut summary) => {
+            summary.queue_requests = queue.requests() + poison.requests();
             tracing::info!(
                 messages = summary.messages,
                 copied = summary.copied,
                 bytes = summary.bytes,
                 retried = summary.retried,
                 poisoned = summary.poisoned,
+                queue_requests = summary.queue_requests,
                 elapsed_seconds = elapsed,
                 "worker finished"
             );

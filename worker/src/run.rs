@@ -44,6 +44,8 @@ pub struct RunSummary {
     pub retried: u64,
     pub poisoned: u64,
     pub released: u64,
+    /// Requests to the work and poison queues (receive, extend, send, delete, properties).
+    pub queue_requests: u64,
 }
 
 impl RunSummary {

@@ -15,17 +15,21 @@ fn mib(bytes: u64) -> f64 {
 
 fn print_pass(label: &str, p: &PassReport) {
     println!(
-        "  {label:<34} planned {:>5}  copied {:>5}  {:>9.1} MiB  in {:>6.1}s  ({:>7.1} blobs/s, {} queue messages, {:.3} messages/blob)",
+        "  {label:<28} planned {:>5}  copied {:>5}  {:>8.1} MiB  in {:>5.1}s  ({:>6.1} blobs/s; {} messages, {} queue requests{})",
         p.planned,
         p.copied,
         mib(p.bytes),
         p.seconds,
         p.copied as f64 / p.seconds.max(0.001),
         p.messages,
+        p.queue_requests,
         if p.copied > 0 {
-            p.messages as f64 / p.copied as f64
+            format!(
+                ", {:.3} per copied blob",
+                p.queue_requests as f64 / p.copied as f64
+            )
         } else {
-            0.0
+            String::new()
         }
     );
 }
