@@ -3,10 +3,12 @@
 
 use crate::diff::{Change, DiffError, merge_join};
 use crate::listing::{ListedBlob, list_blobs, list_container_names};
+use crate::watermark;
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
+use lakevault_common::error::describe;
 use lakevault_common::queue::WorkQueue;
-use lakevault_common::record::BackupRecord;
+use lakevault_common::record::{BackupRecord, rfc3339};
 use lakevault_common::select::is_glob;
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::wire::{
@@ -27,6 +29,21 @@ pub struct BackupOptions {
     /// tombstone phase is skipped and the backup left untouched (a source that looks empty
     /// for a minute must not mark a whole backup deleted).
     pub max_tombstones: u64,
+    pub mode: Mode,
+    /// Incremental mode selects blobs modified after the watermark minus this margin
+    /// (clock skew between this host and the service, writes in flight during a scan).
+    pub safety_margin: Duration,
+}
+
+/// How a container is compared with its backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// List source and backup and reconcile them: catches everything, records deletions.
+    Full,
+    /// List the source only and select blobs modified since the last scan's watermark (a
+    /// container without a watermark gets a full scan). Sees no deletions.
+    Incremental,
 }
 
 /// What the plan found for one container.
@@ -34,6 +51,11 @@ pub struct BackupOptions {
 pub struct ContainerPlan {
     pub source_container: String,
     pub destination_container: String,
+    /// The mode this container was actually scanned in.
+    pub mode: Option<Mode>,
+    /// Incremental scans: blobs modified after this time were selected (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified_since: Option<String>,
     pub new: u64,
     pub changed: u64,
     pub unchanged: u64,
@@ -144,10 +166,13 @@ async fn selected_containers(
         }
     }
     let mut out: Vec<(String, String)> = Vec::new();
-    for container in existing
-        .into_iter()
-        .filter(|c| config.backup.selects_container(c))
-    {
+    // lakevault's own state container is never backed up by a pattern (it exists in the
+    // source only when an account is backed up into itself).
+    let matched = existing.into_iter().filter(|c| {
+        config.backup.selects_container(c)
+            && (c != watermark::STATE_CONTAINER || config.backup.containers.contains(c))
+    });
+    for container in matched {
         let by_pattern = !config.backup.containers.contains(&container);
         match config.destination_container(&container) {
             Ok(destination) => {
@@ -166,6 +191,16 @@ async fn selected_containers(
         }
     }
     Ok(out)
+}
+
+/// Whether a listed blob was modified after `t` (an unparsable time counts as modified:
+/// copying too much is safe, missing a change is not).
+fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
+    time::OffsetDateTime::parse(
+        &blob.last_modified,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_or(true, |m| m > t)
 }
 
 fn copy_item(blob: ListedBlob) -> CopyItem {
@@ -211,14 +246,34 @@ pub async fn run(
         if cancel.is_cancelled() {
             return Err(BackupError::Cancelled);
         }
+        let scan_started = time::OffsetDateTime::now_utc();
+        let since = match options.mode {
+            Mode::Full => None,
+            Mode::Incremental => {
+                match watermark::read(destination, &config.backup.source, &container).await {
+                    Ok(mark) => mark.map(|(_, t)| {
+                        t - time::Duration::try_from(options.safety_margin)
+                            .unwrap_or(time::Duration::minutes(15))
+                    }),
+                    Err(e) => {
+                        let reason = format!("reading the watermark: {}", describe(&e));
+                        report.failed.push(FailedContainer { container, reason });
+                        continue;
+                    }
+                }
+            }
+        };
         let planned = plan_container(
+            &Accounts {
+                source,
+                destination,
+                queue,
+            },
             config,
-            source,
-            destination,
-            queue,
             options,
             &container,
             &dest_name,
+            since,
         )
         .await;
         let plan = match planned {
@@ -232,6 +287,33 @@ pub async fn run(
                 continue;
             }
         };
+        if !options.dry_run {
+            let mode = if since.is_some() {
+                "incremental"
+            } else {
+                "full"
+            };
+            if let Err(e) = watermark::write(
+                destination,
+                &config.backup.source,
+                &container,
+                scan_started,
+                &options.job_id,
+                mode,
+            )
+            .await
+            {
+                // The plan is enqueued; only the next incremental run loses its shortcut.
+                let reason = format!(
+                    "planned, but storing the watermark failed: {}",
+                    describe(&e)
+                );
+                report.failed.push(FailedContainer {
+                    container: container.clone(),
+                    reason,
+                });
+            }
+        }
         tracing::info!(
             container = %container,
             new = plan.new,
@@ -246,15 +328,26 @@ pub async fn run(
     Ok(report)
 }
 
+/// Where a plan reads and writes.
+struct Accounts<'a> {
+    source: &'a StorageAccount,
+    destination: &'a StorageAccount,
+    queue: &'a dyn WorkQueue,
+}
+
 async fn plan_container(
+    accounts: &Accounts<'_>,
     config: &Config,
-    source: &StorageAccount,
-    destination: &StorageAccount,
-    queue: &dyn WorkQueue,
     options: &BackupOptions,
     container: &str,
     dest_name: &str,
+    modified_since: Option<time::OffsetDateTime>,
 ) -> Result<ContainerPlan, BackupError> {
+    let Accounts {
+        source,
+        destination,
+        queue,
+    } = *accounts;
     let diff_err = |source: DiffError| BackupError::Diff {
         container: container.to_string(),
         source,
@@ -291,6 +384,12 @@ async fn plan_container(
     let mut plan = ContainerPlan {
         source_container: container.to_string(),
         destination_container: dest_name.to_string(),
+        mode: Some(if modified_since.is_some() {
+            Mode::Incremental
+        } else {
+            Mode::Full
+        }),
+        modified_since: modified_since.map(rfc3339),
         ..Default::default()
     };
     let tombstone_header = CopyBatch {
@@ -316,12 +415,19 @@ async fn plan_container(
     // Both sides go through the same filter, so a backup blob outside the selection is
     // never mistaken for one deleted in the source.
     for prefix in filter.listing_prefixes() {
-        let selected = |blob: &ListedBlob| futures::future::ready(filter.matches(&blob.name));
+        // Incremental: only what changed since the watermark, and no backup listing (every
+        // selected blob is planned as new; copying a version the backup has is harmless).
+        let selected = |blob: &ListedBlob| {
+            futures::future::ready(
+                filter.matches(&blob.name)
+                    && modified_since.is_none_or(|t| modified_after(blob, t)),
+            )
+        };
         let source_listing = list_blobs(&source_client, prefix.clone(), true)
             .map_err(|e| diff_err(e.into()))?
             .try_filter(selected);
         let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
-            if backup_exists {
+            if backup_exists && modified_since.is_none() {
                 let filter = filter.clone();
                 Box::pin(
                     list_blobs(&dest_client, prefix.clone(), true)

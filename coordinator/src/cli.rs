@@ -1,7 +1,7 @@
 //! Command-line interface. Every flag can also come from a `LAKEVAULT_*` environment
 //! variable; topology (accounts, containers, queue) comes from the config file.
 
-use crate::backup::{self, BackupOptions, BackupReport};
+use crate::backup::{self, BackupOptions, BackupReport, Mode};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lakevault_common::cli::CommonArgs;
@@ -48,6 +48,15 @@ pub struct BackupArgs {
     /// untouched: raise it deliberately after checking the source.
     #[arg(long, env = "LAKEVAULT_MAX_TOMBSTONES", default_value_t = 1000)]
     pub max_tombstones: u64,
+    /// `full` reconciles source and backup listings (catches everything, records
+    /// deletions); `incremental` lists the source only and selects what changed since the
+    /// last scan's watermark.
+    #[arg(long, env = "LAKEVAULT_MODE", value_enum, default_value = "full")]
+    pub mode: Mode,
+    /// Incremental mode looks this many seconds before the watermark (clock skew, writes
+    /// in flight during the last scan).
+    #[arg(long, env = "LAKEVAULT_SAFETY_MARGIN_SECS", default_value_t = 900)]
+    pub safety_margin_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +90,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 dry_run: args.dry_run,
                 sample: args.sample,
                 max_tombstones: args.max_tombstones,
+                mode: args.mode,
+                safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
             };
             let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
                 .await

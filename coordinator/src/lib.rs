@@ -5,3 +5,4 @@ pub mod backup;
 pub mod cli;
 pub mod diff;
 pub mod listing;
+pub mod watermark;

@@ -1,0 +1,102 @@
+//! Incremental mode: the first run of a container without a watermark is a full scan; later
+//! runs list the source only and select blobs modified since the watermark (minus the
+//! safety margin). Deletions are left to full runs.
+
+use lakevault_common::config::Config;
+use lakevault_tests::azurite::Azurite;
+use lakevault_tests::lake::{self, LakeSpec};
+use lakevault_tests::scenario::{coordinator, drain};
+use std::time::Duration;
+
+fn plan(path: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = coordinator(path)
+        .expect("bin")
+        .args(["backup", "--output", "json"])
+        .args(args)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+const INCREMENTAL: &[&str] = &["--mode", "incremental", "--safety-margin-secs", "0"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_select_what_changed_since_the_watermark() {
+    let azurite = Azurite::start().expect("azurite");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lakevault.toml");
+    std::fs::write(&path, azurite.config_toml("incr", &["data"])).expect("config");
+    let config = Config::load(&path).expect("config");
+    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 40,
+        large_bytes: 0,
+        seed: 9,
+    };
+    lake::seed(&src, &spec).await.expect("seed");
+
+    let first = plan(&path, INCREMENTAL);
+    let c = &first["containers"][0];
+    assert_eq!(
+        (c["mode"].as_str(), c["new"].as_u64()),
+        (Some("full"), Some(40)),
+        "no watermark yet: {c}"
+    );
+    assert_eq!(drain(&path, 1, &[]).expect("workers").copied, 40);
+
+    // Last-Modified has one-second resolution: let the clock move past the watermark.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    lake::modify(&src, &spec, 3, 1).await.expect("modify");
+    let second = plan(&path, INCREMENTAL);
+    let c = &second["containers"][0];
+    assert_eq!(c["mode"], "incremental", "{c}");
+    assert!(c["modified_since"].is_string(), "{c}");
+    assert_eq!(
+        (c["new"].as_u64(), c["unchanged"].as_u64()),
+        (Some(3), Some(0)),
+        "only what changed, no backup listing: {c}"
+    );
+    assert_eq!(drain(&path, 1, &[]).expect("workers").copied, 3);
+    let report = lake::verify(&src, &bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let third = plan(&path, INCREMENTAL);
+    assert_eq!(third["containers"][0]["new"], 0, "{third}");
+
+    // A deletion is invisible to incremental runs and recorded by the next full run.
+    src.blob("data", &lake::blob_name(0))
+        .expect("client")
+        .delete(None)
+        .await
+        .expect("delete");
+    let incremental = plan(&path, INCREMENTAL);
+    assert_eq!(incremental["containers"][0]["deleted_in_source"], 0);
+    let full = plan(&path, &["--mode", "full"]);
+    let c = &full["containers"][0];
+    assert_eq!(
+        (
+            c["deleted_in_source"].as_u64(),
+            c["tombstones"].as_u64(),
+            c["new"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{c}"
+    );
+
+    // A dry run leaves no watermark behind.
+    src.ensure_container("fresh").await.expect("container");
+    let fresh_path = dir.path().join("fresh.toml");
+    std::fs::write(&fresh_path, azurite.config_toml("incr", &["fresh"])).expect("config");
+    plan(&fresh_path, &["--mode", "incremental", "--dry-run"]);
+    let again = plan(&fresh_path, &["--mode", "incremental", "--dry-run"]);
+    assert_eq!(again["containers"][0]["mode"], "full", "{again}");
+}
