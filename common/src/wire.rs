@@ -41,6 +41,10 @@ pub struct CopyItem {
     /// The source's blob index tags, carried to the backup blob.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Snapshot mode: the source snapshot (its timestamp) to copy instead of the live blob.
+    /// `etag` and `last_modified` then describe the snapshot's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// A batch of copies between one source container and one backup container.
@@ -143,12 +147,12 @@ impl BatchBuilder {
     /// Adds an item; returns a full batch when the item did not fit beside the ones held.
     /// An item that cannot fit even alone comes back as `Err` (impossible within Azure's
     /// limits on names and tags, but not assumed).
-    pub fn push(&mut self, item: CopyItem) -> Result<Option<CopyBatch>, CopyItem> {
+    pub fn push(&mut self, item: CopyItem) -> Result<Option<CopyBatch>, Box<CopyItem>> {
         let item_len = serde_json::to_string(&item)
             .map(|s| s.len())
             .unwrap_or(usize::MAX);
         if self.empty_len.saturating_add(item_len) > self.max_bytes {
-            return Err(item);
+            return Err(Box::new(item));
         }
         let separator = usize::from(!self.current.is_empty());
         let full = if self.current_len + separator + item_len > self.max_bytes {
@@ -186,7 +190,7 @@ pub fn pack(
         match builder.push(item) {
             Ok(Some(full)) => batches.push(full),
             Ok(None) => {}
-            Err(item) => too_big.push(item),
+            Err(item) => too_big.push(*item),
         }
     }
     batches.extend(builder.finish());
@@ -223,6 +227,7 @@ mod tests {
             size: 42,
             last_modified: "2026-11-22T03:07:23Z".into(),
             tags: BTreeMap::new(),
+            snapshot: None,
         }
     }
 

@@ -4,11 +4,12 @@
 use crate::diff::{Change, DiffError, merge_join};
 use crate::listing::{ListedBlob, list_blobs, list_container_names};
 use crate::watermark;
+use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::error::describe;
 use lakevault_common::queue::WorkQueue;
-use lakevault_common::record::{BackupRecord, rfc3339};
+use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
 use lakevault_common::select::is_glob;
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::wire::{
@@ -30,6 +31,9 @@ pub struct BackupOptions {
     /// for a minute must not mark a whole backup deleted).
     pub max_tombstones: u64,
     pub mode: Mode,
+    /// Snapshot each blob to copy before enqueueing it, so the worker copies an immutable
+    /// version.
+    pub snapshot: bool,
     /// Incremental mode selects blobs modified after the watermark minus this margin
     /// (clock skew between this host and the service, writes in flight during a scan).
     pub safety_margin: Duration,
@@ -70,6 +74,8 @@ pub struct ContainerPlan {
     pub already_tombstoned: u64,
     /// Backup blobs without a lakevault record (not written by lakevault): left alone.
     pub unmanaged: u64,
+    /// Snapshot mode: blobs deleted between listing and snapshot (not enqueued).
+    pub vanished: u64,
     pub bytes_to_copy: u64,
     pub messages: u64,
     pub sample: Vec<String>,
@@ -210,7 +216,44 @@ fn copy_item(blob: ListedBlob) -> CopyItem {
         size: blob.size,
         last_modified: blob.last_modified,
         tags: blob.tags,
+        snapshot: None,
     }
+}
+
+/// Snapshot mode: takes a snapshot of the source blob and points the item at it, with the
+/// snapshot's own ETag and Last-Modified (the blob may have changed since it was listed).
+/// `None` when the blob is gone meanwhile.
+async fn snapshot_item(
+    source: &StorageAccount,
+    container: &str,
+    mut item: CopyItem,
+) -> Result<Option<CopyItem>, DiffError> {
+    let failed = |e: &azure_core::Error| {
+        DiffError::Consumer(format!("snapshot of `{}`: {}", item.name, describe(e)))
+    };
+    let client = source
+        .blob(container, &item.name)
+        .map_err(|e| DiffError::Consumer(e.to_string()))?;
+    let response = match client.create_snapshot(None).await {
+        Ok(r) => r,
+        Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
+        Err(e) => return Err(failed(&e)),
+    };
+    let snapshot = response.snapshot().map_err(|e| failed(&e))?;
+    let Some(snapshot) = snapshot else {
+        return Err(DiffError::Consumer(format!(
+            "snapshot of `{}`: the service returned no snapshot id",
+            item.name
+        )));
+    };
+    if let Ok(Some(etag)) = response.etag() {
+        item.etag = normalise_etag(etag.as_ref());
+    }
+    if let Ok(Some(t)) = response.last_modified() {
+        item.last_modified = rfc3339(t);
+    }
+    item.snapshot = Some(snapshot);
+    Ok(Some(item))
 }
 
 /// Plans (and unless dry-run, enqueues) one backup job.
@@ -461,7 +504,17 @@ async fn plan_container(
             if plan.sample.len() < options.sample {
                 plan.sample.push(blob.name.clone());
             }
-            match builder.push(copy_item(blob)) {
+            let mut item = copy_item(blob);
+            if options.snapshot && !options.dry_run {
+                match snapshot_item(source, container, item).await? {
+                    Some(snapshotted) => item = snapshotted,
+                    None => {
+                        plan.vanished += 1;
+                        return Ok(());
+                    }
+                }
+            }
+            match builder.push(item) {
                 Ok(Some(full)) => send(full, &mut plan).await?,
                 Ok(None) => {}
                 Err(item) => tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped"),

@@ -57,6 +57,10 @@ pub struct BackupArgs {
     /// in flight during the last scan).
     #[arg(long, env = "LAKEVAULT_SAFETY_MARGIN_SECS", default_value_t = 900)]
     pub safety_margin_secs: u64,
+    /// Take a snapshot of each blob to copy before enqueueing it; workers copy that
+    /// immutable version and then delete the snapshot.
+    #[arg(long, env = "LAKEVAULT_SNAPSHOT")]
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,6 +95,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 sample: args.sample,
                 max_tombstones: args.max_tombstones,
                 mode: args.mode,
+                snapshot: args.snapshot,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
             };
             let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)

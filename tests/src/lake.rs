@@ -238,7 +238,7 @@ async fn listing(
     Ok(out)
 }
 
-async fn sha256_of(
+pub async fn sha256_of(
     account: &StorageAccount,
     container: &str,
     name: &str,

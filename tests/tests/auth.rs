@@ -200,6 +200,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
             size: 1,
             last_modified: "2026-11-22T00:00:00Z".into(),
             tags: Default::default(),
+            snapshot: None,
         })
         .collect();
     let (batches, too_big) = pack(&header, items, MAX_MESSAGE_BYTES);

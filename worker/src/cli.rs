@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Range size in MiB for ranged copies.
     #[arg(long, env = "LAKEVAULT_BLOCK_SIZE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4000))]
     pub block_size_mib: u64,
+    /// Snapshot mode: keep the source snapshot after its copy (default: delete it).
+    #[arg(long, env = "LAKEVAULT_KEEP_SOURCE_SNAPSHOTS")]
+    pub keep_source_snapshots: bool,
     /// Print the run summary as JSON on stdout when the worker exits.
     #[arg(long, env = "LAKEVAULT_SUMMARY_JSON")]
     pub summary_json: bool,
@@ -103,6 +106,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let copy_options = CopyOptions {
         sync_copy_max: args.sync_copy_max_mib * 1024 * 1024,
         block_size: args.block_size_mib * 1024 * 1024,
+        delete_source_snapshots: !args.keep_source_snapshots,
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts, copy_options));

@@ -44,6 +44,8 @@ pub struct CopyOptions {
     pub block_parallelism: usize,
     /// Lifetime of the read SAS generated for a source.
     pub source_sas_validity: Duration,
+    /// Snapshot mode: delete the source snapshot once its copy is done.
+    pub delete_source_snapshots: bool,
 }
 
 impl Default for CopyOptions {
@@ -53,6 +55,7 @@ impl Default for CopyOptions {
             block_size: 64 * 1024 * 1024,
             block_parallelism: 4,
             source_sas_validity: Duration::from_secs(2 * 3600),
+            delete_source_snapshots: true,
         }
     }
 }
@@ -137,6 +140,16 @@ fn quoted(etag: &str) -> Etag {
     Etag::from(format!("\"{}\"", normalise_etag(etag)))
 }
 
+/// How the backup service reads the source for a ranged copy.
+struct SourceRead<'a> {
+    /// The source blob (or snapshot), for its properties.
+    client: azure_storage_blob::BlobClient,
+    /// The URL and authorization the service reads through.
+    copy: &'a CopySource,
+    /// `x-ms-source-if-match`: the planned ETag of a live blob; none for a snapshot.
+    condition: Option<Etag>,
+}
+
 /// A client for one blob of an account; a name that makes no valid URL fails the item.
 fn blob_client(
     account: &StorageAccount,
@@ -176,6 +189,12 @@ impl Copier for CopyEngine {
                 .await
             {
                 Ok(bytes) => {
+                    if let Some(snapshot) = &item.snapshot
+                        && self.options.delete_source_snapshots
+                    {
+                        delete_snapshot(source, &batch.source.container, &item.name, snapshot)
+                            .await;
+                    }
                     return Ok(ItemOutcome::Copied {
                         bytes,
                         source_etag: version.etag,
@@ -242,21 +261,34 @@ impl CopyEngine {
         let user_tags = version.tags.as_ref().unwrap_or(&item.tags);
         let tags =
             tags_header(user_tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
+        let snapshot = item.snapshot.as_deref();
         let source = source_account
             .copy_source(
                 &batch.source.container,
                 &item.name,
-                None,
+                snapshot,
                 self.options.source_sas_validity,
             )
             .await
             .map_err(|e| ItemFailure::from_sdk("authorizing the source read", &e))?;
+        // A snapshot cannot change; a live blob is read only at the version planned.
+        let condition = snapshot.is_none().then(|| quoted(&version.etag));
         let dest = blob_client(destination, &batch.destination.container, &item.name)?;
         if version.size <= self.options.sync_copy_max {
-            sync_copy(&dest, version, &source, tags).await?;
+            sync_copy(&dest, condition, &source, tags).await?;
         } else {
-            let src = blob_client(source_account, &batch.source.container, &item.name)?;
-            self.block_copy(&src, &dest, &item.name, version, &source, tags)
+            let mut src = blob_client(source_account, &batch.source.container, &item.name)?;
+            if let Some(s) = snapshot {
+                src = src
+                    .with_snapshot(s)
+                    .map_err(|e| ItemFailure::from_sdk("snapshot URL", &e))?;
+            }
+            let read = SourceRead {
+                client: src,
+                copy: &source,
+                condition,
+            };
+            self.block_copy(&read, &dest, &item.name, version, tags)
                 .await?;
         }
         Ok(version.size)
@@ -266,16 +298,16 @@ impl CopyEngine {
     /// headers and metadata.
     async fn block_copy(
         &self,
-        src: &azure_storage_blob::BlobClient,
+        source: &SourceRead<'_>,
         dest: &azure_storage_blob::BlobClient,
         name: &str,
         version: &SourceVersion,
-        source: &CopySource,
         tags: String,
     ) -> Result<(), ItemFailure> {
         // Content headers and metadata are set on commit, so read them from the source
         // and make sure they belong to the version being copied.
-        let props = src
+        let props = source
+            .client
             .get_properties(None)
             .await
             .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
@@ -315,8 +347,8 @@ impl CopyEngine {
                     id,
                     offset,
                     length,
-                    source,
-                    &version.etag,
+                    source.copy,
+                    source.condition.clone(),
                 )));
             }
             match running.next().await {
@@ -355,7 +387,7 @@ impl CopyEngine {
 /// carried by the service; the record goes in as an index tag.
 async fn sync_copy(
     dest: &azure_storage_blob::BlobClient,
-    version: &SourceVersion,
+    condition: Option<Etag>,
     source: &CopySource,
     tags: String,
 ) -> Result<(), ItemFailure> {
@@ -364,7 +396,7 @@ async fn sync_copy(
         extra = extra.with("x-ms-copy-source-authorization", auth.expose());
     }
     let options = BlobClientStartCopyFromUrlOptions {
-        source_if_match: Some(quoted(&version.etag)),
+        source_if_match: condition,
         blob_tags_string: Some(tags),
         method_options: ClientMethodOptions {
             context: extra.into_context(),
@@ -461,6 +493,26 @@ async fn tombstone(
     }
 }
 
+/// Deletes the source snapshot taken for an item, after its copy. Best effort: a
+/// snapshot left behind costs storage, not correctness, so a failure is only logged.
+async fn delete_snapshot(source: &StorageAccount, container: &str, name: &str, snapshot: &str) {
+    let result = match blob_client(source, container, name) {
+        Ok(client) => match client.with_snapshot(snapshot) {
+            Ok(client) => client.delete(None).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Err(f) => {
+            tracing::warn!(blob = %name, reason = %f.reason, "source snapshot not deleted");
+            return;
+        }
+    };
+    if let Err(e) = result
+        && e.http_status().map(u16::from) != Some(404)
+    {
+        tracing::warn!(blob = %name, %snapshot, error = %describe(&e), "source snapshot not deleted");
+    }
+}
+
 /// The source's current index tags.
 async fn read_tags(
     source: &StorageAccount,
@@ -512,18 +564,19 @@ async fn diagnose_unreadable_source(
     }
 }
 
-/// Copies one source range into an uncommitted block, conditional on the source ETag.
+/// Copies one source range into an uncommitted block, conditional on the source ETag
+/// (unless the source is a snapshot).
 async fn stage_range(
     dest: &azure_storage_blob::BlockBlobClient,
     id: &[u8],
     offset: u64,
     length: u64,
     source: &CopySource,
-    etag: &str,
+    condition: Option<Etag>,
 ) -> Result<(), ItemFailure> {
     let options = BlockBlobClientStageBlockFromUrlOptions {
         source_range: Some(HttpRange::new(offset, length)),
-        source_if_match: Some(quoted(etag)),
+        source_if_match: condition,
         copy_source_authorization: source
             .authorization
             .as_ref()

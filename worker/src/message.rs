@@ -449,6 +449,7 @@ mod tests {
                     size: 10,
                     last_modified: "2026-01-01T00:00:00Z".into(),
                     tags: Default::default(),
+                    snapshot: None,
                 })
                 .collect(),
         }

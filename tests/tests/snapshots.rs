@@ -1,0 +1,146 @@
+//! Snapshot mode: the coordinator snapshots each blob to copy before enqueueing it, the
+//! worker copies that immutable version (single-request and ranged paths alike), records
+//! its ETag, and deletes the snapshot afterwards. Writes to the source after planning do
+//! not leak into this backup; the next run picks them up.
+
+use futures::StreamExt;
+use lakevault_common::config::Config;
+use lakevault_common::record::BackupRecord;
+use lakevault_tests::azurite::Azurite;
+use lakevault_tests::lake::{self, LakeSpec};
+use lakevault_tests::scenario::{coordinator, drain};
+use std::collections::BTreeMap;
+
+async fn listing(
+    account: &lakevault_common::storage::StorageAccount,
+    container: &str,
+    snapshots: bool,
+) -> Vec<(String, Option<String>, BTreeMap<String, String>)> {
+    let mut include = vec![azure_storage_blob::models::ListBlobsIncludeItem::Tags];
+    if snapshots {
+        include.push(azure_storage_blob::models::ListBlobsIncludeItem::Snapshots);
+    }
+    let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
+        include: Some(include),
+        ..Default::default()
+    };
+    let mut pager = account
+        .container(container)
+        .expect("client")
+        .list_blobs(Some(options))
+        .expect("list");
+    let mut out = Vec::new();
+    while let Some(item) = pager.next().await {
+        let item = item.expect("item");
+        let tags = item
+            .blob_tags
+            .and_then(|t| t.blob_tag_set)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| Some((t.key?, t.value?)))
+            .collect();
+        out.push((item.name.expect("name"), item.snapshot, tags));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_copy_the_snapshot_taken_at_planning() {
+    let azurite = Azurite::start().expect("azurite");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lakevault.toml");
+    std::fs::write(&path, azurite.config_toml("snaps", &["data"])).expect("config");
+    let config = Config::load(&path).expect("config");
+    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 60,
+        large_bytes: 0,
+        seed: 21,
+    };
+    lake::seed(&src, &spec).await.expect("seed");
+    // Blobs 0 and 50 are 1-4 MiB: with a 1 MiB single-copy limit they take the ranged path.
+    let rewritten: Vec<String> = [0usize, 50, 3, 20, 37]
+        .iter()
+        .map(|i| lake::blob_name(*i))
+        .collect();
+    let mut planned_hash = BTreeMap::new();
+    for name in &rewritten {
+        planned_hash.insert(
+            name.clone(),
+            lake::sha256_of(&src, "data", name).await.expect("hash").0,
+        );
+    }
+
+    let out = coordinator(&path)
+        .expect("bin")
+        .args(["backup", "--snapshot", "--output", "json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshots_taken = listing(&src, "data", true)
+        .await
+        .iter()
+        .filter(|(_, s, _)| s.is_some())
+        .count();
+    assert_eq!(snapshots_taken, 60, "one snapshot per planned blob");
+
+    // The source moves on before the workers run.
+    for name in &rewritten {
+        src.blob("data", name)
+            .expect("client")
+            .upload(
+                azure_core::http::RequestContent::from(b"newer".to_vec()),
+                None,
+            )
+            .await
+            .expect("rewrite");
+    }
+    let pass = drain(
+        &path,
+        2,
+        &["--sync-copy-max-mib", "1", "--block-size-mib", "1"],
+    )
+    .expect("workers");
+    assert_eq!((pass.copied, pass.poisoned), (60, 0), "{pass:?}");
+
+    for name in &rewritten {
+        let (hash, _) = lake::sha256_of(&bak, "data", name).await.expect("hash");
+        assert_eq!(
+            hash, planned_hash[name],
+            "{name}: the backup holds the snapshot, not the later write"
+        );
+    }
+    // Every record names the version it holds: not the source's current ETag for the
+    // rewritten blobs, so the next run copies them.
+    let backup = listing(&bak, "data", false).await;
+    assert_eq!(backup.len(), 60);
+    assert!(
+        backup
+            .iter()
+            .all(|(_, _, tags)| BackupRecord::from_tags(tags).is_some())
+    );
+    let left = listing(&src, "data", true)
+        .await
+        .iter()
+        .filter(|(_, s, _)| s.is_some())
+        .count();
+    assert_eq!(left, 0, "workers delete the snapshots they copied");
+
+    let out = coordinator(&path)
+        .expect("bin")
+        .args(["backup", "--output", "json"])
+        .output()
+        .expect("run");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["containers"][0]["changed"], 5, "{report}");
+    assert_eq!(drain(&path, 1, &[]).expect("workers").copied, 5);
+    let verified = lake::verify(&src, &bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(verified.problems.is_empty(), "{:#?}", verified.problems);
+}
