@@ -8,6 +8,7 @@ pub mod connection_string;
 pub mod error;
 pub mod exit;
 pub mod extra_headers;
+pub mod ledger;
 pub mod queue;
 pub mod record;
 pub mod sas;

@@ -5,7 +5,10 @@ use crate::backup::{self, BackupOptions, BackupReport, Mode};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lakevault_common::cli::CommonArgs;
+use lakevault_common::error::describe;
+use lakevault_common::ledger::{self, JobPlan, JobStatus, PlannedContainer};
 use lakevault_common::queue::AzureQueue;
+use lakevault_common::record::rfc3339;
 use lakevault_common::storage::StorageAccount;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,20 @@ pub enum Command {
     /// Diff every selected source container against the backup and enqueue copies of
     /// what is new or changed.
     Backup(BackupArgs),
+    /// Show a job's progress from the ledger: planned items, done, poisoned, pending.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Job id (default: the most recently started job).
+    pub job: Option<String>,
+    /// Output format on stdout.
+    #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
+    pub output: Output,
+    /// Refresh every this many seconds until the job has no pending items.
+    #[arg(long, env = "LAKEVAULT_WATCH_SECS", num_args = 0..=1, default_missing_value = "5")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +98,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
         )?)
     };
     match cli.command {
+        Command::Status(args) => status(&account(&config.queue.account)?, &args, &cancel).await,
         Command::Backup(args) => {
             let source = account(&config.backup.source)?;
             let destination = account(&config.backup.destination)?;
@@ -98,9 +116,21 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 snapshot: args.snapshot,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
             };
+            let started_at = rfc3339(time::OffsetDateTime::now_utc());
             let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
                 .await
                 .context("backup planning failed")?;
+            if !report.dry_run {
+                let plan = job_plan(&report, args.mode, started_at);
+                if let Err(e) = ledger::write_plan(&queue_account, &plan).await {
+                    // The work is enqueued; only `status` lacks the plan.
+                    eprintln!(
+                        "warning: job {} planned, but its ledger entry was not written: {}",
+                        report.job_id,
+                        describe(&e)
+                    );
+                }
+            }
             match args.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Table => print_table(&report),
@@ -112,6 +142,92 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 Ok(lakevault_common::exit::PARTIAL)
             }
         }
+    }
+}
+
+/// The ledger's record of what a backup run planned.
+fn job_plan(report: &BackupReport, mode: Mode, started_at: String) -> JobPlan {
+    JobPlan {
+        v: 1,
+        job: report.job_id.clone(),
+        mode: format!("{mode:?}").to_lowercase(),
+        started_at,
+        finished_at: rfc3339(time::OffsetDateTime::now_utc()),
+        containers: report
+            .containers
+            .iter()
+            .map(|c| PlannedContainer {
+                source_container: c.source_container.clone(),
+                destination_container: c.destination_container.clone(),
+                items: c.to_copy() - c.vanished + c.tombstones,
+                messages: c.messages,
+                bytes: c.bytes_to_copy,
+            })
+            .collect(),
+        failed: report
+            .failed
+            .iter()
+            .map(|f| ledger::FailedContainer {
+                container: f.container.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+async fn status(
+    account: &StorageAccount,
+    args: &StatusArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<i32> {
+    let job = match &args.job {
+        Some(job) => job.clone(),
+        None => ledger::latest_job(account)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the ledger: {}", describe(&e)))?
+            .ok_or_else(|| anyhow::anyhow!("no jobs in the ledger yet"))?,
+    };
+    loop {
+        let (plan, outcomes) = ledger::read_job(account, &job)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading job {job}: {}", describe(&e)))?;
+        if plan.is_none() && outcomes.is_empty() {
+            anyhow::bail!("job {job} is not in the ledger");
+        }
+        let s = JobStatus::from_parts(&job, plan, &outcomes);
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string(&s)?),
+            Output::Table => print_status(&s),
+        }
+        let finished = s.state.starts_with("completed");
+        match args.watch {
+            Some(secs) if !finished => {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))) => {}
+                    _ = cancel.cancelled() => return Ok(lakevault_common::exit::OK),
+                }
+            }
+            _ => {
+                return Ok(if s.state == "completed_with_failures" {
+                    lakevault_common::exit::PARTIAL
+                } else {
+                    lakevault_common::exit::OK
+                });
+            }
+        }
+    }
+}
+
+fn print_status(s: &JobStatus) {
+    println!(
+        "job {}: {} — {} of {} items done, {} poisoned, {} pending ({} batches, {} bytes copied)",
+        s.job, s.state, s.done, s.planned_items, s.poisoned, s.pending, s.batches, s.bytes
+    );
+    for f in &s.failed_containers {
+        println!("  container {} not planned: {}", f.container, f.reason);
+    }
+    for f in &s.failures {
+        println!("  failed {}: {}", f.name, f.reason);
     }
 }
 

@@ -9,8 +9,7 @@ use lakevault_common::storage::StorageAccount;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// The container holding lakevault's own state in the backup account.
-pub const STATE_CONTAINER: &str = "lakevault-state";
+pub use lakevault_common::ledger::STATE_CONTAINER;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {

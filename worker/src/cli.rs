@@ -91,9 +91,8 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let queue_account = accounts
         .iter()
         .find(|a| a.alias == config.queue.account)
-        .ok_or_else(|| {
-            anyhow::anyhow!("queue.account `{}` is not defined", config.queue.account)
-        })?;
+        .ok_or_else(|| anyhow::anyhow!("queue.account `{}` is not defined", config.queue.account))?
+        .clone();
     let queue = Arc::new(AzureQueue::new(
         &config.queue.name,
         queue_account.queue(&config.queue.name)?,
@@ -110,8 +109,10 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts, copy_options));
+    let ledger = Some(queue_account.clone());
     let ctx = Arc::new(Context {
         copier,
+        ledger,
         queue: queue.clone(),
         poison: poison.clone(),
         copy_slots: Arc::new(Semaphore::new(args.concurrency.get())),

@@ -6,6 +6,7 @@ use crate::copy::{Copier, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
 use futures::StreamExt;
 use lakevault_common::error::FailureClass;
+use lakevault_common::ledger::{self, BatchOutcome, OutcomeFailure};
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,8 @@ pub struct MessageReport {
 
 pub struct Context {
     pub copier: Arc<dyn Copier>,
+    /// Where batch outcomes are recorded (the ops account); `None` records nothing.
+    pub ledger: Option<lakevault_common::storage::StorageAccount>,
     pub queue: Arc<dyn WorkQueue>,
     pub poison: Arc<dyn WorkQueue>,
     pub copy_slots: Arc<Semaphore>,
@@ -159,7 +162,13 @@ pub async fn process(
             })
             .collect();
         let records = poison::for_items(&poison_ctx, &reason, &batch, failed);
-        return poison_unprocessed(ctx, &message, records, batch.items.len() as u64).await;
+        let report = poison_unprocessed(ctx, &message, records, batch.items.len() as u64).await;
+        let failures = vec![OutcomeFailure {
+            name: format!("{} items", batch.items.len()),
+            reason,
+        }];
+        record_outcome(ctx, &message, &batch, &report, failures).await;
+        return report;
     }
 
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
@@ -252,13 +261,57 @@ pub async fn process(
         retries = batches.iter().map(CopyBatch::encode).collect();
     }
     let mut records = Vec::new();
+    let failures: Vec<OutcomeFailure> = failed
+        .iter()
+        .take(MAX_LEDGER_FAILURES)
+        .map(|(_, f)| OutcomeFailure {
+            name: f.name.clone(),
+            reason: f.reason.clone(),
+        })
+        .collect();
     if !failed.is_empty() {
         report.poisoned = failed.len() as u64;
         records = poison::for_items(&poison_ctx, "items failed", &batch, failed);
     }
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
     settle_with_delay(ctx, &message, receipt, retries, delay, records).await;
+    record_outcome(ctx, &message, &batch, &report, failures).await;
     report
+}
+
+/// Failures listed per outcome in the ledger (the poison queue keeps every one).
+const MAX_LEDGER_FAILURES: usize = 20;
+
+/// Writes the settled message's outcome to the job ledger. Best effort: the work is done
+/// and durable; a missing outcome only makes `status` undercount until a rerun.
+async fn record_outcome(
+    ctx: &Context,
+    message: &ReceivedMessage,
+    batch: &CopyBatch,
+    report: &MessageReport,
+    failures: Vec<OutcomeFailure>,
+) {
+    let Some(ledger) = &ctx.ledger else { return };
+    let outcome = BatchOutcome {
+        v: 1,
+        job: batch.job.clone(),
+        message_id: message.id.clone(),
+        attempt: batch.attempt,
+        source_container: batch.source.container.clone(),
+        items: batch.items.len() as u64,
+        copied: report.copied,
+        bytes: report.bytes,
+        source_gone: report.source_gone,
+        tombstoned: report.tombstoned,
+        superseded: report.superseded,
+        retried: report.retried,
+        poisoned: report.poisoned,
+        failures,
+        recorded_at: lakevault_common::record::rfc3339(time::OffsetDateTime::now_utc()),
+    };
+    if let Err(e) = ledger::write_outcome(ledger, &outcome).await {
+        tracing::warn!(job = %batch.job, message_id = %message.id, error = %lakevault_common::error::describe(&e), "ledger outcome not recorded");
+    }
 }
 
 /// Copies every item of a batch, at most `copy_slots` at once across the whole worker.
@@ -409,6 +462,7 @@ mod tests {
         let copier = Arc::new(ScriptedCopier::default());
         let ctx = Context {
             copier: copier.clone(),
+            ledger: None,
             queue: queue.clone(),
             poison: poison.clone(),
             copy_slots: Arc::new(Semaphore::new(4)),
