@@ -8,6 +8,7 @@ use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::error::describe;
+use lakevault_common::ledger::{self, JobPlan, PlannedContainer};
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
 use lakevault_common::select::is_glob;
@@ -34,6 +35,9 @@ pub struct BackupOptions {
     /// Snapshot each blob to copy before enqueueing it, so the worker copies an immutable
     /// version.
     pub snapshot: bool,
+    /// Record each container's watermark after planning it. Off for runs scoped to a
+    /// prefix, which must not move the whole container's watermark.
+    pub write_watermarks: bool,
     /// Incremental mode selects blobs modified after the watermark minus this margin
     /// (clock skew between this host and the service, writes in flight during a scan).
     pub safety_margin: Duration,
@@ -113,6 +117,36 @@ pub struct SkippedContainer {
 }
 
 impl BackupReport {
+    /// The ledger's record of what a backup run planned.
+    pub fn job_plan(&self, mode: Mode, started_at: String) -> JobPlan {
+        JobPlan {
+            v: 1,
+            job: self.job_id.clone(),
+            mode: format!("{mode:?}").to_lowercase(),
+            started_at,
+            finished_at: rfc3339(time::OffsetDateTime::now_utc()),
+            containers: self
+                .containers
+                .iter()
+                .map(|c| PlannedContainer {
+                    source_container: c.source_container.clone(),
+                    destination_container: c.destination_container.clone(),
+                    items: c.to_copy() - c.vanished + c.tombstones,
+                    messages: c.messages,
+                    bytes: c.bytes_to_copy,
+                })
+                .collect(),
+            failed: self
+                .failed
+                .iter()
+                .map(|f| ledger::FailedContainer {
+                    container: f.container.clone(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn total(&self, f: impl Fn(&ContainerPlan) -> u64) -> u64 {
         self.containers.iter().map(f).sum()
     }
@@ -330,7 +364,7 @@ pub async fn run(
                 continue;
             }
         };
-        if !options.dry_run {
+        if !options.dry_run && options.write_watermarks {
             let mode = if since.is_some() {
                 "incremental"
             } else {

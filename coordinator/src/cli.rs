@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lakevault_common::cli::CommonArgs;
 use lakevault_common::error::describe;
-use lakevault_common::ledger::{self, JobPlan, JobStatus, PlannedContainer};
+use lakevault_common::ledger::{self, JobStatus};
 use lakevault_common::queue::AzureQueue;
 use lakevault_common::record::rfc3339;
 use lakevault_common::storage::StorageAccount;
@@ -32,6 +32,37 @@ pub enum Command {
     Backup(BackupArgs),
     /// Show a job's progress from the ledger: planned items, done, poisoned, pending.
     Status(StatusArgs),
+    /// Run as a service: an HTTP API that ingestion pipelines call to back up a scope
+    /// now, and an optional cron schedule. The bearer token comes from
+    /// LAKEVAULT_API_TOKEN or --token-file.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LAKEVAULT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the API bearer token (otherwise LAKEVAULT_API_TOKEN).
+    #[arg(long, env = "LAKEVAULT_API_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Cron expression (5 fields, UTC) for scheduled backups of the configured scope.
+    #[arg(long, env = "LAKEVAULT_SCHEDULE")]
+    pub schedule: Option<String>,
+    /// Mode of scheduled backups.
+    #[arg(
+        long,
+        env = "LAKEVAULT_SCHEDULE_MODE",
+        value_enum,
+        default_value = "incremental"
+    )]
+    pub schedule_mode: Mode,
+    /// See `backup --max-tombstones`.
+    #[arg(long, env = "LAKEVAULT_MAX_TOMBSTONES", default_value_t = 1000)]
+    pub max_tombstones: u64,
+    /// See `backup --safety-margin-secs`.
+    #[arg(long, env = "LAKEVAULT_SAFETY_MARGIN_SECS", default_value_t = 900)]
+    pub safety_margin_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +130,67 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Status(args) => status(&account(&config.queue.account)?, &args, &cancel).await,
+        Command::Serve(args) => {
+            let token = match (&args.token_file, std::env::var("LAKEVAULT_API_TOKEN")) {
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .map(|t| t.trim().to_string())
+                    .with_context(|| format!("--token-file {}", path.display()))?,
+                (None, Ok(token)) => token.trim().to_string(),
+                (None, Err(_)) => anyhow::bail!(
+                    "serve needs an API bearer token: set LAKEVAULT_API_TOKEN or --token-file"
+                ),
+            };
+            if token.len() < 16 {
+                anyhow::bail!("the API bearer token must be at least 16 characters");
+            }
+            let schedule = args
+                .schedule
+                .as_deref()
+                .map(|expr| {
+                    expr.parse::<croner::Cron>().map_err(|e| {
+                        anyhow::anyhow!("--schedule `{expr}` is not a cron expression: {e}")
+                    })
+                })
+                .transpose()?;
+            let queue_account = account(&config.queue.account)?;
+            let state = std::sync::Arc::new(crate::serve::ServeState::new(
+                config.clone(),
+                account(&config.backup.source)?,
+                account(&config.backup.destination)?,
+                AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?),
+                queue_account,
+                lakevault_common::secret::SecretString::new(token),
+                BackupOptions {
+                    job_id: String::new(),
+                    dry_run: false,
+                    sample: 0,
+                    max_tombstones: args.max_tombstones,
+                    mode: Mode::Full,
+                    snapshot: false,
+                    write_watermarks: true,
+                    safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
+                },
+                cancel.clone(),
+            ));
+            if let Some(schedule) = schedule {
+                tokio::spawn(crate::serve::run_schedule(
+                    state.clone(),
+                    schedule,
+                    args.schedule_mode,
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listening on {}", args.listen))?;
+            println!(
+                "lakevault-coordinator serving on http://{}",
+                listener.local_addr()?
+            );
+            axum::serve(listener, crate::serve::router(state))
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await?;
+            Ok(lakevault_common::exit::OK)
+        }
         Command::Backup(args) => {
             let source = account(&config.backup.source)?;
             let destination = account(&config.backup.destination)?;
@@ -114,6 +206,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 max_tombstones: args.max_tombstones,
                 mode: args.mode,
                 snapshot: args.snapshot,
+                write_watermarks: true,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
             };
             let started_at = rfc3339(time::OffsetDateTime::now_utc());
@@ -121,7 +214,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 .await
                 .context("backup planning failed")?;
             if !report.dry_run {
-                let plan = job_plan(&report, args.mode, started_at);
+                let plan = report.job_plan(args.mode, started_at);
                 if let Err(e) = ledger::write_plan(&queue_account, &plan).await {
                     // The work is enqueued; only `status` lacks the plan.
                     eprintln!(
@@ -142,36 +235,6 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 Ok(lakevault_common::exit::PARTIAL)
             }
         }
-    }
-}
-
-/// The ledger's record of what a backup run planned.
-fn job_plan(report: &BackupReport, mode: Mode, started_at: String) -> JobPlan {
-    JobPlan {
-        v: 1,
-        job: report.job_id.clone(),
-        mode: format!("{mode:?}").to_lowercase(),
-        started_at,
-        finished_at: rfc3339(time::OffsetDateTime::now_utc()),
-        containers: report
-            .containers
-            .iter()
-            .map(|c| PlannedContainer {
-                source_container: c.source_container.clone(),
-                destination_container: c.destination_container.clone(),
-                items: c.to_copy() - c.vanished + c.tombstones,
-                messages: c.messages,
-                bytes: c.bytes_to_copy,
-            })
-            .collect(),
-        failed: report
-            .failed
-            .iter()
-            .map(|f| ledger::FailedContainer {
-                container: f.container.clone(),
-                reason: f.reason.clone(),
-            })
-            .collect(),
     }
 }
 

@@ -5,4 +5,5 @@ pub mod backup;
 pub mod cli;
 pub mod diff;
 pub mod listing;
+pub mod serve;
 pub mod watermark;

@@ -1,0 +1,284 @@
+//! `serve`: a long-running coordinator with an HTTP API for ingestion pipelines ("this
+//! container/prefix changed, back it up now") and an optional cron schedule.
+//!
+//! - `POST /v1/backups` `{"account": "<source alias>", "container": "...", "prefix": "..."}`
+//!   plans a backup of that scope (a full diff of just that scope, so changes and
+//!   deletions there are both seen) and answers `202 {"job": "...", "status_url": "..."}`.
+//! - `GET /v1/jobs/{id}` returns the job's status from the ledger.
+//! - `GET /healthz` answers `ok` (no authentication).
+//!
+//! Every `/v1` request needs `Authorization: Bearer <token>`; the token comes from
+//! `LAKEVAULT_API_TOKEN` or a file. Without it: 401, and nothing is enqueued.
+
+use crate::backup::{self, BackupOptions, Mode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lakevault_common::config::{Config, SPECIAL_CONTAINERS, validate_container_name};
+use lakevault_common::error::describe;
+use lakevault_common::ledger::{self, JobStatus};
+use lakevault_common::queue::AzureQueue;
+use lakevault_common::record::rfc3339;
+use lakevault_common::secret::SecretString;
+use lakevault_common::storage::StorageAccount;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Everything a request handler needs.
+pub struct ServeState {
+    pub config: Config,
+    pub source: StorageAccount,
+    pub destination: StorageAccount,
+    pub queue: AzureQueue,
+    pub ledger: StorageAccount,
+    pub token: SecretString,
+    pub defaults: BackupOptions,
+    /// Jobs accepted by this process whose plan is not in the ledger yet.
+    jobs: Mutex<HashMap<String, JobState>>,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+enum JobState {
+    Planning,
+    Failed(String),
+}
+
+impl std::fmt::Debug for ServeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeState").finish_non_exhaustive()
+    }
+}
+
+impl ServeState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        source: StorageAccount,
+        destination: StorageAccount,
+        queue: AzureQueue,
+        ledger: StorageAccount,
+        token: SecretString,
+        defaults: BackupOptions,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            source,
+            destination,
+            queue,
+            ledger,
+            token,
+            defaults,
+            jobs: Mutex::default(),
+            cancel,
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobState>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Constant-time comparison of the presented bearer token with the configured one.
+fn authorized(state: &ServeState, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = state.token.expose().as_bytes();
+    let presented = presented.as_bytes();
+    presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    account: String,
+    container: String,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+pub fn router(state: Arc<ServeState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/backups", post(post_backup))
+        .route("/v1/jobs/{id}", get(get_job))
+        .with_state(state)
+}
+
+async fn post_backup(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let request: BackupRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON {{\"account\", \"container\", \"prefix\"?}}: {e}"),
+            );
+        }
+    };
+    if request.account != state.config.backup.source {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "account `{}` is not this coordinator's source (`{}`)",
+                request.account, state.config.backup.source
+            ),
+        );
+    }
+    if !SPECIAL_CONTAINERS.contains(&request.container.as_str())
+        && let Err(problem) = validate_container_name(&request.container)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("container `{}` {problem}", request.container),
+        );
+    }
+    let job = uuid::Uuid::new_v4().to_string();
+    state.jobs().insert(job.clone(), JobState::Planning);
+    let mut config = state.config.clone();
+    config.backup.containers = vec![request.container.clone()];
+    let scoped_to_prefix = request.prefix.as_deref().is_some_and(|p| !p.is_empty());
+    if let Some(prefix) = request.prefix.filter(|p| !p.is_empty()) {
+        config.backup.include_prefixes = vec![prefix];
+    }
+    let options = BackupOptions {
+        job_id: job.clone(),
+        mode: Mode::Full,
+        // A prefix-scoped scan must not move the whole container's watermark.
+        write_watermarks: !scoped_to_prefix,
+        ..state.defaults.clone()
+    };
+    tracing::info!(%job, container = %request.container, "backup requested over the API");
+    spawn_plan(state.clone(), config, options);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "job": job, "status_url": format!("/v1/jobs/{job}") })),
+    )
+        .into_response()
+}
+
+/// Plans a job in the background. The planner's futures borrow across awaits in ways the
+/// compiler cannot prove `Send` for every lifetime, so the plan runs on a blocking-pool
+/// thread that drives it with the runtime's handle.
+fn spawn_plan(
+    state: Arc<ServeState>,
+    config: Config,
+    options: BackupOptions,
+) -> tokio::task::JoinHandle<()> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(plan_job(state, config, options)))
+}
+
+/// Plans one job and records it in the ledger.
+async fn plan_job(state: Arc<ServeState>, config: Config, options: BackupOptions) {
+    let started_at = rfc3339(time::OffsetDateTime::now_utc());
+    let job = options.job_id.clone();
+    let result = backup::run(
+        &config,
+        &state.source,
+        &state.destination,
+        &state.queue,
+        &options,
+        &state.cancel,
+    )
+    .await;
+    match result {
+        Ok(report) => {
+            let plan = report.job_plan(options.mode, started_at);
+            match ledger::write_plan(&state.ledger, &plan).await {
+                Ok(()) => {
+                    state.jobs().remove(&job);
+                }
+                Err(e) => {
+                    let reason =
+                        format!("planned, but the ledger was not written: {}", describe(&e));
+                    state.jobs().insert(job, JobState::Failed(reason));
+                }
+            }
+        }
+        Err(e) => {
+            let reason = format!("{:#}", anyhow::Error::from(e));
+            tracing::error!(%job, %reason, "planning failed");
+            state.jobs().insert(job, JobState::Failed(reason));
+        }
+    }
+}
+
+async fn get_job(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let pending = state.jobs().get(&id).cloned();
+    if let Some(JobState::Failed(reason)) = pending {
+        return Json(serde_json::json!({ "job": id, "state": "failed", "reason": reason }))
+            .into_response();
+    }
+    match ledger::read_job(&state.ledger, &id).await {
+        Ok((None, outcomes)) if outcomes.is_empty() => match pending {
+            Some(_) => Json(serde_json::json!({ "job": id, "state": "planning" })).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        },
+        Ok((plan, outcomes)) => Json(JobStatus::from_parts(&id, plan, &outcomes)).into_response(),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            format!("reading the ledger: {}", describe(&e)),
+        ),
+    }
+}
+
+/// Runs scheduled backups of the whole configured scope until cancelled.
+pub async fn run_schedule(state: Arc<ServeState>, schedule: croner::Cron, mode: Mode) {
+    loop {
+        let now = chrono::Utc::now();
+        let Ok(next) = schedule.find_next_occurrence(&now, false) else {
+            tracing::error!("the schedule has no next occurrence; scheduled backups stop");
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tracing::info!(next = %next.to_rfc3339(), "next scheduled backup");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.cancel.cancelled() => return,
+        }
+        let options = BackupOptions {
+            job_id: uuid::Uuid::new_v4().to_string(),
+            mode,
+            write_watermarks: true,
+            ..state.defaults.clone()
+        };
+        tracing::info!(job = %options.job_id, ?mode, "scheduled backup starting");
+        state
+            .jobs()
+            .insert(options.job_id.clone(), JobState::Planning);
+        if let Err(e) = spawn_plan(state.clone(), state.config.clone(), options).await {
+            tracing::error!(error = %e, "scheduled backup task failed");
+        }
+    }
+}
