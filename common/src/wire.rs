@@ -59,6 +59,10 @@ pub struct CopyBatch {
     pub attempt: u32,
     pub source: Location,
     pub destination: Location,
+    /// Lease mode: hold a lease on each source blob while copying it, so writers that
+    /// honour leases cannot change it mid-copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
     pub items: Vec<CopyItem>,
 }
 
@@ -216,6 +220,7 @@ mod tests {
                 account: "bak".into(),
                 container: "raw".into(),
             },
+            lease: false,
             items: vec![],
         }
     }

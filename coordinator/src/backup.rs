@@ -35,6 +35,8 @@ pub struct BackupOptions {
     /// Snapshot each blob to copy before enqueueing it, so the worker copies an immutable
     /// version.
     pub snapshot: bool,
+    /// Mark copy items for lease mode: workers hold a source lease while copying.
+    pub lease: bool,
     /// Record each container's watermark after planning it. Off for runs scoped to a
     /// prefix, which must not move the whole container's watermark.
     pub write_watermarks: bool,
@@ -456,6 +458,7 @@ async fn plan_container(
             account: config.backup.destination.clone(),
             container: dest_name.to_string(),
         },
+        lease: options.lease,
         items: Vec::new(),
     };
     let mut plan = ContainerPlan {

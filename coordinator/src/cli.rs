@@ -109,6 +109,10 @@ pub struct BackupArgs {
     /// immutable version and then delete the snapshot.
     #[arg(long, env = "LAKEVAULT_SNAPSHOT")]
     pub snapshot: bool,
+    /// Mark items for lease mode: workers hold a lease on each source blob while copying
+    /// it, so writers that honour leases cannot change it mid-copy.
+    #[arg(long, env = "LAKEVAULT_LEASE")]
+    pub lease: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -167,6 +171,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                     max_tombstones: args.max_tombstones,
                     mode: Mode::Full,
                     snapshot: false,
+                    lease: false,
                     write_watermarks: true,
                     safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
                 },
@@ -206,6 +211,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 max_tombstones: args.max_tombstones,
                 mode: args.mode,
                 snapshot: args.snapshot,
+                lease: args.lease,
                 write_watermarks: true,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
             };

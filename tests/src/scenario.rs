@@ -102,6 +102,8 @@ pub struct PassReport {
     pub copied: u64,
     pub bytes: u64,
     pub poisoned: u64,
+    /// Items handed back for another attempt.
+    pub retried: u64,
     /// Queue service requests: one per message sent by the coordinator plus every
     /// request the workers made.
     pub queue_requests: u64,
@@ -154,6 +156,7 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
         report.copied += summary["copied"].as_u64().unwrap_or(0);
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
+        report.retried += summary["retried"].as_u64().unwrap_or(0);
         report.queue_requests += summary["queue_requests"].as_u64().unwrap_or(0);
     }
     Ok(())

@@ -190,6 +190,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
             account: "d".into(),
             container: "c".into(),
         },
+        lease: false,
         items: vec![],
     };
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.

@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Range size in MiB for ranged copies.
     #[arg(long, env = "LAKEVAULT_BLOCK_SIZE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4000))]
     pub block_size_mib: u64,
+    /// Lease mode: seconds of each source lease (renewed at half of it while copying).
+    #[arg(long, env = "LAKEVAULT_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(15..=60))]
+    pub lease_secs: u64,
     /// Snapshot mode: keep the source snapshot after its copy (default: delete it).
     #[arg(long, env = "LAKEVAULT_KEEP_SOURCE_SNAPSHOTS")]
     pub keep_source_snapshots: bool,
@@ -106,6 +109,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         sync_copy_max: args.sync_copy_max_mib * 1024 * 1024,
         block_size: args.block_size_mib * 1024 * 1024,
         delete_source_snapshots: !args.keep_source_snapshots,
+        lease_duration: Duration::from_secs(args.lease_secs),
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts, copy_options));

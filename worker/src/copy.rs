@@ -14,6 +14,7 @@
 
 use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
 use azure_storage_blob::models::{
+    BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders,
     BlobClientGetPropertiesResultHeaders, BlobClientSetTagsOptions,
     BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders, BlobTag, BlobTags,
     BlobType, BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
@@ -46,6 +47,8 @@ pub struct CopyOptions {
     pub source_sas_validity: Duration,
     /// Snapshot mode: delete the source snapshot once its copy is done.
     pub delete_source_snapshots: bool,
+    /// Lease mode: lease duration on the source (15–60 s), renewed at half of it.
+    pub lease_duration: Duration,
 }
 
 impl Default for CopyOptions {
@@ -56,6 +59,7 @@ impl Default for CopyOptions {
             block_parallelism: 4,
             source_sas_validity: Duration::from_secs(2 * 3600),
             delete_source_snapshots: true,
+            lease_duration: Duration::from_secs(30),
         }
     }
 }
@@ -140,6 +144,92 @@ fn quoted(etag: &str) -> Etag {
     Etag::from(format!("\"{}\"", normalise_etag(etag)))
 }
 
+/// A lease held on a source blob for the length of its copy, renewed in the background.
+/// Released on every path: explicitly after the copy, and from `Drop` when the copy is
+/// abandoned (shutdown), so a lease never outlives the work by more than its duration.
+struct SourceLease {
+    client: std::sync::Arc<azure_storage_blob::BlobClient>,
+    id: String,
+    stop: tokio_util::sync::CancellationToken,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SourceLease {
+    /// Acquires the lease; `None` if the blob is gone. A blob leased by someone else is a
+    /// transient failure: the item is retried later.
+    async fn acquire(
+        client: azure_storage_blob::BlobClient,
+        duration: Duration,
+    ) -> Result<Option<Self>, ItemFailure> {
+        let client = std::sync::Arc::new(client);
+        let seconds = duration.as_secs().clamp(15, 60);
+        let proposed = uuid::Uuid::new_v4().to_string();
+        let options = BlobClientAcquireLeaseOptions {
+            proposed_lease_id: Some(proposed.clone()),
+            ..Default::default()
+        };
+        let response = match client.acquire_lease(seconds as i32, Some(options)).await {
+            Ok(r) => r,
+            Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
+            Err(e) if e.http_status().map(u16::from) == Some(409) => {
+                return Err(ItemFailure::new(
+                    FailureClass::Transient,
+                    format!("source is leased by another writer: {}", describe(&e)),
+                ));
+            }
+            Err(e) => return Err(ItemFailure::from_sdk("acquiring the source lease", &e)),
+        };
+        let id = response.lease_id().ok().flatten().unwrap_or(proposed);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (renew_client, renew_id, renew_stop) = (client.clone(), id.clone(), stop.clone());
+        let renewer = tokio::spawn(async move {
+            let interval = Duration::from_secs(seconds / 2);
+            loop {
+                tokio::select! {
+                    _ = renew_stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if let Err(e) = renew_client.renew_lease(renew_id.clone(), None).await {
+                    tracing::warn!(error = %describe(&e), "source lease renewal failed");
+                }
+            }
+        });
+        Ok(Some(Self {
+            client,
+            id,
+            stop,
+            renewer: Some(renewer),
+        }))
+    }
+
+    async fn release(mut self) {
+        self.stop.cancel();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.await;
+        }
+        let id = std::mem::take(&mut self.id);
+        if let Err(e) = self.client.release_lease(id, None).await {
+            tracing::warn!(error = %describe(&e), "source lease not released; it expires on its own");
+        }
+    }
+}
+
+impl Drop for SourceLease {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if self.id.is_empty() {
+            return;
+        }
+        // Abandoned mid-copy: release in the background (best effort).
+        let (client, id) = (self.client.clone(), std::mem::take(&mut self.id));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = client.release_lease(id, None).await;
+            });
+        }
+    }
+}
+
 /// How the backup service reads the source for a ranged copy.
 struct SourceRead<'a> {
     /// The source blob (or snapshot), for its properties.
@@ -163,7 +253,6 @@ fn blob_client(
 
 #[async_trait::async_trait]
 impl Copier for CopyEngine {
-    /// Copies one item of a batch, following the source if it changed since planning.
     async fn copy_item(
         &self,
         batch: &CopyBatch,
@@ -173,6 +262,33 @@ impl Copier for CopyEngine {
             let destination = self.account(&batch.destination.account)?;
             return tombstone(destination, &batch.destination.container, item).await;
         }
+        let source = self.account(&batch.source.account)?;
+        // Lease mode: no writer that honours leases can change the blob while it is read.
+        // A snapshot is immutable and needs none.
+        let lease = if batch.lease && item.snapshot.is_none() {
+            let client = blob_client(source, &batch.source.container, &item.name)?;
+            match SourceLease::acquire(client, self.options.lease_duration).await? {
+                Some(lease) => Some(lease),
+                None => return Ok(ItemOutcome::SourceGone),
+            }
+        } else {
+            None
+        };
+        let result = self.copy_following_source(batch, item).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
+    }
+}
+
+impl CopyEngine {
+    /// Copies one item, following the source if it changed since planning.
+    async fn copy_following_source(
+        &self,
+        batch: &CopyBatch,
+        item: &CopyItem,
+    ) -> Result<ItemOutcome, ItemFailure> {
         let source = self.account(&batch.source.account)?;
         let destination = self.account(&batch.destination.account)?;
         let mut version = SourceVersion {
@@ -227,9 +343,7 @@ impl Copier for CopyEngine {
             format!("source changed {MAX_SOURCE_CHANGES} times while being copied"),
         ))
     }
-}
 
-impl CopyEngine {
     pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions) -> Self {
         let accounts = accounts.into_iter().map(|a| (a.alias.clone(), a)).collect();
         Self { accounts, options }

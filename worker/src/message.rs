@@ -495,6 +495,7 @@ mod tests {
                 account: "d".into(),
                 container: "c".into(),
             },
+            lease: false,
             items: names
                 .iter()
                 .map(|n| CopyItem {
