@@ -131,7 +131,8 @@ fn other(e: impl std::fmt::Display) -> azure_core::Error {
     azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string())
 }
 
-async fn put_json<T: Serialize>(
+/// Writes a JSON state blob (creating the state container if needed).
+pub async fn put_json<T: Serialize>(
     account: &StorageAccount,
     name: &str,
     value: &T,
