@@ -22,3 +22,36 @@ pub fn accounts(config: &Config) -> anyhow::Result<(StorageAccount, StorageAccou
         make(&config.backup.destination)?,
     ))
 }
+
+/// One test's world: a private emulator, a config file for it in a temporary directory,
+/// and the config's source and backup accounts. Dropping it stops the emulator.
+#[derive(Debug)]
+pub struct Lab {
+    pub azurite: azurite::Azurite,
+    pub dir: tempfile::TempDir,
+    /// The config file (`lakevault.toml` in `dir`).
+    pub path: std::path::PathBuf,
+    pub config: Config,
+    pub src: StorageAccount,
+    pub bak: StorageAccount,
+}
+
+impl Lab {
+    /// Starts an emulator and writes a config backing up `containers` through `queue`.
+    pub fn start(queue: &str, containers: &[&str]) -> anyhow::Result<Self> {
+        let azurite = azurite::Azurite::start()?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("lakevault.toml");
+        std::fs::write(&path, azurite.config_toml(queue, containers))?;
+        let config = Config::load(&path)?;
+        let (src, bak) = accounts(&config)?;
+        Ok(Self {
+            azurite,
+            dir,
+            path,
+            config,
+            src,
+            bak,
+        })
+    }
+}

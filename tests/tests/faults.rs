@@ -8,6 +8,7 @@ use lakevault_common::queue::{AzureQueue, WorkQueue};
 use lakevault_common::sas;
 use lakevault_common::secret::SecretString;
 use lakevault_common::storage::StorageAccount;
+use lakevault_tests::Lab;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{PassReport, collect, drain, plan, worker};
@@ -26,12 +27,14 @@ struct Setup {
 }
 
 async fn setup(queue: &str, blobs: usize) -> Setup {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml(queue, &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite,
+        dir,
+        path,
+        config,
+        src,
+        bak,
+    } = Lab::start(queue, &["data"]).expect("lab");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs,

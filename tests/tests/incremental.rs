@@ -2,8 +2,7 @@
 //! runs list the source only and select blobs modified since the watermark (minus the
 //! safety margin). Deletions are left to full runs.
 
-use lakevault_common::config::Config;
-use lakevault_tests::azurite::Azurite;
+use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{coordinator, drain};
 use std::time::Duration;
@@ -27,12 +26,14 @@ const INCREMENTAL: &[&str] = &["--mode", "incremental", "--safety-margin-secs", 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_runs_select_what_changed_since_the_watermark() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("incr", &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite,
+        dir,
+        path,
+        config: _,
+        src,
+        bak,
+    } = Lab::start("incr", &["data"]).expect("lab");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs: 40,

@@ -5,20 +5,21 @@
 use azure_storage_blob::models::{
     BlobClientAcquireLeaseOptions, BlobClientGetPropertiesResultHeaders, LeaseState,
 };
-use lakevault_common::config::Config;
-use lakevault_tests::azurite::Azurite;
+use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{coordinator, drain};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_held_for_the_copy_and_always_released() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("lease", &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite: _azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("lease", &["data"]).expect("lab");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs: 20,

@@ -2,9 +2,9 @@
 //! code units), and every one of them survives a full backup pass unchanged.
 
 use futures::StreamExt;
-use lakevault_common::config::Config;
 use lakevault_coordinator::diff::cmp_names;
-use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
+use lakevault_tests::Lab;
+use lakevault_tests::azurite::{SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake;
 use lakevault_tests::scenario::backup_pass;
 
@@ -44,12 +44,14 @@ const CONTROL: &str = "tab\there.txt";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awkward_names_list_in_diff_order_and_back_up() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("names", &["names"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("clients");
+    let Lab {
+        azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("names", &["names"]).expect("lab");
     src.container("names")
         .expect("client")
         .create(None)
@@ -105,12 +107,14 @@ async fn awkward_names_list_in_diff_order_and_back_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn special_containers_are_backed_up_under_plain_names() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("special", &["*"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("clients");
+    let Lab {
+        azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("special", &["*"]).expect("lab");
     for container in ["$root", "$web", "site"] {
         src.container(container)
             .expect("client")

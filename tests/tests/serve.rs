@@ -3,6 +3,7 @@
 
 use lakevault_common::config::Config;
 use lakevault_common::queue::{AzureQueue, WorkQueue};
+use lakevault_tests::Lab;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake;
 use lakevault_tests::scenario::{coordinator, drain};
@@ -92,12 +93,14 @@ async fn wait_for_state(base: &str, job: &str, wanted: &[&str]) -> serde_json::V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_trigger_backs_up_a_scope_and_reports_status() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("serve", &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("serve", &["data"]).expect("lab");
     src.ensure_container("data").await.expect("container");
     for name in ["in/a.csv", "in/b.csv", "in/sub/c.csv", "out/d.csv"] {
         lake::raw_put_blob(

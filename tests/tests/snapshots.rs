@@ -4,9 +4,8 @@
 //! not leak into this backup; the next run picks them up.
 
 use futures::StreamExt;
-use lakevault_common::config::Config;
 use lakevault_common::record::BackupRecord;
-use lakevault_tests::azurite::Azurite;
+use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{coordinator, drain};
 use std::collections::BTreeMap;
@@ -46,12 +45,14 @@ async fn listing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_copy_the_snapshot_taken_at_planning() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("snaps", &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite: _azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("snaps", &["data"]).expect("lab");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs: 60,

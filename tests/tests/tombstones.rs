@@ -4,10 +4,9 @@
 //! comes back is copied again and loses its tombstone.
 
 use futures::StreamExt;
-use lakevault_common::config::Config;
 use lakevault_common::record::BackupRecord;
 use lakevault_common::storage::StorageAccount;
-use lakevault_tests::azurite::Azurite;
+use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{coordinator, drain};
 use std::collections::BTreeMap;
@@ -57,12 +56,14 @@ fn plan(path: &std::path::Path, max: &str) -> (i32, serde_json::Value, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_become_tombstones_under_a_cap() {
-    let azurite = Azurite::start().expect("azurite");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lakevault.toml");
-    std::fs::write(&path, azurite.config_toml("tomb", &["data"])).expect("config");
-    let config = Config::load(&path).expect("config");
-    let (src, bak) = lakevault_tests::accounts(&config).expect("accounts");
+    let Lab {
+        azurite: _azurite,
+        dir: _dir,
+        path,
+        config: _config,
+        src,
+        bak,
+    } = Lab::start("tomb", &["data"]).expect("lab");
     let spec = LakeSpec {
         containers: vec!["data".into()],
         blobs: 30,
