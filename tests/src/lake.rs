@@ -412,3 +412,75 @@ pub fn raw_put_blob(
     }
     Ok(())
 }
+
+/// A blob (or snapshot) as a listing with metadata and tags shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub snapshot: Option<String>,
+    /// Keys in their stored case.
+    pub metadata: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Every blob of a container with its metadata and tags, snapshots too if asked.
+pub async fn entries(
+    account: &StorageAccount,
+    container: &str,
+    snapshots: bool,
+) -> anyhow::Result<Vec<Entry>> {
+    let mut include = vec![ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Tags];
+    if snapshots {
+        include.push(ListBlobsIncludeItem::Snapshots);
+    }
+    let options = BlobContainerClientListBlobsOptions {
+        include: Some(include),
+        ..Default::default()
+    };
+    let mut pager = account.container(container)?.list_blobs(Some(options))?;
+    let mut out = Vec::new();
+    while let Some(item) = pager.next().await {
+        let item = item?;
+        out.push(Entry {
+            name: item.name.unwrap_or_default(),
+            snapshot: item.snapshot,
+            metadata: item
+                .metadata
+                .and_then(|m| m.values)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            tags: item
+                .blob_tags
+                .and_then(|t| t.blob_tag_set)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| Some((t.key?, t.value?)))
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Uploads a blob lakevault cannot copy: its 10 index tags leave no room for the record.
+pub async fn put_uncopyable(
+    account: &StorageAccount,
+    container: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let ten_tags = (0..10)
+        .map(|i| format!("k{i}=v{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    account
+        .blob(container, name)?
+        .upload(
+            RequestContent::from(b"x".to_vec()),
+            Some(BlockBlobClientUploadOptions {
+                blob_tags_string: Some(ten_tags),
+                ..Default::default()
+            }),
+        )
+        .await?;
+    Ok(())
+}

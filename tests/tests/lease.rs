@@ -28,19 +28,7 @@ async fn leases_are_held_for_the_copy_and_always_released() {
     };
     lake::seed(&src, &spec).await.expect("seed");
     // This one cannot be copied (no room for the record among 10 user tags).
-    let ten_tags = (0..10)
-        .map(|i| format!("k{i}=v{i}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    src.blob("data", "fails.csv")
-        .expect("client")
-        .upload(
-            azure_core::http::RequestContent::from(b"x".to_vec()),
-            Some(azure_storage_blob::models::BlockBlobClientUploadOptions {
-                blob_tags_string: Some(ten_tags),
-                ..Default::default()
-            }),
-        )
+    lake::put_uncopyable(&src, "data", "fails.csv")
         .await
         .expect("upload");
 

@@ -67,19 +67,7 @@ async fn status_reports_progress_failures_and_completion() {
     );
 
     // A blob that cannot be copied (10 user index tags leave no room for the record).
-    let ten_tags = (0..10)
-        .map(|i| format!("k{i}=v{i}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    src.blob("data", "too many tags.csv")
-        .expect("client")
-        .upload(
-            azure_core::http::RequestContent::from(b"x".to_vec()),
-            Some(azure_storage_blob::models::BlockBlobClientUploadOptions {
-                blob_tags_string: Some(ten_tags),
-                ..Default::default()
-            }),
-        )
+    lake::put_uncopyable(&src, "data", "too many tags.csv")
         .await
         .expect("upload");
     let (_, plan, _) = run(&path, &["backup", "--output", "json"]);

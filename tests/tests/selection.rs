@@ -2,40 +2,23 @@
 //! sides of the diff, a missing container reported without stopping the others, and ADLS
 //! Gen2 directory marker blobs (`hdi_isfolder`) carried over as such.
 
-use futures::StreamExt;
 use lakevault_common::config::Config;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake;
 use lakevault_tests::scenario::{coordinator, drain};
 use std::collections::BTreeMap;
 
+/// Backed-up names with their metadata.
 async fn names_in(
     account: &lakevault_common::storage::StorageAccount,
     container: &str,
 ) -> BTreeMap<String, BTreeMap<String, String>> {
-    let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        include: Some(vec![
-            azure_storage_blob::models::ListBlobsIncludeItem::Metadata,
-        ]),
-        ..Default::default()
-    };
-    let mut pager = account
-        .container(container)
-        .expect("client")
-        .list_blobs(Some(options))
-        .expect("list");
-    let mut out = BTreeMap::new();
-    while let Some(item) = pager.next().await {
-        let item = item.expect("item");
-        let metadata = item
-            .metadata
-            .and_then(|m| m.values)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        out.insert(item.name.expect("name"), metadata);
-    }
-    out
+    lake::entries(account, container, false)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| (e.name, e.metadata))
+        .collect()
 }
 
 fn plan_json(path: &std::path::Path) -> (i32, serde_json::Value) {

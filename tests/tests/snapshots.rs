@@ -3,7 +3,6 @@
 //! its ETag, and deletes the snapshot afterwards. Writes to the source after planning do
 //! not leak into this backup; the next run picks them up.
 
-use futures::StreamExt;
 use lakevault_common::record::BackupRecord;
 use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
@@ -15,32 +14,12 @@ async fn listing(
     container: &str,
     snapshots: bool,
 ) -> Vec<(String, Option<String>, BTreeMap<String, String>)> {
-    let mut include = vec![azure_storage_blob::models::ListBlobsIncludeItem::Tags];
-    if snapshots {
-        include.push(azure_storage_blob::models::ListBlobsIncludeItem::Snapshots);
-    }
-    let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        include: Some(include),
-        ..Default::default()
-    };
-    let mut pager = account
-        .container(container)
-        .expect("client")
-        .list_blobs(Some(options))
-        .expect("list");
-    let mut out = Vec::new();
-    while let Some(item) = pager.next().await {
-        let item = item.expect("item");
-        let tags = item
-            .blob_tags
-            .and_then(|t| t.blob_tag_set)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|t| Some((t.key?, t.value?)))
-            .collect();
-        out.push((item.name.expect("name"), item.snapshot, tags));
-    }
-    out
+    lake::entries(account, container, snapshots)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| (e.name, e.snapshot, e.tags))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

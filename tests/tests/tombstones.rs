@@ -3,7 +3,6 @@
 //! mark more than `--max-tombstones` marks nothing, says so loudly and exits 1. A blob that
 //! comes back is copied again and loses its tombstone.
 
-use futures::StreamExt;
 use lakevault_common::record::BackupRecord;
 use lakevault_common::storage::StorageAccount;
 use lakevault_tests::Lab;
@@ -12,31 +11,12 @@ use lakevault_tests::scenario::{coordinator, drain};
 use std::collections::BTreeMap;
 
 async fn records(account: &StorageAccount, container: &str) -> BTreeMap<String, BackupRecord> {
-    let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        include: Some(vec![azure_storage_blob::models::ListBlobsIncludeItem::Tags]),
-        ..Default::default()
-    };
-    let mut pager = account
-        .container(container)
-        .expect("client")
-        .list_blobs(Some(options))
-        .expect("list");
-    let mut out = BTreeMap::new();
-    while let Some(item) = pager.next().await {
-        let item = item.expect("item");
-        let tags: BTreeMap<String, String> = item
-            .blob_tags
-            .and_then(|t| t.blob_tag_set)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|t| Some((t.key?, t.value?)))
-            .collect();
-        out.insert(
-            item.name.expect("name"),
-            BackupRecord::from_tags(&tags).expect("record"),
-        );
-    }
-    out
+    lake::entries(account, container, false)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| (e.name, BackupRecord::from_tags(&e.tags).expect("record")))
+        .collect()
 }
 
 fn plan(path: &std::path::Path, max: &str) -> (i32, serde_json::Value, String) {
