@@ -2,6 +2,8 @@
 //! `x-ms-requires-sync` (which turns Copy Blob into the synchronous Copy Blob From URL)
 //! and `x-ms-copy-source-authorization`. The caller puts an [`ExtraHeaders`] value into
 //! the method options' `Context`; this policy adds the headers before signing.
+//! [`ExtraQuery`] does the same for query parameters (`delimiter` on List Blobs, which the
+//! generated client does not offer).
 
 use async_trait::async_trait;
 use azure_core::http::policies::{Policy, PolicyResult};
@@ -32,6 +34,10 @@ impl ExtraHeaders {
     }
 }
 
+/// Query parameters to add to a request, e.g. `delimiter=/` for a hierarchical listing.
+#[derive(Clone, Debug, Default)]
+pub struct ExtraQuery(pub Vec<(&'static str, String)>);
+
 #[derive(Debug, Default)]
 pub struct ExtraHeadersPolicy;
 
@@ -47,6 +53,16 @@ impl Policy for ExtraHeadersPolicy {
             for (name, value) in &extra.0 {
                 request.insert_header(*name, value.clone());
             }
+        }
+        if let Some(extra) = ctx.value::<ExtraQuery>() {
+            let mut url = request.url().clone();
+            {
+                let mut pairs = url.query_pairs_mut();
+                for (name, value) in &extra.0 {
+                    pairs.append_pair(name, value);
+                }
+            }
+            *request.url_mut() = url;
         }
         next[0].send(ctx, request, &next[1..]).await
     }

@@ -3,8 +3,11 @@
 //! `lakevault-state/jobs/<job>/`. The coordinator writes `plan.json` once planning ends;
 //! each worker writes `outcomes/<message id>.json` once a message is settled. A message
 //! redelivered after a crash overwrites its own outcome, so nothing is counted twice.
+//! Containers scanned by workers (distributed scans) add `scans/<container>/shards/<i>.json`
+//! per shard and `scans/<container>/finish.json` once every shard is in.
 
 use crate::storage::StorageAccount;
+use crate::wire::{CopyItem, Shard};
 use azure_core::http::RequestContent;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,107 @@ pub struct PlannedContainer {
     pub items: u64,
     pub messages: u64,
     pub bytes: u64,
+    /// Distributed scans: the number of shards handed to workers (the counts above are then
+    /// 0 and come from the shard results). 0 when the coordinator scanned the container.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub distributed_shards: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a scan found, for a shard or a whole container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCounts {
+    pub new: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// Backup blobs whose source is gone (newly seen this run). They are kept and marked
+    /// as tombstones, never deleted.
+    pub deleted_in_source: u64,
+    /// Backup blobs already marked as tombstones by an earlier run.
+    pub already_tombstoned: u64,
+    /// Backup blobs without a lakevault record (not written by lakevault): left alone.
+    pub unmanaged: u64,
+    /// Snapshot mode: blobs deleted between listing and snapshot (not enqueued).
+    pub vanished: u64,
+    pub bytes_to_copy: u64,
+    /// Copy messages enqueued (tombstone messages are counted by the container).
+    pub messages: u64,
+}
+
+impl ScanCounts {
+    pub fn add(&mut self, o: &ScanCounts) {
+        self.new += o.new;
+        self.changed += o.changed;
+        self.unchanged += o.unchanged;
+        self.deleted_in_source += o.deleted_in_source;
+        self.already_tombstoned += o.already_tombstoned;
+        self.unmanaged += o.unmanaged;
+        self.vanished += o.vanished;
+        self.bytes_to_copy += o.bytes_to_copy;
+        self.messages += o.messages;
+    }
+
+    /// Copy items enqueued.
+    pub fn copies(&self) -> u64 {
+        (self.new + self.changed).saturating_sub(self.vanished)
+    }
+}
+
+/// What the scan of one shard found and enqueued (distributed scans).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardResult {
+    pub v: u32,
+    pub job: String,
+    pub source_container: String,
+    pub destination_container: String,
+    pub shard_index: u32,
+    pub shard_count: u32,
+    pub shard: Shard,
+    #[serde(flatten)]
+    pub counts: ScanCounts,
+    #[serde(default)]
+    pub sample: Vec<String>,
+    /// Source deletions found in this shard, held here until every shard is in: only then
+    /// is it known whether the container stays under `max_tombstones`. Empty when this
+    /// shard alone crossed the cap.
+    #[serde(default)]
+    pub tombstones: Vec<CopyItem>,
+    /// Why the shard could not be scanned (its copies may be partly enqueued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub recorded_at: String,
+}
+
+/// A distributed container scan, finished by the worker that recorded its last shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFinish {
+    pub v: u32,
+    pub job: String,
+    pub source_container: String,
+    pub destination_container: String,
+    pub shards: u32,
+    #[serde(flatten)]
+    pub counts: ScanCounts,
+    /// Tombstone marks enqueued.
+    pub tombstones: u64,
+    pub tombstones_suppressed: bool,
+    #[serde(default)]
+    pub sample: Vec<String>,
+    /// Shards that failed, with reasons: the container is reported failed and keeps its
+    /// watermark, so the next run scans it again.
+    #[serde(default)]
+    pub failures: Vec<String>,
+    pub finished_at: String,
+}
+
+impl ScanFinish {
+    /// Items enqueued for this container: copies plus tombstone marks.
+    pub fn items(&self) -> u64 {
+        self.counts.copies() + self.tombstones
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,12 +175,27 @@ pub struct OutcomeFailure {
     pub reason: String,
 }
 
+/// Everything the ledger holds about one job.
+#[derive(Debug, Clone, Default)]
+pub struct JobRecord {
+    pub plan: Option<JobPlan>,
+    pub outcomes: Vec<BatchOutcome>,
+    /// Distributed scans: the shards recorded so far, and the containers finished.
+    pub shards: Vec<ShardResult>,
+    pub finishes: Vec<ScanFinish>,
+}
+
 /// A job's progress, derived from its plan and outcomes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobStatus {
     pub job: String,
     /// `planning`, `running`, `completed`, `completed_with_failures`.
     pub state: String,
+    /// Distributed scans: shards scanned by workers so far, of how many.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shards_scanned: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shards_total: u64,
     pub planned_items: u64,
     pub done: u64,
     pub copied: u64,
@@ -91,12 +210,18 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
-    pub fn from_parts(job: &str, plan: Option<JobPlan>, outcomes: &[BatchOutcome]) -> Self {
+    pub fn from_record(job: &str, record: JobRecord) -> Self {
+        let JobRecord {
+            plan,
+            outcomes,
+            shards,
+            finishes,
+        } = record;
         let mut s = JobStatus {
             job: job.to_string(),
             ..Default::default()
         };
-        for o in outcomes {
+        for o in &outcomes {
             s.batches += 1;
             s.copied += o.copied;
             s.bytes += o.bytes;
@@ -111,12 +236,50 @@ impl JobStatus {
         match &plan {
             None => s.state = "planning".into(),
             Some(p) => {
-                s.planned_items = p.containers.iter().map(|c| c.items).sum();
                 s.failed_containers = p.failed.clone();
+                let mut scanning = false;
+                for c in &p.containers {
+                    if c.distributed_shards == 0 {
+                        s.planned_items += c.items;
+                        continue;
+                    }
+                    s.shards_total += c.distributed_shards;
+                    let finish = finishes
+                        .iter()
+                        .find(|f| f.source_container == c.source_container);
+                    match finish {
+                        Some(f) => {
+                            s.shards_scanned += u64::from(f.shards);
+                            s.planned_items += f.items();
+                            if !f.failures.is_empty() {
+                                s.failed_containers.push(FailedContainer {
+                                    container: c.source_container.clone(),
+                                    reason: f.failures.join("; "),
+                                });
+                            }
+                        }
+                        None => {
+                            // Still scanning: count what the shards recorded so far.
+                            scanning = true;
+                            for r in shards
+                                .iter()
+                                .filter(|r| r.source_container == c.source_container)
+                            {
+                                s.shards_scanned += 1;
+                                s.planned_items += r.counts.copies();
+                            }
+                        }
+                    }
+                }
                 s.pending = s.planned_items.saturating_sub(s.done + s.poisoned);
-                s.state = match (s.pending, s.poisoned + p.failed.len() as u64) {
-                    (0, 0) => "completed",
-                    (0, _) => "completed_with_failures",
+                s.state = match (
+                    scanning,
+                    s.pending,
+                    s.poisoned + s.failed_containers.len() as u64,
+                ) {
+                    (true, _, _) => "scanning",
+                    (false, 0, 0) => "completed",
+                    (false, 0, _) => "completed_with_failures",
                     _ => "running",
                 }
                 .into();
@@ -182,34 +345,80 @@ pub async fn write_outcome(
     .await
 }
 
-/// A job's plan and every outcome recorded so far.
-pub async fn read_job(
-    account: &StorageAccount,
-    job: &str,
-) -> azure_core::Result<(Option<JobPlan>, Vec<BatchOutcome>)> {
-    let plan = get_json::<JobPlan>(account, &format!("jobs/{job}/plan.json")).await?;
+pub fn shard_result_name(job: &str, container: &str, index: u32) -> String {
+    format!("jobs/{job}/scans/{container}/shards/{index:06}.json")
+}
+
+pub fn scan_finish_name(job: &str, container: &str) -> String {
+    format!("jobs/{job}/scans/{container}/finish.json")
+}
+
+/// Names of the state blobs under `prefix`.
+pub async fn list_state(account: &StorageAccount, prefix: &str) -> azure_core::Result<Vec<String>> {
     let container = account.container(STATE_CONTAINER).map_err(other)?;
-    if !container.exists().await? {
-        return Ok((plan, Vec::new()));
-    }
     let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        prefix: Some(format!("jobs/{job}/outcomes/")),
+        prefix: Some(prefix.to_string()),
         ..Default::default()
     };
     let mut names = Vec::new();
     let mut pager = container.list_blobs(Some(options))?;
     while let Some(item) = pager.next().await {
-        if let Some(name) = item?.name {
-            names.push(name);
+        match item {
+            Ok(item) => names.extend(item.name),
+            Err(e) if e.http_status().map(u16::from) == Some(404) => break,
+            Err(e) => return Err(e),
         }
     }
-    let mut outcomes = Vec::new();
-    for name in names {
-        if let Some(o) = get_json::<BatchOutcome>(account, &name).await? {
-            outcomes.push(o);
+    Ok(names)
+}
+
+/// Creates a JSON state blob only if it does not exist yet: `Ok(false)` when another
+/// writer got there first. This elects exactly one finisher among racing workers.
+pub async fn create_json<T: Serialize>(
+    account: &StorageAccount,
+    name: &str,
+    value: &T,
+) -> azure_core::Result<bool> {
+    account.ensure_container(STATE_CONTAINER).await?;
+    let body = serde_json::to_vec(value).map_err(other)?;
+    let options = azure_storage_blob::models::BlockBlobClientUploadOptions {
+        if_none_match: Some("*".into()),
+        ..Default::default()
+    };
+    match account
+        .blob(STATE_CONTAINER, name)
+        .map_err(other)?
+        .upload(RequestContent::from(body), Some(options))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.http_status().map(u16::from), Some(409 | 412)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A job's plan and every outcome and scan result recorded so far.
+pub async fn read_job(account: &StorageAccount, job: &str) -> azure_core::Result<JobRecord> {
+    let mut record = JobRecord {
+        plan: get_json::<JobPlan>(account, &format!("jobs/{job}/plan.json")).await?,
+        ..Default::default()
+    };
+    for name in list_state(account, &format!("jobs/{job}/")).await? {
+        if name.contains("/outcomes/") {
+            record
+                .outcomes
+                .extend(get_json::<BatchOutcome>(account, &name).await?);
+        } else if name.contains("/shards/") {
+            record
+                .shards
+                .extend(get_json::<ShardResult>(account, &name).await?);
+        } else if name.ends_with("/finish.json") {
+            record
+                .finishes
+                .extend(get_json::<ScanFinish>(account, &name).await?);
         }
     }
-    Ok((plan, outcomes))
+    Ok(record)
 }
 
 /// The most recently started job that has a plan, if any.
@@ -265,17 +474,24 @@ mod tests {
 
     #[test]
     fn status_follows_plan_and_outcomes() {
-        assert_eq!(
-            JobStatus::from_parts("j", None, &[outcome(3, 0)]).state,
-            "planning"
-        );
-        let s = JobStatus::from_parts("j", Some(plan(10, 0)), &[outcome(4, 0)]);
+        let from_parts = |plan: Option<JobPlan>, outcomes: &[BatchOutcome]| {
+            JobStatus::from_record(
+                "j",
+                JobRecord {
+                    plan,
+                    outcomes: outcomes.to_vec(),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(from_parts(None, &[outcome(3, 0)]).state, "planning");
+        let s = from_parts(Some(plan(10, 0)), &[outcome(4, 0)]);
         assert_eq!((s.state.as_str(), s.pending, s.done), ("running", 6, 4));
-        let s = JobStatus::from_parts("j", Some(plan(10, 0)), &[outcome(4, 0), outcome(6, 0)]);
+        let s = from_parts(Some(plan(10, 0)), &[outcome(4, 0), outcome(6, 0)]);
         assert_eq!((s.state.as_str(), s.pending), ("completed", 0));
-        let s = JobStatus::from_parts("j", Some(plan(10, 0)), &[outcome(9, 1)]);
+        let s = from_parts(Some(plan(10, 0)), &[outcome(9, 1)]);
         assert_eq!(s.state, "completed_with_failures");
-        let s = JobStatus::from_parts("j", Some(plan(0, 1)), &[]);
+        let s = from_parts(Some(plan(0, 1)), &[]);
         assert_eq!(s.state, "completed_with_failures");
     }
 }

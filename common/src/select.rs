@@ -2,7 +2,7 @@
 //! on blob names. Patterns are globs: `*` matches any run of characters (including `/`),
 //! `?` exactly one character; everything else matches itself.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether `text` matches the glob `pattern`.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -35,7 +35,7 @@ pub fn is_glob(pattern: &str) -> bool {
 
 /// Include/exclude rules for blob names within a container. A blob is selected when it
 /// matches at least one include rule (or there are none) and no exclude rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobFilter {
     #[serde(default)]

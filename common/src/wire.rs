@@ -75,6 +75,124 @@ pub enum MessageKind {
     /// content stay). For these, an item's `etag` is the *backup* blob's ETag (the write is
     /// conditional on it) and `tags` are the backup blob's tags, record included.
     Tombstone,
+    /// Scan one shard of a container: list it, diff it against the backup, and enqueue the
+    /// copy batches (a [`ScanTask`], not a [`CopyBatch`]).
+    Scan,
+}
+
+/// A part of a container's key space that is listed on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// Names starting with this prefix (`""`: the whole container).
+    pub prefix: String,
+    /// Only the names directly under `prefix`, without a further `/`: the names below
+    /// them belong to other shards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub level: bool,
+}
+
+impl Shard {
+    pub fn whole(prefix: impl Into<String>) -> Self {
+        Shard {
+            prefix: prefix.into(),
+            level: false,
+        }
+    }
+
+    /// Whether `name` falls into this shard.
+    pub fn contains(&self, name: &str) -> bool {
+        match name.strip_prefix(self.prefix.as_str()) {
+            None => false,
+            Some(rest) => !self.level || !rest.contains('/'),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix = if self.prefix.is_empty() {
+            "(container)"
+        } else {
+            &self.prefix
+        };
+        if self.level {
+            write!(f, "{prefix} (this level)")
+        } else {
+            write!(f, "{prefix}")
+        }
+    }
+}
+
+/// A scan of one shard, executed by any worker: the same listing, diff and batching the
+/// coordinator does itself, so a plan is identical whoever scans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanTask {
+    pub v: u32,
+    pub kind: MessageKind,
+    pub job: String,
+    pub source: Location,
+    pub destination: Location,
+    pub shard: Shard,
+    /// This shard's index among the container's shards, and their count: the worker that
+    /// records the last shard result finishes the container (tombstones, watermark).
+    pub shard_index: u32,
+    pub shard_count: u32,
+    /// Blob selection rules, as configured for the coordinator.
+    #[serde(default)]
+    pub filter: crate::select::BlobFilter,
+    /// Incremental scans: select blobs modified after this time (RFC 3339); no backup
+    /// listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_since: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
+    pub max_tombstones: u64,
+    /// When the coordinator started this container's scan; becomes its watermark if every
+    /// shard succeeds and `write_watermark` is set.
+    pub scan_started_at: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write_watermark: bool,
+}
+
+impl ScanTask {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| panic!("a ScanTask always serialises: {e}"))
+    }
+}
+
+/// Any message a worker may receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkMessage {
+    Batch(CopyBatch),
+    Scan(ScanTask),
+}
+
+impl WorkMessage {
+    /// Decodes a message by its `v` and `kind`.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value = versioned(text)?;
+        if value.get("kind").and_then(serde_json::Value::as_str) == Some("scan") {
+            return serde_json::from_value(value)
+                .map(WorkMessage::Scan)
+                .map_err(|e| DecodeError::Shape(e.to_string()));
+        }
+        CopyBatch::from_value(value).map(WorkMessage::Batch)
+    }
+}
+
+/// Parses JSON and checks the wire version before anything else.
+fn versioned(text: &str) -> Result<serde_json::Value, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        None => Err(DecodeError::NoVersion),
+        Some(v) if v != u64::from(WIRE_VERSION) => Err(DecodeError::UnsupportedVersion(v)),
+        Some(_) => Ok(value),
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,17 +211,17 @@ pub enum DecodeError {
 
 impl CopyBatch {
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        match value.get("v").and_then(serde_json::Value::as_u64) {
-            None => return Err(DecodeError::NoVersion),
-            Some(v) if v != u64::from(WIRE_VERSION) => {
-                return Err(DecodeError::UnsupportedVersion(v));
-            }
-            Some(_) => {}
-        }
+        Self::from_value(versioned(text)?)
+    }
+
+    fn from_value(value: serde_json::Value) -> Result<Self, DecodeError> {
         let batch: CopyBatch =
             serde_json::from_value(value).map_err(|e| DecodeError::Shape(e.to_string()))?;
+        if batch.kind == MessageKind::Scan {
+            return Err(DecodeError::Shape(
+                "kind `scan` is a scan task, not a copy batch".into(),
+            ));
+        }
         if batch.items.is_empty() {
             return Err(DecodeError::Empty);
         }

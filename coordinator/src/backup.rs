@@ -1,21 +1,20 @@
-//! The `backup` command: for every selected source container, diff the source against the
-//! backup and enqueue copy batches for what is new or changed.
+//! The `backup` command: for every selected source container, split its key space into
+//! shards, diff each shard of the source against the backup, and enqueue copy batches for
+//! what is new or changed — scanning the shards here with bounded parallelism, or handing
+//! them to the workers as scan tasks.
 
-use crate::diff::{Change, DiffError, merge_join};
-use crate::listing::{ListedBlob, list_blobs, list_container_names};
+use crate::listing::list_container_names;
+use crate::scan::{self, Accounts, ContainerScan, ContainerTotals};
 use crate::watermark;
-use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
-use futures::TryStreamExt;
+use futures::StreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::error::describe;
-use lakevault_common::ledger::{self, JobPlan, PlannedContainer};
+use lakevault_common::ledger::{self, JobPlan, PlannedContainer, ScanCounts};
 use lakevault_common::queue::WorkQueue;
-use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
+use lakevault_common::record::rfc3339;
 use lakevault_common::select::is_glob;
 use lakevault_common::storage::StorageAccount;
-use lakevault_common::wire::{
-    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION, pack,
-};
+use lakevault_common::wire::{Location, MessageKind, ScanTask, WIRE_VERSION};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +42,13 @@ pub struct BackupOptions {
     /// Incremental mode selects blobs modified after the watermark minus this margin
     /// (clock skew between this host and the service, writes in flight during a scan).
     pub safety_margin: Duration,
+    /// Shards per container to aim for (1: one listing per container).
+    pub shards: usize,
+    /// Shards scanned at once by the coordinator.
+    pub scan_parallelism: usize,
+    /// Hand shards to the workers as scan tasks instead of scanning them here. Dry runs
+    /// always scan here (a scan task enqueues copies).
+    pub distributed: bool,
 }
 
 /// How a container is compared with its backup.
@@ -66,30 +72,24 @@ pub struct ContainerPlan {
     /// Incremental scans: blobs modified after this time were selected (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modified_since: Option<String>,
-    pub new: u64,
-    pub changed: u64,
-    pub unchanged: u64,
-    /// Backup blobs whose source is gone (newly seen this run). They are kept and marked
-    /// as tombstones, never deleted.
-    pub deleted_in_source: u64,
+    /// Shards the container was split into.
+    pub shards: u64,
+    /// `coordinator`, or `workers` for a distributed scan (the counts are then in the
+    /// ledger, filled in by the workers; see `status`).
+    pub scanned_by: &'static str,
+    #[serde(flatten)]
+    pub counts: ScanCounts,
     /// Tombstone marks enqueued this run (0 when suppressed).
     pub tombstones: u64,
     /// `deleted_in_source` crossed `max_tombstones`: nothing was marked.
     pub tombstones_suppressed: bool,
-    /// Backup blobs already marked as tombstones by an earlier run.
-    pub already_tombstoned: u64,
-    /// Backup blobs without a lakevault record (not written by lakevault): left alone.
-    pub unmanaged: u64,
-    /// Snapshot mode: blobs deleted between listing and snapshot (not enqueued).
-    pub vanished: u64,
-    pub bytes_to_copy: u64,
-    pub messages: u64,
     pub sample: Vec<String>,
 }
 
 impl ContainerPlan {
-    pub fn to_copy(&self) -> u64 {
-        self.new + self.changed
+    /// Items enqueued: copies plus tombstone marks.
+    pub fn items(&self) -> u64 {
+        self.counts.copies() + self.tombstones
     }
 }
 
@@ -133,9 +133,10 @@ impl BackupReport {
                 .map(|c| PlannedContainer {
                     source_container: c.source_container.clone(),
                     destination_container: c.destination_container.clone(),
-                    items: c.to_copy() - c.vanished + c.tombstones,
-                    messages: c.messages,
-                    bytes: c.bytes_to_copy,
+                    items: c.items(),
+                    messages: c.counts.messages,
+                    bytes: c.counts.bytes_to_copy,
+                    distributed_shards: if c.scanned_by == WORKERS { c.shards } else { 0 },
                 })
                 .collect(),
             failed: self
@@ -166,11 +167,8 @@ pub enum BackupError {
     },
     #[error("{0}")]
     Destination(String),
-    #[error("container `{container}`")]
-    Diff {
-        container: String,
-        source: DiffError,
-    },
+    #[error("container `{container}`: {message}")]
+    Scan { container: String, message: String },
     #[error("enqueueing to `{queue}`: {message}")]
     Enqueue { queue: String, message: String },
     #[error("interrupted")]
@@ -235,63 +233,6 @@ async fn selected_containers(
     Ok(out)
 }
 
-/// Whether a listed blob was modified after `t` (an unparsable time counts as modified:
-/// copying too much is safe, missing a change is not).
-fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
-    time::OffsetDateTime::parse(
-        &blob.last_modified,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_or(true, |m| m > t)
-}
-
-fn copy_item(blob: ListedBlob) -> CopyItem {
-    CopyItem {
-        name: blob.name,
-        etag: blob.etag,
-        size: blob.size,
-        last_modified: blob.last_modified,
-        tags: blob.tags,
-        snapshot: None,
-    }
-}
-
-/// Snapshot mode: takes a snapshot of the source blob and points the item at it, with the
-/// snapshot's own ETag and Last-Modified (the blob may have changed since it was listed).
-/// `None` when the blob is gone meanwhile.
-async fn snapshot_item(
-    source: &StorageAccount,
-    container: &str,
-    mut item: CopyItem,
-) -> Result<Option<CopyItem>, DiffError> {
-    let failed = |e: &azure_core::Error| {
-        DiffError::Consumer(format!("snapshot of `{}`: {}", item.name, describe(e)))
-    };
-    let client = source
-        .blob(container, &item.name)
-        .map_err(|e| DiffError::Consumer(e.to_string()))?;
-    let response = match client.create_snapshot(None).await {
-        Ok(r) => r,
-        Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
-        Err(e) => return Err(failed(&e)),
-    };
-    let snapshot = response.snapshot().map_err(|e| failed(&e))?;
-    let Some(snapshot) = snapshot else {
-        return Err(DiffError::Consumer(format!(
-            "snapshot of `{}`: the service returned no snapshot id",
-            item.name
-        )));
-    };
-    if let Ok(Some(etag)) = response.etag() {
-        item.etag = normalise_etag(etag.as_ref());
-    }
-    if let Ok(Some(t)) = response.last_modified() {
-        item.last_modified = rfc3339(t);
-    }
-    item.snapshot = Some(snapshot);
-    Ok(Some(item))
-}
-
 /// Plans (and unless dry-run, enqueues) one backup job.
 pub async fn run(
     config: &Config,
@@ -342,17 +283,19 @@ pub async fn run(
                 }
             }
         };
+        let accounts = Accounts {
+            source,
+            destination,
+            queue,
+        };
         let planned = plan_container(
-            &Accounts {
-                source,
-                destination,
-                queue,
-            },
+            accounts,
             config,
             options,
             &container,
             &dest_name,
             since,
+            scan_started,
         )
         .await;
         let plan = match planned {
@@ -366,7 +309,8 @@ pub async fn run(
                 continue;
             }
         };
-        if !options.dry_run && options.write_watermarks {
+        // A distributed scan's watermark is written by the worker that finishes it.
+        if !options.dry_run && options.write_watermarks && plan.scanned_by == COORDINATOR {
             let mode = if since.is_some() {
                 "incremental"
             } else {
@@ -395,10 +339,12 @@ pub async fn run(
         }
         tracing::info!(
             container = %container,
-            new = plan.new,
-            changed = plan.changed,
-            unchanged = plan.unchanged,
-            messages = plan.messages,
+            shards = plan.shards,
+            scanned_by = plan.scanned_by,
+            new = plan.counts.new,
+            changed = plan.counts.changed,
+            unchanged = plan.counts.unchanged,
+            messages = plan.counts.messages,
             "container planned"
         );
         report.containers.push(plan);
@@ -407,60 +353,57 @@ pub async fn run(
     Ok(report)
 }
 
-/// Where a plan reads and writes.
-struct Accounts<'a> {
-    source: &'a StorageAccount,
-    destination: &'a StorageAccount,
-    queue: &'a dyn WorkQueue,
-}
+pub const COORDINATOR: &str = "coordinator";
+pub const WORKERS: &str = "workers";
 
 async fn plan_container(
-    accounts: &Accounts<'_>,
+    accounts: Accounts<'_>,
     config: &Config,
     options: &BackupOptions,
     container: &str,
     dest_name: &str,
     modified_since: Option<time::OffsetDateTime>,
+    scan_started: time::OffsetDateTime,
 ) -> Result<ContainerPlan, BackupError> {
-    let Accounts {
-        source,
-        destination,
-        queue,
-    } = *accounts;
-    let diff_err = |source: DiffError| BackupError::Diff {
-        container: container.to_string(),
-        source,
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        BackupError::Destination(format!("{what} `{dest_name}`: {e}"))
     };
-    let dest_client = destination.container(dest_name)?;
     if !options.dry_run {
-        destination.ensure_container(dest_name).await.map_err(|e| {
-            BackupError::Destination(format!(
-                "creating backup container `{dest_name}`: {}",
-                lakevault_common::error::describe(&e)
-            ))
-        })?;
+        accounts
+            .destination
+            .ensure_container(dest_name)
+            .await
+            .map_err(|e| failed("creating backup container", &describe(&e)))?;
     }
-    let source_client = source.container(container)?;
     // A backup container that does not exist yet (dry run) lists as empty.
-    let backup_exists = dest_client.exists().await.map_err(|e| diff_err(e.into()))?;
-    let filter = config.backup.filter();
-
-    let header = CopyBatch {
-        v: WIRE_VERSION,
-        kind: MessageKind::Copy,
+    let backup_exists = accounts
+        .destination
+        .container(dest_name)?
+        .exists()
+        .await
+        .map_err(|e| failed("checking backup container", &describe(&e)))?;
+    let scan = ContainerScan {
         job: options.job_id.clone(),
-        attempt: 0,
-        source: Location {
-            account: config.backup.source.clone(),
-            container: container.to_string(),
-        },
-        destination: Location {
-            account: config.backup.destination.clone(),
-            container: dest_name.to_string(),
-        },
+        source_alias: config.backup.source.clone(),
+        destination_alias: config.backup.destination.clone(),
+        container: container.to_string(),
+        destination_container: dest_name.to_string(),
+        filter: config.backup.filter(),
+        modified_since,
+        snapshot: options.snapshot,
         lease: options.lease,
-        items: Vec::new(),
+        max_tombstones: options.max_tombstones,
+        sample: options.sample,
+        dry_run: options.dry_run,
+        backup_exists,
     };
+    let scan_err = |e: scan::ScanError| BackupError::Scan {
+        container: container.to_string(),
+        message: e.to_string(),
+    };
+    let shards = scan::plan_shards(accounts, &scan, options.shards)
+        .await
+        .map_err(scan_err)?;
     let mut plan = ContainerPlan {
         source_container: container.to_string(),
         destination_container: dest_name.to_string(),
@@ -470,114 +413,66 @@ async fn plan_container(
             Mode::Full
         }),
         modified_since: modified_since.map(rfc3339),
+        shards: shards.len() as u64,
+        scanned_by: COORDINATOR,
         ..Default::default()
     };
-    let tombstone_header = CopyBatch {
-        kind: MessageKind::Tombstone,
-        ..header.clone()
-    };
-    let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
-    // Tombstones wait until the whole container is diffed: only then is it known whether
-    // they stay under the cap. At most `max_tombstones` are held.
-    let mut tombstones: Vec<CopyItem> = Vec::new();
-    let send = async |batch: CopyBatch, plan: &mut ContainerPlan| -> Result<(), DiffError> {
-        plan.messages += 1;
-        if options.dry_run {
-            return Ok(());
-        }
-        queue
-            .send(&batch.encode(), Duration::ZERO)
-            .await
-            .map_err(|e| {
-                DiffError::Consumer(format!("enqueueing to `{}` failed: {e}", queue.name()))
-            })
-    };
-    // Both sides go through the same filter, so a backup blob outside the selection is
-    // never mistaken for one deleted in the source.
-    for prefix in filter.listing_prefixes() {
-        // Incremental: only what changed since the watermark, and no backup listing (every
-        // selected blob is planned as new; copying a version the backup has is harmless).
-        let selected = |blob: &ListedBlob| {
-            futures::future::ready(
-                filter.matches(&blob.name)
-                    && modified_since.is_none_or(|t| modified_after(blob, t)),
-            )
-        };
-        let source_listing = list_blobs(&source_client, prefix.clone(), true)
-            .map_err(|e| diff_err(e.into()))?
-            .try_filter(selected);
-        let backup_listing: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
-            if backup_exists && modified_since.is_none() {
-                let filter = filter.clone();
-                Box::pin(
-                    list_blobs(&dest_client, prefix.clone(), true)
-                        .map_err(|e| diff_err(e.into()))?
-                        .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
-                )
-            } else {
-                Box::pin(futures::stream::empty())
+    if options.distributed && !options.dry_run {
+        plan.scanned_by = WORKERS;
+        let count = u32::try_from(shards.len()).unwrap_or(u32::MAX);
+        for (index, shard) in shards.into_iter().enumerate() {
+            let task = ScanTask {
+                v: WIRE_VERSION,
+                kind: MessageKind::Scan,
+                job: options.job_id.clone(),
+                source: Location {
+                    account: scan.source_alias.clone(),
+                    container: container.to_string(),
+                },
+                destination: Location {
+                    account: scan.destination_alias.clone(),
+                    container: dest_name.to_string(),
+                },
+                shard,
+                shard_index: u32::try_from(index).unwrap_or(u32::MAX),
+                shard_count: count,
+                filter: scan.filter.clone(),
+                modified_since: modified_since.map(rfc3339),
+                snapshot: options.snapshot,
+                lease: options.lease,
+                max_tombstones: options.max_tombstones,
+                scan_started_at: rfc3339(scan_started),
+                write_watermark: options.write_watermarks,
             };
-        merge_join(source_listing, backup_listing, async |change| {
-        match &change {
-            Change::New(_) => plan.new += 1,
-            Change::Changed(_) => plan.changed += 1,
-            Change::Unchanged(_) => plan.unchanged += 1,
-            Change::Deleted(backup) => match BackupRecord::from_tags(&backup.tags) {
-                None => plan.unmanaged += 1,
-                Some(record) if record.deleted_at.is_some() => plan.already_tombstoned += 1,
-                Some(_) => {
-                    plan.deleted_in_source += 1;
-                    if plan.deleted_in_source > options.max_tombstones {
-                        plan.tombstones_suppressed = true;
-                        tombstones = Vec::new();
-                    } else {
-                        tombstones.push(copy_item(backup.clone()));
-                    }
-                }
-            },
+            accounts
+                .queue
+                .send(&task.encode(), Duration::ZERO)
+                .await
+                .map_err(|e| BackupError::Enqueue {
+                    queue: accounts.queue.name().to_string(),
+                    message: e.to_string(),
+                })?;
         }
-        if let Change::New(blob) | Change::Changed(blob) = change {
-            plan.bytes_to_copy += blob.size;
-            if plan.sample.len() < options.sample {
-                plan.sample.push(blob.name.clone());
-            }
-            let mut item = copy_item(blob);
-            if options.snapshot && !options.dry_run {
-                match snapshot_item(source, container, item).await? {
-                    Some(snapshotted) => item = snapshotted,
-                    None => {
-                        plan.vanished += 1;
-                        return Ok(());
-                    }
-                }
-            }
-            match builder.push(item) {
-                Ok(Some(full)) => send(full, &mut plan).await?,
-                Ok(None) => {}
-                Err(item) => tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped"),
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(diff_err)?;
+        return Ok(plan);
     }
-    if let Some(last) = builder.finish() {
-        send(last, &mut plan).await.map_err(diff_err)?;
+    // Shards are scanned concurrently; each enqueues its own copy batches. Tombstones wait
+    // until every shard is in: only then is it known whether they stay under the cap.
+    let mut totals = ContainerTotals::default();
+    let mut scans = futures::stream::iter(shards.iter())
+        .map(|shard| scan::scan_shard(accounts, &scan, shard))
+        .buffer_unordered(options.scan_parallelism.max(1));
+    while let Some(result) = scans.next().await {
+        totals.add(result.map_err(scan_err)?, scan.max_tombstones, scan.sample);
     }
-    if plan.tombstones_suppressed {
-        tracing::error!(
-            container = %container,
-            deleted = plan.deleted_in_source,
-            max_tombstones = options.max_tombstones,
-            "source deletions exceed --max-tombstones: none recorded, backup left untouched"
-        );
-    } else if !tombstones.is_empty() {
-        plan.tombstones = tombstones.len() as u64;
-        let (batches, _) = pack(&tombstone_header, tombstones, MAX_MESSAGE_BYTES);
-        for batch in batches {
-            send(batch, &mut plan).await.map_err(diff_err)?;
-        }
-    }
+    drop(scans);
+    let (tombstones, tombstone_messages) = totals
+        .enqueue_tombstones(accounts, &scan)
+        .await
+        .map_err(scan_err)?;
+    plan.counts = totals.counts;
+    plan.counts.messages += tombstone_messages;
+    plan.tombstones = tombstones;
+    plan.tombstones_suppressed = totals.tombstones_suppressed;
+    plan.sample = totals.sample;
     Ok(plan)
 }

@@ -63,6 +63,8 @@ pub struct ServeArgs {
     /// See `backup --safety-margin-secs`.
     #[arg(long, env = "LAKEVAULT_SAFETY_MARGIN_SECS", default_value_t = 900)]
     pub safety_margin_secs: u64,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +115,33 @@ pub struct BackupArgs {
     /// it, so writers that honour leases cannot change it mid-copy.
     #[arg(long, env = "LAKEVAULT_LEASE")]
     pub lease: bool,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// How containers are split and scanned (shared by `backup` and `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// Shards per container to aim for: the key space is split at `/` boundaries (top
+    /// directories first) into at least this many parts where the tree allows. 1 lists
+    /// each container in one pass.
+    #[arg(long, env = "LAKEVAULT_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub shards: u64,
+    /// Shards the coordinator scans at once.
+    #[arg(long, env = "LAKEVAULT_SCAN_PARALLELISM", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub scan_parallelism: u64,
+    /// Hand the shards to the workers as scan tasks (each lists, diffs and enqueues its
+    /// shard's copies), so scanning scales with the fleet. Progress: `status`.
+    #[arg(long, env = "LAKEVAULT_DISTRIBUTED_SCAN")]
+    pub distributed_scan: bool,
+}
+
+impl ScanArgs {
+    fn apply(&self, options: &mut BackupOptions) {
+        options.shards = usize::try_from(self.shards).unwrap_or(usize::MAX);
+        options.scan_parallelism = usize::try_from(self.scan_parallelism).unwrap_or(1);
+        options.distributed = self.distributed_scan;
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,16 +193,23 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?),
                 queue_account,
                 lakevault_common::secret::SecretString::new(token),
-                BackupOptions {
-                    job_id: String::new(),
-                    dry_run: false,
-                    sample: 0,
-                    max_tombstones: args.max_tombstones,
-                    mode: Mode::Full,
-                    snapshot: false,
-                    lease: false,
-                    write_watermarks: true,
-                    safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
+                {
+                    let mut options = BackupOptions {
+                        job_id: String::new(),
+                        dry_run: false,
+                        sample: 0,
+                        max_tombstones: args.max_tombstones,
+                        mode: Mode::Full,
+                        snapshot: false,
+                        lease: false,
+                        write_watermarks: true,
+                        safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
+                        shards: 1,
+                        scan_parallelism: 1,
+                        distributed: false,
+                    };
+                    args.scan.apply(&mut options);
+                    options
                 },
                 cancel.clone(),
             ));
@@ -202,7 +238,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
             let queue_account = account(&config.queue.account)?;
             let queue =
                 AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?);
-            let options = BackupOptions {
+            let mut options = BackupOptions {
                 job_id: args
                     .job_id
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -214,7 +250,11 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 lease: args.lease,
                 write_watermarks: true,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
+                shards: 1,
+                scan_parallelism: 1,
+                distributed: false,
             };
+            args.scan.apply(&mut options);
             let started_at = rfc3339(time::OffsetDateTime::now_utc());
             let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
                 .await
@@ -257,13 +297,13 @@ async fn status(
             .ok_or_else(|| anyhow::anyhow!("no jobs in the ledger yet"))?,
     };
     loop {
-        let (plan, outcomes) = ledger::read_job(account, &job)
+        let record = ledger::read_job(account, &job)
             .await
             .map_err(|e| anyhow::anyhow!("reading job {job}: {}", describe(&e)))?;
-        if plan.is_none() && outcomes.is_empty() {
+        if record.plan.is_none() && record.outcomes.is_empty() {
             anyhow::bail!("job {job} is not in the ledger");
         }
-        let s = JobStatus::from_parts(&job, plan, &outcomes);
+        let s = JobStatus::from_record(&job, record);
         match args.output {
             Output::Json => println!("{}", serde_json::to_string(&s)?),
             Output::Table => print_status(&s),
@@ -292,6 +332,12 @@ fn print_status(s: &JobStatus) {
         "job {}: {} — {} of {} items done, {} poisoned, {} pending ({} batches, {} bytes copied)",
         s.job, s.state, s.done, s.planned_items, s.poisoned, s.pending, s.batches, s.bytes
     );
+    if s.shards_total > 0 {
+        println!(
+            "  distributed scan: {} of {} shards scanned",
+            s.shards_scanned, s.shards_total
+        );
+    }
     for f in &s.failed_containers {
         println!("  container {} not planned: {}", f.container, f.reason);
     }
@@ -328,17 +374,24 @@ fn print_table(report: &BackupReport) {
         "messages"
     );
     for c in &report.containers {
+        if c.scanned_by == backup::WORKERS {
+            println!(
+                "{:<28} {:<28} {} shards handed to the workers as scan tasks (progress: `status {}`)",
+                c.source_container, c.destination_container, c.shards, report.job_id
+            );
+            continue;
+        }
         println!(
             "{:<28} {:<28} {:>9} {:>9} {:>10} {:>11} {:>10} {:>14} {:>9}",
             c.source_container,
             c.destination_container,
-            c.new,
-            c.changed,
-            c.unchanged,
-            c.deleted_in_source,
-            c.already_tombstoned + c.tombstones,
-            c.bytes_to_copy,
-            c.messages
+            c.counts.new,
+            c.counts.changed,
+            c.counts.unchanged,
+            c.counts.deleted_in_source,
+            c.counts.already_tombstoned + c.tombstones,
+            c.counts.bytes_to_copy,
+            c.counts.messages
         );
         for name in &c.sample {
             println!("    {name}");
@@ -354,17 +407,17 @@ fn print_table(report: &BackupReport) {
         println!(
             "TOMBSTONES SUPPRESSED in {}: {} blobs are gone from the source, more than --max-tombstones; \
              none were marked and the backup is untouched. Check the source, then rerun with a higher --max-tombstones.",
-            c.source_container, c.deleted_in_source
+            c.source_container, c.counts.deleted_in_source
         );
     }
-    let to_copy = report.total(|c| c.to_copy());
-    let messages = report.total(|c| c.messages);
+    let to_copy = report.total(|c| c.counts.new + c.counts.changed);
+    let messages = report.total(|c| c.counts.messages);
     println!(
         "plan: {} blobs to copy ({} bytes) in {} messages, {} unchanged, {} containers, {:.1}s; {verb} {} messages",
         to_copy,
-        report.total(|c| c.bytes_to_copy),
+        report.total(|c| c.counts.bytes_to_copy),
         messages,
-        report.total(|c| c.unchanged),
+        report.total(|c| c.counts.unchanged),
         report.containers.len(),
         report.elapsed_seconds,
         messages

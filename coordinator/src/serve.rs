@@ -241,11 +241,11 @@ async fn get_job(
             .into_response();
     }
     match ledger::read_job(&state.ledger, &id).await {
-        Ok((None, outcomes)) if outcomes.is_empty() => match pending {
+        Ok(record) if record.plan.is_none() && record.outcomes.is_empty() => match pending {
             Some(_) => Json(serde_json::json!({ "job": id, "state": "planning" })).into_response(),
             None => error(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         },
-        Ok((plan, outcomes)) => Json(JobStatus::from_parts(&id, plan, &outcomes)).into_response(),
+        Ok(record) => Json(JobStatus::from_record(&id, record)).into_response(),
         Err(e) => error(
             StatusCode::BAD_GATEWAY,
             format!("reading the ledger: {}", describe(&e)),

@@ -112,9 +112,13 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         lease_duration: Duration::from_secs(args.lease_secs),
         ..Default::default()
     };
-    let copier = Arc::new(CopyEngine::new(accounts, copy_options));
+    let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));
+    let scanner = Arc::new(crate::scan::SharedScanEngine::new(
+        crate::scan::ScanEngine::new(accounts.clone(), queue_account.clone(), queue.clone()),
+    ));
     let ledger = Some(queue_account.clone());
     let ctx = Arc::new(Context {
+        scanner: Some(scanner),
         copier,
         ledger,
         queue: queue.clone(),

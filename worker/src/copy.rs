@@ -102,7 +102,7 @@ impl ItemFailure {
         Self::new(FailureClass::Permanent, reason)
     }
 
-    fn from_sdk(context: &str, err: &azure_core::Error) -> Self {
+    pub fn from_sdk(context: &str, err: &azure_core::Error) -> Self {
         Self {
             class: classify(err),
             reason: format!("{context}: {}", describe(err)),

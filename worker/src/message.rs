@@ -4,11 +4,12 @@
 
 use crate::copy::{Copier, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
+use crate::scan::Scanner;
 use futures::StreamExt;
 use lakevault_common::error::FailureClass;
 use lakevault_common::ledger::{self, BatchOutcome, OutcomeFailure};
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
-use lakevault_common::wire::{CopyBatch, CopyItem};
+use lakevault_common::wire::{CopyBatch, CopyItem, ScanTask, WorkMessage};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -50,12 +51,17 @@ pub struct MessageReport {
     pub poisoned: u64,
     /// The message was left in the queue (shutdown, or credentials failing).
     pub released: bool,
+    /// Scan tasks completed, and the copies they enqueued.
+    pub scans: u64,
+    pub scan_copies: u64,
     /// A credential failure: the worker should stop, the work stays queued.
     pub auth_failure: Option<String>,
 }
 
 pub struct Context {
     pub copier: Arc<dyn Copier>,
+    /// Runs scan tasks; `None`: scan tasks are poisoned (this worker cannot scan).
+    pub scanner: Option<Arc<dyn Scanner>>,
     /// Where batch outcomes are recorded (the ops account); `None` records nothing.
     pub ledger: Option<lakevault_common::storage::StorageAccount>,
     pub queue: Arc<dyn WorkQueue>,
@@ -133,8 +139,9 @@ pub async fn process(
         message_id: message.id.clone(),
         dequeue_count: message.dequeue_count,
     };
-    let batch = match CopyBatch::decode(&message.text) {
-        Ok(b) => b,
+    let batch = match WorkMessage::decode(&message.text) {
+        Ok(WorkMessage::Batch(b)) => b,
+        Ok(WorkMessage::Scan(task)) => return process_scan(ctx, message, task, cancel).await,
         Err(e) => {
             tracing::warn!(message_id = %message.id, reason = %e, "undecodable message moved to the poison queue");
             let records = poison::for_original(&poison_ctx, &e.to_string(), &message.text);
@@ -276,6 +283,88 @@ pub async fn process(
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
     settle_with_delay(ctx, &message, receipt, retries, delay, records).await;
     record_outcome(ctx, &message, &batch, &report, failures).await;
+    report
+}
+
+/// Runs a scan task: lists, diffs and enqueues one shard's copies. A transient failure
+/// hands the task back with a growing delay (its dequeue count rises each time); once
+/// `max_dequeue` is passed, or on a permanent failure, the shard is recorded as failed
+/// (its container then finishes as failed) and the task goes to the poison queue.
+async fn process_scan(
+    ctx: &Context,
+    message: ReceivedMessage,
+    task: ScanTask,
+    cancel: &CancellationToken,
+) -> MessageReport {
+    let poison_ctx = PoisonContext {
+        queue: ctx.queue.name().to_string(),
+        message_id: message.id.clone(),
+        dequeue_count: message.dequeue_count,
+    };
+    let Some(scanner) = ctx.scanner.clone() else {
+        let reason = "this worker does not run scan tasks";
+        let records = poison::for_original(&poison_ctx, reason, &message.text);
+        return poison_unprocessed(ctx, &message, records, 1).await;
+    };
+    let give_up = async |reason: String| {
+        tracing::warn!(message_id = %message.id, shard = %task.shard, %reason, "scan task moved to the poison queue");
+        scanner.give_up(&task, &message.id, &reason).await;
+        let records = poison::for_original(&poison_ctx, &reason, &message.text);
+        poison_unprocessed(ctx, &message, records, 1).await
+    };
+    if message.dequeue_count > ctx.policy.max_dequeue {
+        return give_up(format!(
+            "received {} times without being completed (worker crashes, timeouts or repeated failures); limit {}",
+            message.dequeue_count, ctx.policy.max_dequeue
+        ))
+        .await;
+    }
+    let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
+    let span = tracing::info_span!("scan", job = %task.job, container = %task.source.container, shard = %task.shard);
+    let outcome = tokio::select! {
+        r = scanner.scan(&task, &message.id).instrument(span) => Some(r),
+        _ = cancel.cancelled() => None,
+    };
+    let receipt = keeper.finish().await;
+    let mut report = MessageReport::default();
+    let hand_back = async |delay: Duration| {
+        if let Err(e) = ctx.queue.extend(&message.id, &receipt, delay).await {
+            tracing::debug!(message_id = %message.id, error = %e, "release failed; message reappears after its visibility timeout");
+        }
+    };
+    match outcome {
+        None => {
+            hand_back(Duration::ZERO).await;
+            report.released = true;
+        }
+        Some(Ok(copies)) => {
+            report.scans = 1;
+            report.scan_copies = copies;
+            settle_with_delay(
+                ctx,
+                &message,
+                receipt.clone(),
+                Vec::new(),
+                Duration::ZERO,
+                Vec::new(),
+            )
+            .await;
+        }
+        Some(Err(f)) if f.class == FailureClass::Auth => {
+            hand_back(ctx.policy.visibility).await;
+            report.released = true;
+            report.auth_failure = Some(f.reason);
+        }
+        Some(Err(f)) if f.class.is_retryable() => {
+            let exponent =
+                u32::try_from(message.dequeue_count.saturating_sub(1).min(10)).unwrap_or(10);
+            let delay = ctx.policy.retry_delay * 2u32.saturating_pow(exponent);
+            tracing::info!(message_id = %message.id, reason = %f.reason, delay_secs = delay.as_secs(), "scan failed; will retry");
+            hand_back(delay).await;
+            report.retried = 1;
+        }
+        Some(Err(f)) => return give_up(f.reason).await,
+    }
     report
 }
 
@@ -461,6 +550,7 @@ mod tests {
         let poison = Arc::new(MemoryQueue::new("work-poison"));
         let copier = Arc::new(ScriptedCopier::default());
         let ctx = Context {
+            scanner: None,
             copier: copier.clone(),
             ledger: None,
             queue: queue.clone(),

@@ -44,6 +44,9 @@ pub struct RunSummary {
     pub retried: u64,
     pub poisoned: u64,
     pub released: u64,
+    /// Scan tasks completed, and the copies they enqueued.
+    pub scans: u64,
+    pub scan_copies: u64,
     /// Requests to the work and poison queues (receive, extend, send, delete, properties).
     pub queue_requests: u64,
 }
@@ -59,6 +62,8 @@ impl RunSummary {
         self.retried += r.retried;
         self.poisoned += r.poisoned;
         self.released += u64::from(r.released);
+        self.scans += r.scans;
+        self.scan_copies += r.scan_copies;
     }
 }
 

@@ -1,0 +1,451 @@
+//! Scanning: list one shard of a container on both sides, diff, and enqueue copy batches.
+//! The coordinator runs this for its own shards, and workers run the very same code for
+//! scan tasks, so a plan does not depend on who scanned.
+
+use crate::diff::{Change, DiffError, merge_join};
+use crate::listing::{LevelEntry, ListedBlob, list_blobs, list_level};
+use crate::shard::{self, MAX_CHILDREN};
+use azure_storage_blob::BlobContainerClient;
+use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use lakevault_common::error::{FailureClass, classify, describe};
+use lakevault_common::ledger::ScanCounts;
+use lakevault_common::queue::WorkQueue;
+use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
+use lakevault_common::select::BlobFilter;
+use lakevault_common::storage::StorageAccount;
+use lakevault_common::wire::{
+    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, Shard,
+    WIRE_VERSION, pack,
+};
+use std::time::Duration;
+
+/// Where a scan reads and writes.
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub source: &'a StorageAccount,
+    pub destination: &'a StorageAccount,
+    pub queue: &'a dyn WorkQueue,
+}
+
+impl std::fmt::Debug for Accounts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("source", &self.source.alias)
+            .field("destination", &self.destination.alias)
+            .field("queue", &self.queue.name())
+            .finish()
+    }
+}
+
+/// Everything that decides what a container's scan plans. Built by the coordinator from
+/// its options, or by a worker from a scan task.
+#[derive(Debug, Clone)]
+pub struct ContainerScan {
+    pub job: String,
+    /// Account aliases, as written into copy batches.
+    pub source_alias: String,
+    pub destination_alias: String,
+    pub container: String,
+    pub destination_container: String,
+    pub filter: BlobFilter,
+    /// Incremental: only blobs modified after this time, and no backup listing.
+    pub modified_since: Option<time::OffsetDateTime>,
+    pub snapshot: bool,
+    pub lease: bool,
+    pub max_tombstones: u64,
+    /// Blob names to keep as a sample of what is copied.
+    pub sample: usize,
+    pub dry_run: bool,
+    /// Whether the backup container exists (it lists as empty if not, e.g. in a dry run).
+    pub backup_exists: bool,
+}
+
+impl ContainerScan {
+    fn header(&self, kind: MessageKind) -> CopyBatch {
+        CopyBatch {
+            v: WIRE_VERSION,
+            kind,
+            job: self.job.clone(),
+            attempt: 0,
+            source: Location {
+                account: self.source_alias.clone(),
+                container: self.container.clone(),
+            },
+            destination: Location {
+                account: self.destination_alias.clone(),
+                container: self.destination_container.clone(),
+            },
+            lease: self.lease && kind == MessageKind::Copy,
+            items: Vec::new(),
+        }
+    }
+
+    /// Whether the backup side is listed (full scans of an existing backup container).
+    fn lists_backup(&self) -> bool {
+        self.backup_exists && self.modified_since.is_none()
+    }
+
+    /// The roots the shards split: the container, or each include prefix.
+    pub fn roots(&self) -> Vec<String> {
+        self.filter
+            .listing_prefixes()
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
+    }
+}
+
+/// What scanning one shard found. Copies are already enqueued; tombstones are held for
+/// the container's decision against `max_tombstones`.
+#[derive(Debug, Clone, Default)]
+pub struct ShardScan {
+    pub counts: ScanCounts,
+    pub sample: Vec<String>,
+    /// Source deletions with a live record. Emptied once this shard alone crosses the cap.
+    pub tombstones: Vec<CopyItem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("listing: {message}")]
+    Listing {
+        class: FailureClass,
+        message: String,
+    },
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    #[error("{0}")]
+    Account(String),
+}
+
+impl ScanError {
+    /// Whether trying again may help (for scan tasks run by workers).
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ScanError::Listing { class, .. } => *class,
+            ScanError::Diff(DiffError::Listing(e)) => classify(e),
+            // Enqueueing or snapshot failures: the queue or service was unavailable.
+            ScanError::Diff(DiffError::Consumer(_)) => FailureClass::Transient,
+            ScanError::Diff(DiffError::OutOfOrder { .. }) | ScanError::Account(_) => {
+                FailureClass::Permanent
+            }
+        }
+    }
+}
+
+fn listing_error(e: azure_core::Error) -> ScanError {
+    ScanError::Listing {
+        class: classify(&e),
+        message: describe(&e),
+    }
+}
+
+/// The blobs of one shard, in listing order.
+fn shard_listing(
+    client: &BlobContainerClient,
+    shard: &Shard,
+) -> Result<BoxStream<'static, azure_core::Result<ListedBlob>>, azure_core::Error> {
+    if shard.level {
+        Ok(Box::pin(
+            list_level(client, shard.prefix.clone(), true)?.try_filter_map(|e| async move {
+                Ok(match e {
+                    LevelEntry::Blob(b) => Some(b),
+                    LevelEntry::Prefix(_) => None,
+                })
+            }),
+        ))
+    } else {
+        let prefix = (!shard.prefix.is_empty()).then(|| shard.prefix.clone());
+        Ok(Box::pin(list_blobs(client, prefix, true)?))
+    }
+}
+
+/// Sub-prefixes one level below `prefix` (at most [`MAX_CHILDREN`]; `None` above that).
+async fn child_prefixes(
+    client: &BlobContainerClient,
+    prefix: &str,
+) -> azure_core::Result<Option<Vec<String>>> {
+    let mut out = Vec::new();
+    let mut entries = Box::pin(list_level(client, prefix.to_string(), false)?);
+    while let Some(entry) = entries.try_next().await? {
+        if let LevelEntry::Prefix(p) = entry {
+            if out.len() == MAX_CHILDREN {
+                return Ok(None);
+            }
+            out.push(p);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Plans the shards of a container: at least `target` where its tree allows. The backup's
+/// prefixes count too in a full scan, so directories deleted in the source are scanned.
+pub async fn plan_shards(
+    accounts: Accounts<'_>,
+    scan: &ContainerScan,
+    target: usize,
+) -> Result<Vec<Shard>, ScanError> {
+    let roots = scan.roots();
+    if target <= 1 {
+        return Ok(roots.into_iter().map(Shard::whole).collect());
+    }
+    let source = accounts
+        .source
+        .container(&scan.container)
+        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let backup = accounts
+        .destination
+        .container(&scan.destination_container)
+        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let with_backup = scan.lists_backup();
+    shard::plan_shards(roots, target, &scan.filter, |prefix| {
+        let (source, backup) = (&source, &backup);
+        async move {
+            let Some(a) = child_prefixes(source, &prefix)
+                .await
+                .map_err(listing_error)?
+            else {
+                return Ok(None);
+            };
+            if !with_backup {
+                return Ok(Some(a));
+            }
+            let Some(b) = child_prefixes(backup, &prefix)
+                .await
+                .map_err(listing_error)?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(shard::union_sorted(a, b)))
+        }
+    })
+    .await
+}
+
+/// Whether a listed blob was modified after `t` (an unparsable time counts as modified:
+/// copying too much is safe, missing a change is not).
+fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
+    time::OffsetDateTime::parse(
+        &blob.last_modified,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_or(true, |m| m > t)
+}
+
+pub fn copy_item(blob: ListedBlob) -> CopyItem {
+    CopyItem {
+        name: blob.name,
+        etag: blob.etag,
+        size: blob.size,
+        last_modified: blob.last_modified,
+        tags: blob.tags,
+        snapshot: None,
+    }
+}
+
+/// Snapshot mode: takes a snapshot of the source blob and points the item at it, with the
+/// snapshot's own ETag and Last-Modified (the blob may have changed since it was listed).
+/// `None` when the blob is gone meanwhile.
+async fn snapshot_item(
+    source: &StorageAccount,
+    container: &str,
+    mut item: CopyItem,
+) -> Result<Option<CopyItem>, DiffError> {
+    let failed = |e: &azure_core::Error| {
+        DiffError::Consumer(format!("snapshot of `{}`: {}", item.name, describe(e)))
+    };
+    let client = source
+        .blob(container, &item.name)
+        .map_err(|e| DiffError::Consumer(e.to_string()))?;
+    let response = match client.create_snapshot(None).await {
+        Ok(r) => r,
+        Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
+        Err(e) => return Err(failed(&e)),
+    };
+    let snapshot = response.snapshot().map_err(|e| failed(&e))?;
+    let Some(snapshot) = snapshot else {
+        return Err(DiffError::Consumer(format!(
+            "snapshot of `{}`: the service returned no snapshot id",
+            item.name
+        )));
+    };
+    if let Ok(Some(etag)) = response.etag() {
+        item.etag = normalise_etag(etag.as_ref());
+    }
+    if let Ok(Some(t)) = response.last_modified() {
+        item.last_modified = rfc3339(t);
+    }
+    item.snapshot = Some(snapshot);
+    Ok(Some(item))
+}
+
+async fn send(queue: &dyn WorkQueue, dry_run: bool, batch: &CopyBatch) -> Result<(), DiffError> {
+    if dry_run {
+        return Ok(());
+    }
+    queue
+        .send(&batch.encode(), Duration::ZERO)
+        .await
+        .map_err(|e| DiffError::Consumer(format!("enqueueing to `{}` failed: {e}", queue.name())))
+}
+
+/// Lists one shard of source and backup, diffs them, and enqueues copy batches for what is
+/// new or changed (nothing in a dry run). Memory holds one listing page per side, one
+/// message's items, and at most `max_tombstones` tombstones.
+pub async fn scan_shard(
+    accounts: Accounts<'_>,
+    scan: &ContainerScan,
+    shard: &Shard,
+) -> Result<ShardScan, ScanError> {
+    let source_client = accounts
+        .source
+        .container(&scan.container)
+        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let dest_client = accounts
+        .destination
+        .container(&scan.destination_container)
+        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let filter = &scan.filter;
+    let modified_since = scan.modified_since;
+    // Both sides go through the same filter, so a backup blob outside the selection is
+    // never mistaken for one deleted in the source. Incremental: only what changed since
+    // the watermark, and no backup listing (every selected blob is planned as new; copying
+    // a version the backup has is harmless).
+    let source_listing = shard_listing(&source_client, shard)
+        .map_err(listing_error)?
+        .try_filter(move |blob| {
+            futures::future::ready(
+                filter.matches(&blob.name)
+                    && modified_since.is_none_or(|t| modified_after(blob, t)),
+            )
+        });
+    let backup_listing: BoxStream<'static, azure_core::Result<ListedBlob>> = if scan.lists_backup()
+    {
+        let filter = filter.clone();
+        Box::pin(
+            shard_listing(&dest_client, shard)
+                .map_err(listing_error)?
+                .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
+        )
+    } else {
+        Box::pin(futures::stream::empty())
+    };
+
+    let mut result = ShardScan::default();
+    let mut builder = BatchBuilder::new(scan.header(MessageKind::Copy), MAX_MESSAGE_BYTES);
+    let counts = &mut result.counts;
+    let (sample, tombstones) = (&mut result.sample, &mut result.tombstones);
+    merge_join(source_listing, backup_listing, async |change| {
+        match &change {
+            Change::New(_) => counts.new += 1,
+            Change::Changed(_) => counts.changed += 1,
+            Change::Unchanged(_) => counts.unchanged += 1,
+            Change::Deleted(backup) => match BackupRecord::from_tags(&backup.tags) {
+                None => counts.unmanaged += 1,
+                Some(record) if record.deleted_at.is_some() => counts.already_tombstoned += 1,
+                Some(_) => {
+                    counts.deleted_in_source += 1;
+                    if counts.deleted_in_source > scan.max_tombstones {
+                        *tombstones = Vec::new();
+                    } else {
+                        tombstones.push(copy_item(backup.clone()));
+                    }
+                }
+            },
+        }
+        if let Change::New(blob) | Change::Changed(blob) = change {
+            counts.bytes_to_copy += blob.size;
+            if sample.len() < scan.sample {
+                sample.push(blob.name.clone());
+            }
+            let mut item = copy_item(blob);
+            if scan.snapshot && !scan.dry_run {
+                match snapshot_item(accounts.source, &scan.container, item).await? {
+                    Some(snapshotted) => item = snapshotted,
+                    None => {
+                        counts.vanished += 1;
+                        return Ok(());
+                    }
+                }
+            }
+            match builder.push(item) {
+                Ok(Some(full)) => {
+                    counts.messages += 1;
+                    send(accounts.queue, scan.dry_run, &full).await?;
+                }
+                Ok(None) => {}
+                Err(item) => {
+                    tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped")
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(last) = builder.finish() {
+        result.counts.messages += 1;
+        send(accounts.queue, scan.dry_run, &last).await?;
+    }
+    Ok(result)
+}
+
+/// A container's scan, assembled from its shards as they finish.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerTotals {
+    pub counts: ScanCounts,
+    pub sample: Vec<String>,
+    pub tombstones: Vec<CopyItem>,
+    pub tombstones_suppressed: bool,
+}
+
+impl ContainerTotals {
+    pub fn add(&mut self, shard: ShardScan, max_tombstones: u64, sample: usize) {
+        self.counts.add(&shard.counts);
+        for name in shard.sample {
+            if self.sample.len() < sample {
+                self.sample.push(name);
+            }
+        }
+        if self.counts.deleted_in_source > max_tombstones {
+            self.tombstones_suppressed = true;
+            self.tombstones = Vec::new();
+        } else {
+            self.tombstones.extend(shard.tombstones);
+        }
+    }
+
+    /// Ends the container: enqueues its tombstone marks unless the cap was crossed.
+    /// Returns the number of marks and of messages enqueued.
+    pub async fn enqueue_tombstones(
+        &mut self,
+        accounts: Accounts<'_>,
+        scan: &ContainerScan,
+    ) -> Result<(u64, u64), ScanError> {
+        if self.tombstones_suppressed {
+            tracing::error!(
+                container = %scan.container,
+                deleted = self.counts.deleted_in_source,
+                max_tombstones = scan.max_tombstones,
+                "source deletions exceed --max-tombstones: none recorded, backup left untouched"
+            );
+            return Ok((0, 0));
+        }
+        let mut tombstones = std::mem::take(&mut self.tombstones);
+        // Shards finish in any order; marks go out in name order, as an unsharded scan
+        // would send them.
+        tombstones.sort_by(|a, b| crate::diff::cmp_names(&a.name, &b.name));
+        let count = tombstones.len() as u64;
+        let (batches, _) = pack(
+            &scan.header(MessageKind::Tombstone),
+            tombstones,
+            MAX_MESSAGE_BYTES,
+        );
+        let messages = batches.len() as u64;
+        for batch in batches {
+            send(accounts.queue, scan.dry_run, &batch).await?;
+        }
+        Ok((count, messages))
+    }
+}
