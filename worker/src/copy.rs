@@ -316,6 +316,12 @@ impl CopyEngine {
                         source_etag: version.etag,
                     });
                 }
+                // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
+                // service could not read the source, which is not proof the blob is gone.
+                Err(f) if f.code.as_deref() == Some("CannotVerifyCopySource") => {
+                    return diagnose_unreadable_source(source, &batch.source.container, item, f)
+                        .await;
+                }
                 Err(f) if f.class == FailureClass::SourceMissing => {
                     return Ok(ItemOutcome::SourceGone);
                 }
@@ -331,10 +337,7 @@ impl CopyEngine {
                         None => return Ok(ItemOutcome::SourceGone),
                     }
                 }
-                Err(f) if f.code.as_deref() == Some("CannotVerifyCopySource") => {
-                    return diagnose_unreadable_source(source, &batch.source.container, item, f)
-                        .await;
-                }
+
                 Err(f) => return Err(f),
             }
         }

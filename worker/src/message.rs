@@ -759,4 +759,117 @@ mod tests {
             1
         );
     }
+
+    /// Scan outcome by the shard's prefix: ok, transient, perm, auth.
+    #[derive(Debug, Default)]
+    struct ScriptedScanner {
+        gave_up: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Scanner for ScriptedScanner {
+        async fn scan(&self, task: &ScanTask, _message_id: &str) -> Result<u64, ItemFailure> {
+            match task.shard.prefix.as_str() {
+                "ok/" => Ok(7),
+                "transient/" => Err(ItemFailure::new(FailureClass::Transient, "HTTP 503")),
+                "perm/" => Err(ItemFailure::new(FailureClass::Permanent, "out of order")),
+                "auth/" => Err(ItemFailure::new(FailureClass::Auth, "HTTP 403")),
+                other => panic!("unscripted shard {other}"),
+            }
+        }
+
+        async fn give_up(&self, _task: &ScanTask, _message_id: &str, reason: &str) {
+            self.gave_up.lock().unwrap().push(reason.to_string());
+        }
+    }
+
+    fn scan_task(prefix: &str) -> String {
+        ScanTask {
+            v: WIRE_VERSION,
+            kind: MessageKind::Scan,
+            job: "job".into(),
+            source: Location {
+                account: "s".into(),
+                container: "c".into(),
+            },
+            destination: Location {
+                account: "d".into(),
+                container: "c".into(),
+            },
+            shard: lakevault_common::wire::Shard::whole(prefix),
+            shard_index: 0,
+            shard_count: 1,
+            filter: Default::default(),
+            modified_since: None,
+            snapshot: false,
+            lease: false,
+            max_tombstones: 10,
+            scan_started_at: "2026-01-01T00:00:00Z".into(),
+            write_watermark: true,
+        }
+        .encode()
+    }
+
+    fn scan_rig() -> (Rig, Arc<ScriptedScanner>) {
+        let mut rig = rig();
+        let scanner = Arc::new(ScriptedScanner::default());
+        rig.ctx.scanner = Some(scanner.clone());
+        (rig, scanner)
+    }
+
+    #[tokio::test]
+    async fn a_scanned_shard_is_deleted() {
+        let (rig, scanner) = scan_rig();
+        let r = deliver(&rig, &scan_task("ok/")).await;
+        assert_eq!((r.scans, r.scan_copies, r.poisoned), (1, 7, 0));
+        assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
+        assert!(scanner.gave_up.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_transient_scan_failure_hands_the_task_back() {
+        let (rig, scanner) = scan_rig();
+        let r = deliver(&rig, &scan_task("transient/")).await;
+        assert_eq!((r.scans, r.retried, r.poisoned), (0, 1, 0));
+        assert_eq!(rig.queue.texts().len(), 1, "the task stays queued");
+        assert!(rig.poison.texts().is_empty());
+        assert!(scanner.gave_up.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_permanent_scan_failure_is_recorded_and_poisoned() {
+        let (rig, scanner) = scan_rig();
+        let r = deliver(&rig, &scan_task("perm/")).await;
+        assert_eq!(r.poisoned, 1);
+        assert!(rig.queue.texts().is_empty());
+        let records = poison_records(&rig);
+        assert!(
+            records[0].reason.contains("out of order"),
+            "{:?}",
+            records[0]
+        );
+        assert_eq!(
+            scanner.gave_up.lock().unwrap().len(),
+            1,
+            "the shard is recorded as failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scan_denied_by_credentials_stops_the_worker_and_keeps_the_task() {
+        let (rig, scanner) = scan_rig();
+        let r = deliver(&rig, &scan_task("auth/")).await;
+        assert!(r.auth_failure.is_some() && r.released);
+        assert_eq!(rig.queue.texts().len(), 1);
+        assert!(rig.poison.texts().is_empty());
+        assert!(scanner.gave_up.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worker_without_a_scanner_poisons_scan_tasks_with_the_reason() {
+        let rig = rig();
+        let r = deliver(&rig, &scan_task("ok/")).await;
+        assert_eq!(r.poisoned, 1);
+        assert!(poison_records(&rig)[0].reason.contains("scan"));
+    }
 }

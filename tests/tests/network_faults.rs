@@ -1,0 +1,178 @@
+//! Faults on the network path, injected by a proxy in front of the emulator.
+//!
+//! - A listing that fails halfway through a container: the container is reported failed
+//!   with the reason, in the plan and in the ledger; its watermark does not move; the
+//!   copies already enqueued stay valid; and a re-run completes the backup.
+//! - A source the backup service cannot reach (but the worker can): every item is
+//!   poisoned with that explanation — never counted as deleted in the source.
+
+use lakevault_tests::Lab;
+use lakevault_tests::azurite::SOURCE_ACCOUNT;
+use lakevault_tests::fault_proxy::{Fault, FaultProxy, Rule};
+use lakevault_tests::lake::{self, LakeSpec};
+use lakevault_tests::scenario::{batch_worker, checked, coordinator, drain};
+use std::path::PathBuf;
+
+/// A config whose source account is reached through `proxy`.
+fn through_proxy(lab: &Lab, proxy: &FaultProxy) -> PathBuf {
+    let direct = lab.azurite.blob_endpoint(SOURCE_ACCOUNT);
+    let text = std::fs::read_to_string(&lab.path)
+        .expect("config")
+        .replace(&direct, &format!("{}/{SOURCE_ACCOUNT}", proxy.url()));
+    assert!(
+        text.contains(&proxy.url()),
+        "the source endpoint is in the config"
+    );
+    let path = lab.dir.path().join("through-proxy.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+async fn start_proxy(lab: &Lab) -> FaultProxy {
+    let direct = lab.azurite.blob_endpoint(SOURCE_ACCOUNT);
+    let base = direct.trim_end_matches(&format!("/{SOURCE_ACCOUNT}"));
+    FaultProxy::start(base).await.expect("proxy")
+}
+
+fn run(path: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = coordinator(path)
+        .expect("bin")
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {stderr}", out.stdout));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_fails_halfway_fails_the_container_and_a_rerun_completes() {
+    let lab = Lab::start("halfway", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 200,
+        large_bytes: 0,
+        seed: 9,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+
+    // The coordinator reaches the source through the proxy; workers go direct.
+    let proxy = start_proxy(&lab).await;
+    let path = through_proxy(&lab, &proxy);
+
+    // Shard listings of the source fail persistently from the fourth on (the planner's
+    // hierarchical listings pass): three shards are planned, then the container fails.
+    proxy.add(
+        Rule::new(Fault::Status(500, "InternalError"))
+            .method("GET")
+            .containing(format!("/{SOURCE_ACCOUNT}/data?"))
+            .containing("comp=list")
+            .lacking("delimiter")
+            .skip(3),
+    );
+    let (code, report, stderr) = run(
+        &path,
+        &["backup", "--shards", "16", "--scan-parallelism", "1"],
+    );
+    assert_eq!(code, 1, "{report}\n{stderr}");
+    assert!(proxy.faulted() > 0);
+    let failed = report["failed"].as_array().expect("failed list");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["container"], "data");
+    let reason = failed[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("InternalError"), "{reason}");
+    assert!(
+        report["containers"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    let job = report["job_id"].as_str().expect("job").to_string();
+    let first_stderr = stderr.clone();
+
+    // The ledger records the job with the failed container and its reason.
+    proxy.clear();
+    let partial = drain(&lab.path, 1, &[]).expect("workers");
+    assert!(
+        partial.copied > 0 && partial.copied < 200,
+        "{partial:?}\n{first_stderr}"
+    );
+    let (code, status, _) = run(&path, &["status", &job]);
+    assert_eq!(code, 1, "{status}");
+    assert_eq!(status["state"], "completed_with_failures", "{status}");
+    assert_eq!(status["failed_containers"][0]["container"], "data");
+    assert!(
+        status["failed_containers"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("InternalError")),
+        "{status}"
+    );
+
+    // No watermark moved: an incremental run scans the container in full.
+    let mark = lakevault_coordinator::watermark::read(&lab.bak, "source", "data")
+        .await
+        .expect("read watermark");
+    assert!(mark.is_none(), "a failed container keeps no watermark");
+
+    // A re-run plans the rest and the backup is complete.
+    let (code, report, stderr) = run(&path, &["backup", "--mode", "incremental"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["containers"][0]["mode"], "full");
+    let rest = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!(partial.copied + rest.copied, 200, "{rest:?}");
+    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    assert_eq!(verified.blobs, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_the_backup_service_cannot_reach_is_poisoned_not_counted_as_gone() {
+    let lab = Lab::start("unreachable", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 12,
+        large_bytes: 0,
+        seed: 4,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    // Everyone uses the proxy for the source, so copy-source URLs name the proxy, which
+    // the emulator's blob service (the copy destination) cannot resolve: the situation of a
+    // firewall or private endpoint between two real accounts.
+    let proxy = start_proxy(&lab).await;
+    let path = through_proxy(&lab, &proxy);
+    let (code, report, _) = run(&path, &["backup"]);
+    assert_eq!(code, 0, "{report}");
+    let out = checked(
+        batch_worker(&path, &[])
+            .expect("bin")
+            .output()
+            .expect("worker"),
+        "worker",
+    )
+    .expect("worker");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["source_gone"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["copied"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["poisoned"].as_u64(), Some(12), "{summary}");
+    let poison = lakevault_common::queue::AzureQueue::new(
+        "unreachable-poison",
+        lab.bak.queue("unreachable-poison").expect("client"),
+    );
+    let records = lakevault_common::queue::WorkQueue::receive(
+        &poison,
+        32,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .expect("receive");
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r
+            .text
+            .contains("cannot read this source blob although the worker can")),
+        "{:?}",
+        records.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+}
