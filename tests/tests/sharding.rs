@@ -271,7 +271,11 @@ async fn distributed_scan_by_worker_processes_backs_up_and_reports() {
         seed: 3,
     };
     lake::seed(&lab.src, &spec).await.expect("seed");
-    let report = backup_json(&lab.path, &["--distributed-scan", "--shards", "8"]);
+    // Snapshot mode too: the scan tasks take the snapshots.
+    let report = backup_json(
+        &lab.path,
+        &["--distributed-scan", "--shards", "8", "--snapshot"],
+    );
     let job = report["job_id"].as_str().expect("job").to_string();
     let pass = drain(&lab.path, 2, &[]).expect("workers");
     assert_eq!((pass.copied, pass.poisoned), (200, 0));
