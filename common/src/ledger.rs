@@ -160,6 +160,12 @@ pub struct BatchOutcome {
     pub source_gone: u64,
     pub tombstoned: u64,
     pub superseded: u64,
+    /// Items the backup already held at the planned version (nothing copied).
+    #[serde(default)]
+    pub already_current: u64,
+    /// Copies that kept the replaced backup version as a snapshot.
+    #[serde(default)]
+    pub kept_previous: u64,
     /// Items handed back to the queue for another attempt (they settle in a later batch).
     pub retried: u64,
     pub poisoned: u64,
@@ -225,7 +231,7 @@ impl JobStatus {
             s.batches += 1;
             s.copied += o.copied;
             s.bytes += o.bytes;
-            s.done += o.copied + o.source_gone + o.tombstoned + o.superseded;
+            s.done += o.copied + o.source_gone + o.tombstoned + o.superseded + o.already_current;
             s.poisoned += o.poisoned;
             for f in &o.failures {
                 if s.failures.len() < 50 {

@@ -195,6 +195,39 @@ fn versioned(text: &str) -> Result<serde_json::Value, DecodeError> {
     }
 }
 
+/// One item of a poison record: its name, failure class and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedItem {
+    pub name: String,
+    pub class: String,
+    pub reason: String,
+}
+
+/// One message of the poison queue (`<queue>-poison`): what could not be done and why,
+/// with the work to re-drive when it is lakevault work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonRecord {
+    pub v: u32,
+    pub kind: String,
+    /// Why the message (or these items) could not be processed.
+    pub reason: String,
+    pub queue: String,
+    pub message_id: String,
+    pub dequeue_count: u64,
+    pub failed_at: String,
+    /// The items that failed, as a batch that can be re-driven onto the work queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<CopyBatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailedItem>,
+    /// The original text of a message that could not be decoded (a part of it when split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+    /// `[index, count]` when the original text was split over several records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<[u32; 2]>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("message is not JSON: {0}")]

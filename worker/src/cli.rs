@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Snapshot mode: keep the source snapshot after its copy (default: delete it).
     #[arg(long, env = "LAKEVAULT_KEEP_SOURCE_SNAPSHOTS")]
     pub keep_source_snapshots: bool,
+    /// Overwrite backup blobs without keeping the replaced version as a snapshot. Only for
+    /// backup accounts with blob versioning on, which keep old versions themselves.
+    #[arg(long, env = "LAKEVAULT_NO_HISTORY")]
+    pub no_history: bool,
     /// Print the run summary as JSON on stdout when the worker exits.
     #[arg(long, env = "LAKEVAULT_SUMMARY_JSON")]
     pub summary_json: bool,
@@ -110,6 +114,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         block_size: args.block_size_mib * 1024 * 1024,
         delete_source_snapshots: !args.keep_source_snapshots,
         lease_duration: Duration::from_secs(args.lease_secs),
+        keep_history: !args.no_history,
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));

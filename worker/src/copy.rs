@@ -32,6 +32,9 @@ use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+/// Failure code of an item whose user tags leave no room for lakevault's record tag.
+const NO_ROOM_FOR_RECORD: &str = "NoRoomForRecordTag";
+
 /// Copy Blob From URL accepts sources up to 256 MiB.
 pub const SYNC_COPY_MAX: u64 = 256 * 1024 * 1024;
 
@@ -49,6 +52,10 @@ pub struct CopyOptions {
     pub delete_source_snapshots: bool,
     /// Lease mode: lease duration on the source (15–60 s), renewed at half of it.
     pub lease_duration: Duration,
+    /// Snapshot a backup blob before overwriting it with a newer source version, so every
+    /// backed-up version stays restorable. Off only where the backup account keeps
+    /// versions itself (blob versioning).
+    pub keep_history: bool,
 }
 
 impl Default for CopyOptions {
@@ -60,6 +67,7 @@ impl Default for CopyOptions {
             source_sas_validity: Duration::from_secs(2 * 3600),
             delete_source_snapshots: true,
             lease_duration: Duration::from_secs(30),
+            keep_history: true,
         }
     }
 }
@@ -67,8 +75,16 @@ impl Default for CopyOptions {
 /// A finished item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
-    /// Copied; the backup now holds the source version with this ETag.
-    Copied { bytes: u64, source_etag: String },
+    /// Copied; the backup now holds the source version with this ETag. `kept_previous`:
+    /// the version it replaced was kept as a snapshot of the backup blob.
+    Copied {
+        bytes: u64,
+        source_etag: String,
+        kept_previous: bool,
+    },
+    /// The backup already records this source version (a redelivered or re-planned item):
+    /// one tag read, no copy.
+    AlreadyCurrent,
     /// The source blob no longer exists: nothing to copy (a later full scan records the
     /// deletion).
     SourceGone,
@@ -297,9 +313,26 @@ impl CopyEngine {
             last_modified: item.last_modified.clone(),
             tags: None,
         };
+        let dest = blob_client(destination, &batch.destination.container, &item.name)?;
+        let mut kept_previous = false;
+        let mut backup = backup_state(&dest).await?;
         // A blob rewritten continuously could change under every attempt; give up after a few.
         const MAX_SOURCE_CHANGES: usize = 3;
         for _ in 0..MAX_SOURCE_CHANGES {
+            match &backup {
+                BackupState::Missing => {}
+                BackupState::Holds(etag) if *etag == version.etag => {
+                    return Ok(ItemOutcome::AlreadyCurrent);
+                }
+                BackupState::Holds(_) | BackupState::Unrecorded if self.options.keep_history => {
+                    keep_previous(&dest).await?;
+                    kept_previous = true;
+                    // Kept once; a retry against a newer source version overwrites what
+                    // this attempt may have written, not an older backup.
+                    backup = BackupState::Missing;
+                }
+                BackupState::Holds(_) | BackupState::Unrecorded => {}
+            }
             match self
                 .copy_version(batch, item, &version, source, destination)
                 .await
@@ -314,6 +347,7 @@ impl CopyEngine {
                     return Ok(ItemOutcome::Copied {
                         bytes,
                         source_etag: version.etag,
+                        kept_previous,
                     });
                 }
                 // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
@@ -324,6 +358,15 @@ impl CopyEngine {
                 }
                 Err(f) if f.class == FailureClass::SourceMissing => {
                     return Ok(ItemOutcome::SourceGone);
+                }
+                // The planned tags leave no room for the record. They may be stale (tags
+                // change without a new ETag; a re-driven item carries its planning-time
+                // tags): judge by the source's current tags once.
+                Err(f)
+                    if f.code.as_deref() == Some(NO_ROOM_FOR_RECORD) && version.tags.is_none() =>
+                {
+                    version.tags =
+                        Some(read_tags(source, &batch.source.container, &item.name).await?);
                 }
                 Err(f) if f.class == FailureClass::SourceChanged => {
                     tracing::debug!(blob = %item.name, "source changed during copy; copying the newer version");
@@ -376,8 +419,10 @@ impl CopyEngine {
             deleted_at: None,
         };
         let user_tags = version.tags.as_ref().unwrap_or(&item.tags);
-        let tags =
-            tags_header(user_tags, &record).map_err(|e| ItemFailure::permanent(e.to_string()))?;
+        let tags = tags_header(user_tags, &record).map_err(|e| ItemFailure {
+            code: Some(NO_ROOM_FOR_RECORD.into()),
+            ..ItemFailure::permanent(e.to_string())
+        })?;
         let snapshot = item.snapshot.as_deref();
         let source = source_account
             .copy_source(
@@ -531,6 +576,56 @@ async fn sync_copy(
             format!("copy blob from URL finished with status {other:?}"),
         )),
         Err(e) => Err(ItemFailure::from_sdk("reading copy status", &e)),
+    }
+}
+
+/// What the backup holds under an item's name before the copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BackupState {
+    Missing,
+    /// A live lakevault record naming this source ETag.
+    Holds(String),
+    /// A blob without a live record (tombstoned, or not written by lakevault).
+    Unrecorded,
+}
+
+/// Reads the backup blob's record (one Get Blob Tags request).
+async fn backup_state(dest: &azure_storage_blob::BlobClient) -> Result<BackupState, ItemFailure> {
+    match dest.get_tags(None).await {
+        Ok(response) => {
+            let tags = response
+                .into_model()
+                .map_err(|e| ItemFailure::from_sdk("reading backup tags", &e))?;
+            let tags: BTreeMap<String, String> = tags
+                .blob_tag_set
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| Some((t.key?, t.value?)))
+                .collect();
+            Ok(match BackupRecord::from_tags(&tags) {
+                Some(r) if r.deleted_at.is_none() => BackupState::Holds(r.source_etag),
+                _ => BackupState::Unrecorded,
+            })
+        }
+        Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(BackupState::Missing),
+        Err(e) => Err(ItemFailure::from_sdk(
+            "reading the backup blob's record",
+            &e,
+        )),
+    }
+}
+
+/// Keeps the backup blob's current version as a snapshot (content, properties and
+/// metadata of its time) before it is overwritten.
+async fn keep_previous(dest: &azure_storage_blob::BlobClient) -> Result<(), ItemFailure> {
+    match dest.create_snapshot(None).await {
+        Ok(_) => Ok(()),
+        // Gone meanwhile: nothing to keep.
+        Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(()),
+        Err(e) => Err(ItemFailure::from_sdk(
+            "snapshotting the previous backup",
+            &e,
+        )),
     }
 }
 

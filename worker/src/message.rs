@@ -47,6 +47,10 @@ pub struct MessageReport {
     pub source_gone: u64,
     pub tombstoned: u64,
     pub superseded: u64,
+    /// Items the backup already held at the planned version (no copy).
+    pub already_current: u64,
+    /// Copies that kept the replaced backup version as a snapshot.
+    pub kept_previous: u64,
     pub retried: u64,
     pub poisoned: u64,
     /// The message was left in the queue (shutdown, or credentials failing).
@@ -194,10 +198,16 @@ pub async fn process(
     for (item, outcome) in results {
         match outcome {
             None => interrupted = true,
-            Some(Ok(ItemOutcome::Copied { bytes, .. })) => {
+            Some(Ok(ItemOutcome::Copied {
+                bytes,
+                kept_previous,
+                ..
+            })) => {
                 report.copied += 1;
                 report.bytes += bytes;
+                report.kept_previous += u64::from(kept_previous);
             }
+            Some(Ok(ItemOutcome::AlreadyCurrent)) => report.already_current += 1,
             Some(Ok(ItemOutcome::SourceGone)) => report.source_gone += 1,
             Some(Ok(ItemOutcome::Tombstoned)) => report.tombstoned += 1,
             Some(Ok(ItemOutcome::Superseded)) => report.superseded += 1,
@@ -393,6 +403,8 @@ async fn record_outcome(
         source_gone: report.source_gone,
         tombstoned: report.tombstoned,
         superseded: report.superseded,
+        already_current: report.already_current,
+        kept_previous: report.kept_previous,
         retried: report.retried,
         poisoned: report.poisoned,
         failures,
@@ -524,7 +536,9 @@ mod tests {
                 "ok" => Ok(ItemOutcome::Copied {
                     bytes: item.size,
                     source_etag: item.etag.clone(),
+                    kept_previous: false,
                 }),
+                "current" => Ok(ItemOutcome::AlreadyCurrent),
                 "gone" => Ok(ItemOutcome::SourceGone),
                 "transient" => fail(FailureClass::Transient, "HTTP 503 ServerBusy"),
                 "perm" => fail(FailureClass::Permanent, "HTTP 400 InvalidHeaderValue"),

@@ -3,38 +3,7 @@
 //! size limit is split into parts.
 
 use lakevault_common::wire::{CopyBatch, CopyItem, MAX_MESSAGE_BYTES};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedItem {
-    pub name: String,
-    pub class: String,
-    pub reason: String,
-}
-
-/// One poison message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoisonRecord {
-    pub v: u32,
-    pub kind: String,
-    /// Why the message (or these items) could not be processed.
-    pub reason: String,
-    pub queue: String,
-    pub message_id: String,
-    pub dequeue_count: u64,
-    pub failed_at: String,
-    /// The items that failed, as a batch that can be re-driven onto the work queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<CopyBatch>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<FailedItem>,
-    /// The original text of a message that could not be decoded (a part of it when split).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original: Option<String>,
-    /// `[index, count]` when the original text was split over several records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<[u32; 2]>,
-}
+pub use lakevault_common::wire::{FailedItem, PoisonRecord};
 
 /// Context of the message being poisoned.
 #[derive(Debug, Clone)]

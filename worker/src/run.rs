@@ -41,6 +41,8 @@ pub struct RunSummary {
     pub source_gone: u64,
     pub tombstoned: u64,
     pub superseded: u64,
+    pub already_current: u64,
+    pub kept_previous: u64,
     pub retried: u64,
     pub poisoned: u64,
     pub released: u64,
@@ -59,6 +61,8 @@ impl RunSummary {
         self.source_gone += r.source_gone;
         self.tombstoned += r.tombstoned;
         self.superseded += r.superseded;
+        self.already_current += r.already_current;
+        self.kept_previous += r.kept_previous;
         self.retried += r.retried;
         self.poisoned += r.poisoned;
         self.released += u64::from(r.released);
