@@ -176,3 +176,69 @@ async fn a_source_the_backup_service_cannot_reach_is_poisoned_not_counted_as_gon
         records.iter().map(|r| &r.text).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_through_throttling_and_cut_connections_loses_nothing() {
+    use lakevault_tests::azurite::BACKUP_ACCOUNT;
+    let lab = Lab::start("flaky", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 1000,
+        large_bytes: 0,
+        seed: 17,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+
+    // The backup account's blob and queue services are reached through proxies that
+    // throttle and cut connections. (The source stays direct: the emulator resolves copy
+    // sources by its own address only.)
+    let blob_direct = lab.azurite.blob_endpoint(BACKUP_ACCOUNT);
+    let queue_direct = lab.azurite.queue_endpoint(BACKUP_ACCOUNT);
+    let base = |url: &str| {
+        url.trim_end_matches(&format!("/{BACKUP_ACCOUNT}"))
+            .to_string()
+    };
+    let blob_proxy = FaultProxy::start(&base(&blob_direct)).await.expect("proxy");
+    let queue_proxy = FaultProxy::start(&base(&queue_direct))
+        .await
+        .expect("proxy");
+    // Copies, tag reads and snapshots: every 7th write throttled, every 11th read cut.
+    blob_proxy.add(
+        Rule::new(Fault::Status(503, "ServerBusy"))
+            .method("PUT")
+            .every(7),
+    );
+    blob_proxy.add(Rule::new(Fault::Reset).method("GET").every(11));
+    // Queue: every 5th request throttled, every 3rd enqueue cut after it happened (the
+    // retry then enqueues a duplicate, which must be harmless).
+    queue_proxy.add(Rule::new(Fault::Status(503, "ServerBusy")).every(5));
+    queue_proxy.add(Rule::new(Fault::Reset).method("POST").every(3));
+    let text = std::fs::read_to_string(&lab.path)
+        .expect("config")
+        .replace(
+            &blob_direct,
+            &format!("{}/{BACKUP_ACCOUNT}", blob_proxy.url()),
+        )
+        .replace(
+            &queue_direct,
+            &format!("{}/{BACKUP_ACCOUNT}", queue_proxy.url()),
+        );
+    let path = lab.dir.path().join("flaky.toml");
+    std::fs::write(&path, text).expect("config");
+
+    let (code, report, stderr) = run(&path, &["backup"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let pass = drain(&path, 2, &["--visibility-timeout-secs", "10"]).expect("workers");
+    assert_eq!(pass.poisoned, 0, "{pass:?}");
+    assert!(
+        blob_proxy.faulted() > 50 && queue_proxy.faulted() > 10,
+        "faults injected: blob {}, queue {}",
+        blob_proxy.faulted(),
+        queue_proxy.faulted()
+    );
+    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    assert_eq!(verified.blobs, 1000);
+}
