@@ -18,4 +18,5 @@ pub mod shared_key;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
 pub mod wire;

@@ -38,6 +38,8 @@ pub struct NetworkOptions {
     /// PEM files of extra trusted root certificates (a private CA, a TLS-inspecting proxy,
     /// the emulator's self-signed certificate).
     pub extra_ca_files: Vec<PathBuf>,
+    /// Adaptive copy concurrency and request-rate cap, fed by every response (workers).
+    pub throttle: crate::throttle::ThrottlePolicy,
 }
 
 impl Default for NetworkOptions {
@@ -48,6 +50,7 @@ impl Default for NetworkOptions {
             max_retries: 4,
             max_retry_elapsed: Duration::from_secs(30),
             extra_ca_files: Vec::new(),
+            throttle: Default::default(),
         }
     }
 }
@@ -628,6 +631,11 @@ fn client_options(
         max_delay: time::Duration::seconds(10),
     });
     options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
+    if network.throttle.limit.is_some() || network.throttle.rate.is_some() {
+        options
+            .per_try_policies
+            .push(Arc::new(network.throttle.clone()));
+    }
     match auth {
         Auth::SharedKey { key } => options.per_try_policies.push(Arc::new(SharedKeyPolicy::new(
             account_name.unwrap_or_default(),

@@ -108,6 +108,8 @@ pub struct PassReport {
     /// request the workers made.
     pub queue_requests: u64,
     pub seconds: f64,
+    /// The lowest copy concurrency any worker went down to (busy service).
+    pub lowest_concurrency: Option<u64>,
 }
 
 /// What a plan enqueued: (blobs planned, messages).
@@ -158,6 +160,9 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
         report.retried += summary["retried"].as_u64().unwrap_or(0);
         report.queue_requests += summary["queue_requests"].as_u64().unwrap_or(0);
+        if let Some(low) = summary["lowest_concurrency"].as_u64() {
+            report.lowest_concurrency = Some(report.lowest_concurrency.map_or(low, |l| l.min(low)));
+        }
     }
     Ok(())
 }

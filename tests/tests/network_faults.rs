@@ -231,6 +231,10 @@ async fn a_backup_through_throttling_and_cut_connections_loses_nothing() {
     let pass = drain(&path, 2, &["--visibility-timeout-secs", "10"]).expect("workers");
     assert_eq!(pass.poisoned, 0, "{pass:?}");
     assert!(
+        pass.lowest_concurrency.is_some_and(|c| c < 16),
+        "busy answers lower the copy concurrency: {pass:?}"
+    );
+    assert!(
         blob_proxy.faulted() > 50 && queue_proxy.faulted() > 10,
         "faults injected: blob {}, queue {}",
         blob_proxy.faulted(),

@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand};
 use lakevault_common::cli::CommonArgs;
 use lakevault_common::queue::{AzureQueue, POISON_SUFFIX};
 use lakevault_common::storage::StorageAccount;
+use lakevault_common::throttle::{AdaptiveLimit, RateCap, ThrottlePolicy};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// Copies in flight at once.
     #[arg(long, env = "LAKEVAULT_CONCURRENCY", default_value = "16")]
     pub concurrency: NonZeroUsize,
+    /// Cap on storage and queue requests per second from this worker (retries included);
+    /// none by default. Busy answers (503, 500 OperationTimeout) lower the copy
+    /// concurrency on their own.
+    #[arg(long, env = "LAKEVAULT_MAX_REQUESTS_PER_SECOND", value_parser = positive_rate)]
+    pub max_requests_per_second: Option<f64>,
     /// Messages held at once.
     #[arg(long, env = "LAKEVAULT_PREFETCH", default_value = "4")]
     pub prefetch: NonZeroUsize,
@@ -82,11 +87,26 @@ pub struct RunArgs {
     pub summary_json: bool,
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a positive number of requests per second"
+        )),
+    }
+}
+
 /// Exit codes: 0 done, 2 bad configuration or setup, 3 credentials failed (work kept).
 pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let config = cli.common.load_config()?;
-    let network = cli.common.network();
+    let mut network = cli.common.network();
     let Command::Run(args) = cli.command;
+    // Busy answers from any account lower the copy concurrency; successes raise it back.
+    let copy_slots = AdaptiveLimit::new(args.concurrency.get());
+    network.throttle = ThrottlePolicy {
+        limit: Some(copy_slots.clone()),
+        rate: args.max_requests_per_second.map(RateCap::per_second),
+    };
     let mut accounts = Vec::new();
     for (alias, account) in &config.accounts {
         accounts.push(StorageAccount::from_config(
@@ -128,7 +148,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         ledger,
         queue: queue.clone(),
         poison: poison.clone(),
-        copy_slots: Arc::new(Semaphore::new(args.concurrency.get())),
+        copy_slots: copy_slots.clone(),
         policy: MessagePolicy {
             visibility: Duration::from_secs(args.visibility_timeout_secs.max(2)),
             max_attempts: args.max_attempts.max(1),
@@ -148,6 +168,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     match result {
         Ok(mut summary) => {
             summary.queue_requests = queue.requests() + poison.requests();
+            summary.lowest_concurrency = copy_slots.lowest();
             tracing::info!(
                 messages = summary.messages,
                 copied = summary.copied,

@@ -9,10 +9,10 @@ use futures::StreamExt;
 use lakevault_common::error::FailureClass;
 use lakevault_common::ledger::{self, BatchOutcome, OutcomeFailure};
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
+use lakevault_common::throttle::AdaptiveLimit;
 use lakevault_common::wire::{CopyBatch, CopyItem, ScanTask, WorkMessage};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -70,7 +70,8 @@ pub struct Context {
     pub ledger: Option<lakevault_common::storage::StorageAccount>,
     pub queue: Arc<dyn WorkQueue>,
     pub poison: Arc<dyn WorkQueue>,
-    pub copy_slots: Arc<Semaphore>,
+    /// Copies in flight across the worker: lowered when the service is busy.
+    pub copy_slots: Arc<AdaptiveLimit>,
     pub policy: MessagePolicy,
 }
 
@@ -415,7 +416,7 @@ async fn record_outcome(
     }
 }
 
-/// Copies every item of a batch, at most `copy_slots` at once across the whole worker.
+/// Copies every item of a batch, at most `copy_slots.limit()` at once across the worker.
 /// `None` marks an item interrupted by shutdown.
 async fn copy_all(
     ctx: &Context,
@@ -443,7 +444,7 @@ async fn copy_one(
     cancel: &CancellationToken,
 ) -> (CopyItem, Option<Result<ItemOutcome, ItemFailure>>) {
     let permit = tokio::select! {
-        p = ctx.copy_slots.clone().acquire_owned() => p.ok(),
+        p = ctx.copy_slots.acquire() => Some(p),
         _ = cancel.cancelled() => None,
     };
     let Some(_permit) = permit else {
@@ -569,7 +570,7 @@ mod tests {
             ledger: None,
             queue: queue.clone(),
             poison: poison.clone(),
-            copy_slots: Arc::new(Semaphore::new(4)),
+            copy_slots: AdaptiveLimit::new(4),
             policy: MessagePolicy {
                 visibility: Duration::from_secs(30),
                 max_attempts: 3,

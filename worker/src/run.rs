@@ -49,6 +49,8 @@ pub struct RunSummary {
     /// Scan tasks completed, and the copies they enqueued.
     pub scans: u64,
     pub scan_copies: u64,
+    /// The lowest copy concurrency the worker went down to (busy service).
+    pub lowest_concurrency: usize,
     /// Requests to the work and poison queues (receive, extend, send, delete, properties).
     pub queue_requests: u64,
 }
