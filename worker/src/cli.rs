@@ -78,6 +78,13 @@ pub struct RunArgs {
     /// Snapshot mode: keep the source snapshot after its copy (default: delete it).
     #[arg(long, env = "LAKEVAULT_KEEP_SOURCE_SNAPSHOTS")]
     pub keep_source_snapshots: bool,
+    /// Access tier of the backup blobs written (default: the backup account's default
+    /// tier). History before an overwrite is a snapshot of the backup blob: where the
+    /// service refuses to snapshot an archived blob, the item is poisoned with that reason
+    /// rather than overwriting the only copy (`--no-history` where the account keeps
+    /// versions).
+    #[arg(long, env = "LAKEVAULT_ACCESS_TIER", value_enum)]
+    pub access_tier: Option<Tier>,
     /// Overwrite backup blobs without keeping the replaced version as a snapshot. Only for
     /// backup accounts with blob versioning on, which keep old versions themselves.
     #[arg(long, env = "LAKEVAULT_NO_HISTORY")]
@@ -85,6 +92,27 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout when the worker exits.
     #[arg(long, env = "LAKEVAULT_SUMMARY_JSON")]
     pub summary_json: bool,
+}
+
+/// Access tiers a backup can be written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    Hot,
+    Cool,
+    Cold,
+    Archive,
+}
+
+impl Tier {
+    fn into_sdk(self) -> azure_storage_blob::models::AccessTier {
+        use azure_storage_blob::models::AccessTier;
+        match self {
+            Tier::Hot => AccessTier::Hot,
+            Tier::Cool => AccessTier::Cool,
+            Tier::Cold => AccessTier::Cold,
+            Tier::Archive => AccessTier::Archive,
+        }
+    }
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -135,6 +163,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         delete_source_snapshots: !args.keep_source_snapshots,
         lease_duration: Duration::from_secs(args.lease_secs),
         keep_history: !args.no_history,
+        access_tier: args.access_tier.map(Tier::into_sdk),
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));

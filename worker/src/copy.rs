@@ -14,7 +14,7 @@
 
 use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders,
+    AccessTier, BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders,
     BlobClientGetPropertiesResultHeaders, BlobClientSetTagsOptions,
     BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders, BlobTag, BlobTags,
     BlobType, BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
@@ -56,6 +56,8 @@ pub struct CopyOptions {
     /// backed-up version stays restorable. Off only where the backup account keeps
     /// versions itself (blob versioning).
     pub keep_history: bool,
+    /// Access tier of the backup blobs written; `None`: the account's default.
+    pub access_tier: Option<AccessTier>,
 }
 
 impl Default for CopyOptions {
@@ -68,6 +70,7 @@ impl Default for CopyOptions {
             delete_source_snapshots: true,
             lease_duration: Duration::from_secs(30),
             keep_history: true,
+            access_tier: None,
         }
     }
 }
@@ -437,7 +440,14 @@ impl CopyEngine {
         let condition = snapshot.is_none().then(|| quoted(&version.etag));
         let dest = blob_client(destination, &batch.destination.container, &item.name)?;
         if version.size <= self.options.sync_copy_max {
-            sync_copy(&dest, condition, &source, tags).await?;
+            sync_copy(
+                &dest,
+                condition,
+                &source,
+                tags,
+                self.options.access_tier.clone(),
+            )
+            .await?;
         } else {
             let mut src = blob_client(source_account, &batch.source.container, &item.name)?;
             if let Some(s) = snapshot {
@@ -491,9 +501,9 @@ impl CopyEngine {
                 "source is a {t:?}; only block blobs are copied"
             )));
         }
-        let block_ids = block_ids(name, &version.etag, version.size, self.options.block_size);
+        let block_size = effective_block_size(version.size, self.options.block_size)?;
+        let block_ids = block_ids(name, &version.etag, version.size, block_size);
         let dest = dest.block_blob_client();
-        let block_size = self.options.block_size;
         let parallelism = self.options.block_parallelism.max(1);
         let mut pending = block_ids.iter().enumerate();
         let mut running: futures::stream::FuturesUnordered<
@@ -536,6 +546,7 @@ impl CopyEngine {
             blob_content_type: props.content_type().ok().flatten(),
             blob_tags_string: Some(tags),
             metadata: (!metadata.is_empty()).then_some(metadata),
+            tier: self.options.access_tier.clone(),
             ..Default::default()
         };
         dest.commit_block_list(content, Some(options))
@@ -552,6 +563,7 @@ async fn sync_copy(
     condition: Option<Etag>,
     source: &CopySource,
     tags: String,
+    tier: Option<AccessTier>,
 ) -> Result<(), ItemFailure> {
     let mut extra = ExtraHeaders::default().with("x-ms-requires-sync", "true");
     if let Some(auth) = &source.authorization {
@@ -560,6 +572,7 @@ async fn sync_copy(
     let options = BlobClientStartCopyFromUrlOptions {
         source_if_match: condition,
         blob_tags_string: Some(tags),
+        tier,
         method_options: ClientMethodOptions {
             context: extra.into_context(),
         },
@@ -804,6 +817,28 @@ async fn stage_range(
 /// Block ids for a ranged copy: equal length (the service requires it), and derived from
 /// the blob name and source ETag so that two workers copying different versions of the
 /// same blob at once never commit each other's blocks.
+/// A block blob has at most 50,000 committed blocks.
+pub const MAX_BLOCKS: u64 = 50_000;
+/// Put Block From URL stages at most 4,000 MiB per block.
+pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+
+/// The configured block size, raised (in whole MiB) when the blob would need more than
+/// 50,000 blocks of it.
+pub fn effective_block_size(size: u64, configured: u64) -> Result<u64, ItemFailure> {
+    const MIB: u64 = 1024 * 1024;
+    let configured = configured.max(1);
+    if size.div_ceil(configured) <= MAX_BLOCKS {
+        return Ok(configured);
+    }
+    let needed = size.div_ceil(MAX_BLOCKS).div_ceil(MIB) * MIB;
+    if needed > MAX_BLOCK_SIZE {
+        return Err(ItemFailure::permanent(format!(
+            "{size} bytes exceed what a block blob can hold (50,000 blocks of 4,000 MiB)"
+        )));
+    }
+    Ok(needed)
+}
+
 pub fn block_ids(name: &str, etag: &str, size: u64, block_size: u64) -> Vec<Vec<u8>> {
     let digest = sha2::Sha256::digest(format!("{name}\n{etag}").as_bytes());
     let prefix = hex::encode(&digest[..8]);
@@ -825,5 +860,20 @@ mod tests {
         let other = block_ids("a.bin", "0x2", 300 * 1024 * 1024, 64 * 1024 * 1024);
         assert_ne!(ids[0], other[0]);
         assert_eq!(block_ids("x", "e", 0, 10).len(), 1);
+    }
+
+    #[test]
+    fn block_size_grows_to_stay_within_50000_blocks() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(effective_block_size(300 * MIB, 64 * MIB).unwrap(), 64 * MIB);
+        // 4 TiB with 64 MiB blocks would be 65,536 blocks.
+        let size = 4 * 1024 * 1024 * MIB;
+        let grown = effective_block_size(size, 64 * MIB).unwrap();
+        assert!(size.div_ceil(grown) <= MAX_BLOCKS);
+        assert_eq!(grown % MIB, 0);
+        assert!(grown < 90 * MIB);
+        // Exactly at the limit stays as configured.
+        assert_eq!(effective_block_size(MAX_BLOCKS * MIB, MIB).unwrap(), MIB);
+        assert!(effective_block_size(MAX_BLOCKS * MAX_BLOCK_SIZE + 1, MIB).is_err());
     }
 }
