@@ -31,3 +31,61 @@ async fn backup_blobs_are_written_in_the_requested_access_tier() {
         assert_eq!(tier.as_deref(), Some("Cool"), "{name}");
     }
 }
+
+/// A free loopback port (bound, then released for the worker to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_while_running_and_the_worker_stops_cleanly() {
+    let lab = Lab::start("probes", &["data"]).expect("lab");
+    let port = free_port();
+    let mut child = lakevault_tests::scenario::worker(&lab.path)
+        .expect("bin")
+        .args(["run", "--health-listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        if let Some((200, body)) = get(&format!("{base}/readyz")).await {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+    assert_eq!(
+        get(&format!("{base}/healthz")).await,
+        Some((200, "ok".to_string()))
+    );
+    // SIGTERM: the worker drains (nothing in flight) and exits 0.
+    let pid = child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        get(&format!("{base}/healthz")).await.is_none(),
+        "probes stop with the process"
+    );
+}

@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// backup accounts with blob versioning on, which keep old versions themselves.
     #[arg(long, env = "LAKEVAULT_NO_HISTORY")]
     pub no_history: bool,
+    /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:8081`) for probes.
+    #[arg(long, env = "LAKEVAULT_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
     /// Print the run summary as JSON on stdout when the worker exits.
     #[arg(long, env = "LAKEVAULT_SUMMARY_JSON")]
     pub summary_json: bool,
@@ -185,10 +188,26 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
             retry_delay: Duration::from_secs(args.retry_delay_secs),
         },
     });
+    // Probes answer for the whole life of the process, draining included.
+    let health = crate::health::Health::new();
+    let probes_stop = CancellationToken::new();
+    let _stop_probes = probes_stop.clone().drop_guard();
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--health-listen {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "health endpoints: /healthz /readyz");
+        tokio::spawn(crate::health::serve(
+            listener,
+            health.clone(),
+            probes_stop.clone(),
+        ));
+    }
     let options = RunOptions {
         prefetch: args.prefetch.get(),
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        health: Some(health),
         ..Default::default()
     };
     let started = std::time::Instant::now();

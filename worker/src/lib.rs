@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod copy;
+pub mod health;
 pub mod message;
 pub mod poison;
 pub mod run;

@@ -20,6 +20,8 @@ pub struct RunOptions {
     /// How long in-flight messages may finish after a stop signal before they are
     /// released back to the queue.
     pub drain_timeout: Duration,
+    /// Readiness for probes, kept current by the loop.
+    pub health: Option<Arc<crate::health::Health>>,
 }
 
 impl Default for RunOptions {
@@ -29,6 +31,7 @@ impl Default for RunOptions {
             exit_when_idle: None,
             max_poll_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            health: None,
         }
     }
 }
@@ -105,6 +108,8 @@ pub async fn run(
             queue: ctx.queue.name().to_string(),
             message: e.to_string(),
         })?;
+    let health = options.health.clone().unwrap_or_default();
+    health.set_queue_ok(true);
 
     while !stop.is_cancelled() && fatal.is_none() {
         // Collect finished messages without waiting.
@@ -127,6 +132,7 @@ pub async fn run(
             r = ctx.queue.receive(want, ctx.policy.visibility) => r,
             _ = stop.cancelled() => break,
         };
+        health.set_queue_ok(received.is_ok());
         let messages = match received {
             Ok(m) => m,
             Err(e) => {
@@ -173,6 +179,7 @@ pub async fn run(
         }
     }
 
+    health.set_draining();
     // Drain: let in-flight messages finish for a bounded time, then interrupt them (they
     // release their messages back to the queue).
     let deadline = tokio::time::sleep(options.drain_timeout);
