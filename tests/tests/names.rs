@@ -36,7 +36,17 @@ const NAMES: &[&str] = &[
     "dots/../up.txt",
     "dots/./here.txt",
     "line\nbreak.txt",
+    "trailing dot.",
+    "dir.../file..",
+    "ends/with/dot./",
 ];
+
+/// The longest legal name: 1,024 characters.
+fn longest_name() -> String {
+    let name = format!("long/{}", "n".repeat(1019));
+    assert_eq!(name.chars().count(), 1024);
+    name
+}
 
 /// A control character: legal in a blob name, but dropped by URL parsers (the SDK's own
 /// blob URL building loses it), so lakevault encodes names itself.
@@ -57,7 +67,13 @@ async fn awkward_names_list_in_diff_order_and_back_up() {
         .create(None)
         .await
         .expect("container");
-    for (i, name) in NAMES.iter().chain([&CONTROL]).enumerate() {
+    let longest = longest_name();
+    let names: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .chain([CONTROL, longest.as_str()])
+        .collect();
+    for (i, name) in names.iter().enumerate() {
         lake::raw_put_blob(
             &azurite.blob_endpoint(SOURCE_ACCOUNT),
             SOURCE_ACCOUNT,
@@ -82,11 +98,7 @@ async fn awkward_names_list_in_diff_order_and_back_up() {
     while let Some(item) = pager.next().await {
         listed.push(item.expect("item").name.expect("name"));
     }
-    let mut expected: Vec<String> = NAMES
-        .iter()
-        .chain([&CONTROL])
-        .map(|s| s.to_string())
-        .collect();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     expected.sort_by(|a, b| cmp_names(a, b));
     assert_eq!(
         listed, expected,
@@ -94,7 +106,7 @@ async fn awkward_names_list_in_diff_order_and_back_up() {
     );
 
     let pass = backup_pass(&path, 1).expect("backup");
-    let all = NAMES.len() as u64 + 1;
+    let all = names.len() as u64;
     assert_eq!((pass.copied, pass.poisoned), (all, 0), "{pass:?}");
     let report = lake::verify(&src, &bak, &[("names".into(), "names".into())])
         .await
