@@ -246,3 +246,48 @@ async fn a_backup_through_throttling_and_cut_connections_loses_nothing() {
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
     assert_eq!(verified.blobs, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stream_fallback_an_unreachable_source_is_copied_through_the_worker() {
+    let lab = Lab::start("streamed", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 12,
+        large_bytes: 20 * 1024 * 1024,
+        seed: 6,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    let proxy = start_proxy(&lab).await;
+    let path = through_proxy(&lab, &proxy);
+    let (code, report, _) = run(&path, &["backup"]);
+    assert_eq!(code, 0, "{report}");
+    // Blocks of 8 MiB for the ranged path too, so the 20 MiB blob takes it.
+    let out = checked(
+        batch_worker(
+            &path,
+            &[
+                "--stream-fallback",
+                "--sync-copy-max-mib",
+                "8",
+                "--block-size-mib",
+                "8",
+            ],
+        )
+        .expect("bin")
+        .output()
+        .expect("worker"),
+        "worker",
+    )
+    .expect("worker");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(
+        (summary["copied"].as_u64(), summary["poisoned"].as_u64()),
+        (Some(13), Some(0)),
+        "{summary}"
+    );
+    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    assert_eq!(verified.blobs, 13);
+}

@@ -89,6 +89,12 @@ pub struct RunArgs {
     /// backup accounts with blob versioning on, which keep old versions themselves.
     #[arg(long, env = "LAKEVAULT_NO_HISTORY")]
     pub no_history: bool,
+    /// When the backup service cannot read a source the worker can read (a firewall or
+    /// private endpoint between the accounts), copy it through the worker: ranged reads
+    /// and Put Block, 8 MiB per blob in memory at a time. Off: such items are poisoned
+    /// with that explanation.
+    #[arg(long, env = "LAKEVAULT_STREAM_FALLBACK")]
+    pub stream_fallback: bool,
     /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:8081`) for probes.
     #[arg(long, env = "LAKEVAULT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
@@ -167,6 +173,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         lease_duration: Duration::from_secs(args.lease_secs),
         keep_history: !args.no_history,
         access_tier: args.access_tier.map(Tier::into_sdk),
+        stream_fallback: args.stream_fallback,
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));

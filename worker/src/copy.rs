@@ -58,6 +58,10 @@ pub struct CopyOptions {
     pub keep_history: bool,
     /// Access tier of the backup blobs written; `None`: the account's default.
     pub access_tier: Option<AccessTier>,
+    /// When the backup service cannot read the source but the worker can (a firewall or
+    /// private endpoint between the accounts), stream the bytes through the worker instead
+    /// of poisoning the item.
+    pub stream_fallback: bool,
 }
 
 impl Default for CopyOptions {
@@ -71,6 +75,7 @@ impl Default for CopyOptions {
             lease_duration: Duration::from_secs(30),
             keep_history: true,
             access_tier: None,
+            stream_fallback: false,
         }
     }
 }
@@ -356,8 +361,24 @@ impl CopyEngine {
                 // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
                 // service could not read the source, which is not proof the blob is gone.
                 Err(f) if f.code.as_deref() == Some("CannotVerifyCopySource") => {
-                    return diagnose_unreadable_source(source, &batch.source.container, item, f)
-                        .await;
+                    match diagnose_unreadable_source(source, &batch.source.container, item, f)
+                        .await?
+                    {
+                        Unreadable::Gone => return Ok(ItemOutcome::SourceGone),
+                        Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => {
+                            return Err(f);
+                        }
+                        Unreadable::ByServiceOnly(_) => {
+                            let bytes = self
+                                .stream_copy(batch, item, &version, source, &dest)
+                                .await?;
+                            return Ok(ItemOutcome::Copied {
+                                bytes,
+                                source_etag: version.etag,
+                                kept_previous,
+                            });
+                        }
+                    }
                 }
                 Err(f) if f.class == FailureClass::SourceMissing => {
                     return Ok(ItemOutcome::SourceGone);
@@ -529,6 +550,112 @@ impl CopyEngine {
             }
         }
         drop(running);
+        self.commit(&dest, &props, block_ids, tags).await
+    }
+
+    /// Fallback when the backup service cannot read the source: the worker reads ranges
+    /// with its own credential (conditional on the ETag) and uploads them with Put Block,
+    /// one range of at most `STREAM_RANGE` bytes in memory per blob at a time.
+    async fn stream_copy(
+        &self,
+        batch: &CopyBatch,
+        item: &CopyItem,
+        version: &SourceVersion,
+        source: &StorageAccount,
+        dest: &azure_storage_blob::BlobClient,
+    ) -> Result<u64, ItemFailure> {
+        const STREAM_RANGE: u64 = 8 * 1024 * 1024;
+        let mut src = blob_client(source, &batch.source.container, &item.name)?;
+        if let Some(s) = &item.snapshot {
+            src = src
+                .with_snapshot(s)
+                .map_err(|e| ItemFailure::from_sdk("snapshot URL", &e))?;
+        }
+        let props = src
+            .get_properties(None)
+            .await
+            .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
+        let current = props
+            .etag()
+            .ok()
+            .flatten()
+            .map(|e| normalise_etag(e.as_ref()));
+        if current.as_deref() != Some(version.etag.as_str()) {
+            return Err(ItemFailure::new(
+                FailureClass::SourceChanged,
+                "source ETag changed before the streamed copy",
+            ));
+        }
+        let record = BackupRecord {
+            source_etag: version.etag.clone(),
+            source_last_modified: version.last_modified.clone(),
+            backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
+            job: batch.job.clone(),
+            deleted_at: None,
+        };
+        let tags = tags_header(version.tags.as_ref().unwrap_or(&item.tags), &record)
+            .map_err(|e| ItemFailure::permanent(e.to_string()))?;
+        let range = effective_block_size(version.size, STREAM_RANGE)?;
+        let ids = block_ids(&item.name, &version.etag, version.size, range);
+        let block_blob = dest.block_blob_client();
+        let condition = item.snapshot.is_none().then(|| quoted(&version.etag));
+        for (i, id) in ids.iter().enumerate() {
+            let offset = i as u64 * range;
+            let length = range.min(version.size - offset);
+            if length == 0 {
+                // An empty blob: one empty block.
+                block_blob
+                    .stage_block(id, 0, RequestContent::from(Vec::new()), None)
+                    .await
+                    .map_err(|e| ItemFailure::from_sdk("put block", &e))?;
+                continue;
+            }
+            let options = azure_storage_blob::models::BlobClientDownloadOptions {
+                range: Some(HttpRange::new(offset, length)),
+                if_match: condition.clone(),
+                parallel: std::num::NonZero::new(1),
+                ..Default::default()
+            };
+            let mut body = src
+                .download(Some(options))
+                .await
+                .map_err(|e| ItemFailure::from_sdk("reading a source range", &e))?
+                .body;
+            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            while let Some(chunk) = body.next().await {
+                bytes.extend_from_slice(
+                    &chunk.map_err(|e| ItemFailure::from_sdk("reading a source range", &e))?,
+                );
+            }
+            if bytes.len() as u64 != length {
+                return Err(ItemFailure::new(
+                    FailureClass::Transient,
+                    format!(
+                        "source range at {offset}: {} of {length} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+            block_blob
+                .stage_block(id, length, RequestContent::from(bytes), None)
+                .await
+                .map_err(|e| ItemFailure::from_sdk("put block", &e))?;
+        }
+        self.commit(&block_blob, &props, ids, tags).await?;
+        Ok(version.size)
+    }
+
+    /// Put Block List with the source's content headers, metadata, the tags and the tier.
+    async fn commit(
+        &self,
+        dest: &azure_storage_blob::BlockBlobClient,
+        props: &azure_core::http::Response<
+            azure_storage_blob::models::BlobClientGetPropertiesResult,
+            azure_core::http::NoFormat,
+        >,
+        block_ids: Vec<Vec<u8>>,
+        tags: String,
+    ) -> Result<(), ItemFailure> {
         let list = BlockLookupList {
             latest: Some(block_ids),
             ..Default::default()
@@ -761,29 +888,37 @@ async fn read_tags(
         .collect())
 }
 
+/// What reading the source directly says about a `CannotVerifyCopySource`.
+enum Unreadable {
+    /// Listed at planning time, gone now: deleted meanwhile.
+    Gone,
+    /// The worker can read it, the backup service cannot: this blob, or the network path
+    /// between the services. The failure explains it.
+    ByServiceOnly(ItemFailure),
+}
+
 /// The backup service could not read the source (`CannotVerifyCopySource`). Whether that
 /// is a credential problem (stop: every copy will fail) or about this blob or the network
-/// path between the services (poison this item, carry on) is told by reading the source
-/// directly with the worker's own credential.
+/// path between the services is told by reading the source directly with the worker's own
+/// credential.
 async fn diagnose_unreadable_source(
     source: &StorageAccount,
     container: &str,
     item: &CopyItem,
     failure: ItemFailure,
-) -> Result<ItemOutcome, ItemFailure> {
+) -> Result<Unreadable, ItemFailure> {
     match read_source(source, container, &item.name).await {
-        // Listed at planning time, gone now: deleted meanwhile.
-        Ok(None) => Ok(ItemOutcome::SourceGone),
-        Ok(Some(_)) => Err(ItemFailure {
+        Ok(None) => Ok(Unreadable::Gone),
+        Ok(Some(_)) => Ok(Unreadable::ByServiceOnly(ItemFailure {
             class: FailureClass::Permanent,
             reason: format!(
                 "the backup service cannot read this source blob although the worker can \
                  (a firewall or private endpoint between the accounts, or a name the source \
-                 will not authorise by SAS): {}",
+                 will not authorise by SAS; `--stream-fallback` copies through the worker): {}",
                 failure.reason
             ),
             code: failure.code,
-        }),
+        })),
         Err(direct) if direct.class == FailureClass::Auth => Err(failure),
         Err(direct) => Err(direct),
     }
