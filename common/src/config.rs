@@ -53,6 +53,9 @@ pub enum AccountConfig {
         client_id: Option<String>,
         blob_endpoint: Option<Url>,
         queue_endpoint: Option<Url>,
+        /// How the backup service is authorised to read this account as a copy source.
+        #[serde(default)]
+        copy_source: CopySourceAuth,
     },
     /// AKS workload identity (federated token file from the pod's environment).
     WorkloadIdentity {
@@ -62,6 +65,9 @@ pub enum AccountConfig {
         token_file: Option<PathBuf>,
         blob_endpoint: Option<Url>,
         queue_endpoint: Option<Url>,
+        /// How the backup service is authorised to read this account as a copy source.
+        #[serde(default)]
+        copy_source: CopySourceAuth,
     },
     /// A service principal with a client secret.
     ClientSecret {
@@ -73,13 +79,33 @@ pub enum AccountConfig {
         client_secret_file: Option<PathBuf>,
         blob_endpoint: Option<Url>,
         queue_endpoint: Option<Url>,
+        /// How the backup service is authorised to read this account as a copy source.
+        #[serde(default)]
+        copy_source: CopySourceAuth,
     },
     /// The operator's own login from the Azure CLI / Azure Developer CLI.
     DeveloperTools {
         account_name: String,
         blob_endpoint: Option<Url>,
         queue_endpoint: Option<Url>,
+        /// How the backup service is authorised to read this account as a copy source.
+        #[serde(default)]
+        copy_source: CopySourceAuth,
     },
+}
+
+/// How a server-side copy's source read is authorised for an account reached with an
+/// Entra credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopySourceAuth {
+    /// The worker's Entra token in `x-ms-copy-source-authorization` (needs a data-reader
+    /// role on the source).
+    #[default]
+    Bearer,
+    /// A read-only user delegation SAS per blob, signed with a key from Get User Delegation
+    /// Key (also needs the `generateUserDelegationKey` action, e.g. Storage Blob Delegator).
+    UserDelegationSas,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,6 +387,17 @@ impl AccountConfig {
             AccountConfig::ManagedIdentity { .. }
             | AccountConfig::WorkloadIdentity { .. }
             | AccountConfig::DeveloperTools { .. } => Ok(()),
+        }
+    }
+
+    /// The copy-source authorisation of an Entra kind (`Bearer` for the others, unused).
+    pub fn copy_source(&self) -> CopySourceAuth {
+        match self {
+            AccountConfig::ManagedIdentity { copy_source, .. }
+            | AccountConfig::WorkloadIdentity { copy_source, .. }
+            | AccountConfig::ClientSecret { copy_source, .. }
+            | AccountConfig::DeveloperTools { copy_source, .. } => *copy_source,
+            _ => CopySourceAuth::Bearer,
         }
     }
 

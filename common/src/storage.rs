@@ -2,7 +2,7 @@
 //! its credential kind, a transport with connect timeouts, and one retry configuration.
 //! Also builds the source URL (and authorization) a server-side copy reads from.
 
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, CopySourceAuth};
 use crate::connection_string;
 use crate::extra_headers::ExtraHeadersPolicy;
 use crate::sas::{self, SasResource};
@@ -124,6 +124,11 @@ pub struct StorageAccount {
     /// Shared by every client made for this account, so they share one transport and its
     /// connection pool.
     options: ClientOptions,
+    /// Entra kinds: how copy sources in this account are authorised.
+    copy_source_auth: CopySourceAuth,
+    /// The user delegation key in use (`CopySourceAuth::UserDelegationSas`), shared by
+    /// clones and renewed before it expires.
+    delegation_key: Arc<tokio::sync::Mutex<Option<sas::DelegationKey>>>,
 }
 
 /// The URL a server-side copy reads from, with its authorization. The URL may contain a
@@ -330,6 +335,7 @@ impl StorageAccount {
                 client_id,
                 blob_endpoint,
                 queue_endpoint,
+                ..
             } => {
                 let options = azure_identity::ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id
@@ -350,6 +356,7 @@ impl StorageAccount {
                 token_file,
                 blob_endpoint,
                 queue_endpoint,
+                ..
             } => {
                 let options = azure_identity::WorkloadIdentityCredentialOptions {
                     tenant_id: tenant_id.clone(),
@@ -372,6 +379,7 @@ impl StorageAccount {
                 client_secret_file,
                 blob_endpoint,
                 queue_endpoint,
+                ..
             } => {
                 let secret = resolve_secret(
                     alias,
@@ -395,6 +403,7 @@ impl StorageAccount {
                 account_name,
                 blob_endpoint,
                 queue_endpoint,
+                ..
             } => {
                 let cred = azure_identity::DeveloperToolsCredential::new(None)
                     .map_err(|e| cred_err("developer_tools", e))?;
@@ -417,6 +426,8 @@ impl StorageAccount {
             queue_endpoint,
             auth,
             options,
+            copy_source_auth: config.copy_source(),
+            delegation_key: Default::default(),
         })
     }
 
@@ -445,7 +456,63 @@ impl StorageAccount {
             queue_endpoint: normalise_endpoint(&queue_endpoint),
             auth,
             options,
+            copy_source_auth: CopySourceAuth::Bearer,
+            delegation_key: Default::default(),
         })
+    }
+
+    /// How copy sources in this account are authorised (Entra credentials only).
+    pub fn with_copy_source_auth(mut self, mode: CopySourceAuth) -> Self {
+        self.copy_source_auth = mode;
+        self
+    }
+
+    /// A user delegation key valid for at least `needed` more, requested when there is none
+    /// or the one held is about to expire. Keys last a day.
+    async fn delegation_key(&self, needed: Duration) -> azure_core::Result<sas::DelegationKey> {
+        let mut held = self.delegation_key.lock().await;
+        let now = OffsetDateTime::now_utc();
+        let margin = time::Duration::try_from(needed).unwrap_or(time::Duration::hours(2))
+            + time::Duration::minutes(10);
+        if let Some(key) = held.as_ref()
+            && key.expiry - now > margin
+        {
+            return Ok(key.clone());
+        }
+        let info = azure_storage_blob::models::KeyInfo {
+            start: Some(now - time::Duration::minutes(5)),
+            expiry: Some(now + time::Duration::days(1)),
+            ..Default::default()
+        };
+        let service = self.blob_service().map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string())
+        })?;
+        let key = service
+            .get_user_delegation_key(info.try_into()?, None)
+            .await?
+            .into_model()?;
+        let missing = |what: &str| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::DataConversion,
+                format!(
+                    "account `{}`: the user delegation key has no {what}",
+                    self.alias
+                ),
+            )
+        };
+        let key = sas::DelegationKey {
+            object_id: key.signed_oid.ok_or_else(|| missing("object id"))?,
+            tenant_id: key.signed_tid.ok_or_else(|| missing("tenant id"))?,
+            start: key.signed_start.ok_or_else(|| missing("start"))?,
+            expiry: key.signed_expiry.ok_or_else(|| missing("expiry"))?,
+            service: key.signed_service.unwrap_or_else(|| "b".into()),
+            version: key.signed_version.ok_or_else(|| missing("version"))?,
+            value: SecretString::new(azure_core::base64::encode(
+                key.value.ok_or_else(|| missing("value"))?,
+            )),
+        };
+        *held = Some(key.clone());
+        Ok(key)
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -576,6 +643,22 @@ impl StorageAccount {
                 })?;
                 check_sas(&self.alias, &token)?;
                 append(&mut url, token.expose());
+            }
+            Auth::Token(_) if self.copy_source_auth == CopySourceAuth::UserDelegationSas => {
+                let key = self.delegation_key(valid_for).await?;
+                let name = self.account_name.as_deref().unwrap_or_default();
+                let expiry = OffsetDateTime::now_utc()
+                    + time::Duration::try_from(valid_for).unwrap_or(time::Duration::hours(1));
+                let resource = match snapshot {
+                    Some(snapshot) => SasResource::BlobSnapshot {
+                        container,
+                        blob,
+                        snapshot,
+                    },
+                    None => SasResource::Blob { container, blob },
+                };
+                let token = sas::user_delegation_sas(name, &key, resource, "r", expiry)?;
+                append(&mut url, &token);
             }
             Auth::Token(cred) => {
                 let token = cred.get_token(&[STORAGE_SCOPE], None).await?;

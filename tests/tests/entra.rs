@@ -126,3 +126,62 @@ async fn bearer_tokens_over_https_reach_blob_and_queue() {
         .expect_err("wrong audience refused");
     assert_eq!(classify(&err), FailureClass::Auth, "{err}");
 }
+
+#[tokio::test]
+async fn a_user_delegation_sas_from_an_entra_credential_reads_one_blob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = Tls::self_signed(dir.path()).expect("certificate");
+    let az = Azurite::start_https(&tls).expect("azurite over https");
+    let credential = Arc::new(MintedTokens {
+        audience: "https://storage.azure.com",
+        requests: AtomicUsize::new(0),
+    });
+    let acct = account(&az, &tls, credential)
+        .with_copy_source_auth(lakevault_common::config::CopySourceAuth::UserDelegationSas);
+    acct.container("udk")
+        .expect("client")
+        .create(None)
+        .await
+        .expect("container");
+    let name = "dir/ü file+1.txt";
+    acct.blob("udk", name)
+        .expect("client")
+        .upload(RequestContent::from(b"delegated".to_vec()), None)
+        .await
+        .expect("upload");
+
+    let source = acct
+        .copy_source("udk", name, None, std::time::Duration::from_secs(3600))
+        .await
+        .expect("copy source");
+    assert!(source.authorization.is_none(), "a SAS, not a bearer token");
+    assert!(source.url.contains("skoid=") && source.url.contains("sig="));
+    // What the backup service would do with it: read the blob with nothing but the URL.
+    let pem = std::fs::read(&tls.cert).expect("cert");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .build()
+        .expect("client");
+    let response = http
+        .get(&source.url)
+        .header("x-ms-version", "2022-11-02")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.text().await
+    );
+    assert_eq!(response.bytes().await.expect("body").as_ref(), b"delegated");
+    // The SAS names one blob: another one in the container is refused.
+    let other = source.url.replace("file%2B1", "file%2B2");
+    let refused = http
+        .get(&other)
+        .header("x-ms-version", "2022-11-02")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status().as_u16(), 403);
+}
