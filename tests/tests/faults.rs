@@ -180,6 +180,21 @@ async fn sigterm_drains_then_releases_and_nothing_is_lost() {
         summary["copied"].as_u64().unwrap_or(0) < 800,
         "stopped mid-run: {summary}"
     );
+    // Nothing was left invisible: the message the worker held is visible at once (its
+    // visibility timeout is 60 s).
+    let q = queue(&s, "sigterm");
+    let queued = q.approximate_len().await.expect("queue length");
+    let visible = q
+        .receive(32, Duration::from_secs(1))
+        .await
+        .expect("receive");
+    assert!(queued > 0, "work was left for the next worker");
+    assert_eq!(
+        visible.len() as u64,
+        queued,
+        "every queued message is visible: the interrupted one was released"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rest = drain(&s.path, 1, &[]).expect("next worker");
     assert_eq!(rest.poisoned, 0);
     assert_verified(&s).await;

@@ -63,7 +63,9 @@ pub struct RunArgs {
     #[arg(long, env = "LAKEVAULT_RETRY_DELAY_SECS", default_value_t = 5)]
     pub retry_delay_secs: u64,
     /// Seconds in-flight work may finish after SIGTERM before it is handed back.
-    #[arg(long, env = "LAKEVAULT_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    /// The default stays under Kubernetes' 30 s termination grace period, so released
+    /// messages are visible again before the pod is killed.
+    #[arg(long, env = "LAKEVAULT_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     pub drain_timeout_secs: u64,
     /// Sources up to this many MiB use one Copy Blob From URL; larger ones are copied in
     /// ranges (the service limit is 256).
