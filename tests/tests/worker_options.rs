@@ -89,3 +89,33 @@ async fn probes_answer_while_running_and_the_worker_stops_cleanly() {
         "probes stop with the process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_tags_can_be_left_behind() {
+    let lab = Lab::start("notags", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 12,
+        large_bytes: 0,
+        seed: 3,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    let tagged = lake::entries(&lab.src, "data", false)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|e| !e.tags.is_empty())
+        .count();
+    assert!(tagged > 0, "the sample lake has tagged blobs");
+    plan(&lab.path).expect("plan");
+    let pass = drain(&lab.path, 1, &["--skip-source-tags"]).expect("workers");
+    assert_eq!(pass.copied, 12);
+    for e in lake::entries(&lab.bak, "data", false).await.expect("list") {
+        assert_eq!(
+            e.tags.keys().collect::<Vec<_>>(),
+            ["lakevault"],
+            "{}: only the record",
+            e.name
+        );
+    }
+}

@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// with that explanation.
     #[arg(long, env = "LAKEVAULT_STREAM_FALLBACK")]
     pub stream_fallback: bool,
+    /// Do not carry the source's user index tags to the backup (lakevault's record tag is
+    /// still written).
+    #[arg(long, env = "LAKEVAULT_SKIP_SOURCE_TAGS")]
+    pub skip_source_tags: bool,
     /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:8081`) for probes.
     #[arg(long, env = "LAKEVAULT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
@@ -176,6 +180,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         keep_history: !args.no_history,
         access_tier: args.access_tier.map(Tier::into_sdk),
         stream_fallback: args.stream_fallback,
+        copy_tags: !args.skip_source_tags,
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));

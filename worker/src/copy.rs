@@ -62,6 +62,9 @@ pub struct CopyOptions {
     /// private endpoint between the accounts), stream the bytes through the worker instead
     /// of poisoning the item.
     pub stream_fallback: bool,
+    /// Carry the source's user index tags to the backup blob (the record tag is always
+    /// written).
+    pub copy_tags: bool,
 }
 
 impl Default for CopyOptions {
@@ -76,6 +79,7 @@ impl Default for CopyOptions {
             keep_history: true,
             access_tier: None,
             stream_fallback: false,
+            copy_tags: true,
         }
     }
 }
@@ -414,6 +418,21 @@ impl CopyEngine {
         ))
     }
 
+    /// The user tags the backup blob gets: the source's (as re-read, or as planned), or
+    /// none with `copy_tags` off.
+    fn user_tags<'a>(
+        &self,
+        item: &'a CopyItem,
+        version: &'a SourceVersion,
+    ) -> &'a BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        if self.options.copy_tags {
+            version.tags.as_ref().unwrap_or(&item.tags)
+        } else {
+            &NONE
+        }
+    }
+
     pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions) -> Self {
         let accounts = accounts.into_iter().map(|a| (a.alias.clone(), a)).collect();
         Self { accounts, options }
@@ -442,7 +461,7 @@ impl CopyEngine {
             job: batch.job.clone(),
             deleted_at: None,
         };
-        let user_tags = version.tags.as_ref().unwrap_or(&item.tags);
+        let user_tags = self.user_tags(item, version);
         let tags = tags_header(user_tags, &record).map_err(|e| ItemFailure {
             code: Some(NO_ROOM_FOR_RECORD.into()),
             ..ItemFailure::permanent(e.to_string())
@@ -593,7 +612,7 @@ impl CopyEngine {
             job: batch.job.clone(),
             deleted_at: None,
         };
-        let tags = tags_header(version.tags.as_ref().unwrap_or(&item.tags), &record)
+        let tags = tags_header(self.user_tags(item, version), &record)
             .map_err(|e| ItemFailure::permanent(e.to_string()))?;
         let range = effective_block_size(version.size, STREAM_RANGE)?;
         let ids = block_ids(&item.name, &version.etag, version.size, range);
