@@ -180,7 +180,7 @@ pub enum BackupError {
 /// pattern that does not is skipped and reported. A named container that does not exist is
 /// reported as failed without stopping the others. Two sources may never share a backup
 /// container.
-async fn selected_containers(
+pub(crate) async fn selected_containers(
     config: &Config,
     source: &StorageAccount,
     skipped: &mut Vec<SkippedContainer>,

@@ -36,10 +36,31 @@ pub enum Command {
     /// now, and an optional cron schedule. The bearer token comes from
     /// LAKEVAULT_API_TOKEN or --token-file.
     Serve(ServeArgs),
+    /// Check that the backup matches the source: every source blob present with a record
+    /// of its current version, same size, same Content-MD5; `--deep` also compares content
+    /// hashes where there is no MD5 to compare. Exit code 1 when anything differs.
+    Verify(VerifyArgs),
     /// Move poison records back to the work queue once their cause is fixed: failed items
     /// as a fresh batch, whole messages as they were. Records that are not lakevault work
     /// stay, and are reported.
     Redrive(RedriveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Hash the content of both sides (streamed SHA-256) for blobs without a Content-MD5
+    /// on both sides. Reads every such blob twice: plan for the egress.
+    #[arg(long, env = "LAKEVAULT_VERIFY_DEEP")]
+    pub deep: bool,
+    /// Blobs hashed at once in deep mode.
+    #[arg(long, env = "LAKEVAULT_VERIFY_PARALLELISM", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parallelism: u64,
+    /// Problems listed per container (all are counted).
+    #[arg(long, env = "LAKEVAULT_VERIFY_MAX_LISTED", default_value_t = 100)]
+    pub max_listed: usize,
+    /// Output format of the report on stdout.
+    #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,6 +201,27 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Status(args) => status(&account(&config.queue.account)?, &args, &cancel).await,
+        Command::Verify(args) => {
+            let source = account(&config.backup.source)?;
+            let destination = account(&config.backup.destination)?;
+            let options = crate::verify::VerifyOptions {
+                deep: args.deep,
+                deep_parallelism: usize::try_from(args.parallelism).unwrap_or(4),
+                max_listed: args.max_listed,
+            };
+            let report = crate::verify::run(&config, &source, &destination, &options)
+                .await
+                .context("verification failed")?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string(&report)?),
+                Output::Table => print_verify(&report),
+            }
+            Ok(if report.passed() {
+                lakevault_common::exit::OK
+            } else {
+                lakevault_common::exit::PARTIAL
+            })
+        }
         Command::Redrive(args) => {
             let queue_account = account(&config.queue.account)?;
             let poison_name = format!(
@@ -395,6 +437,68 @@ fn print_status(s: &JobStatus) {
     }
     for f in &s.failures {
         println!("  failed {}: {}", f.name, f.reason);
+    }
+}
+
+fn print_verify(report: &crate::verify::VerifyReport) {
+    println!(
+        "{:<28} {:<28} {:>9} {:>9} {:>9} {:>8} {:>11} {:>10}",
+        "source container",
+        "backup container",
+        "checked",
+        "ok",
+        "problems",
+        "hashed",
+        "src-deleted",
+        "tombstoned"
+    );
+    for c in &report.containers {
+        println!(
+            "{:<28} {:<28} {:>9} {:>9} {:>9} {:>8} {:>11} {:>10}",
+            c.source_container,
+            c.destination_container,
+            c.checked,
+            c.ok,
+            c.problems,
+            c.deep_hashed,
+            c.deleted_in_source,
+            c.tombstoned
+        );
+    }
+    for c in &report.containers {
+        for p in &c.listed {
+            let kind = serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_uppercase))
+                .unwrap_or_default();
+            println!("{kind} {}/{}: {}", c.source_container, p.name, p.detail);
+        }
+        if c.problems > c.listed.len() as u64 {
+            println!(
+                "  … and {} more problems in {} (--max-listed)",
+                c.problems - c.listed.len() as u64,
+                c.source_container
+            );
+        }
+    }
+    for f in &report.failed {
+        println!("FAILED container {}: {}", f.container, f.reason);
+    }
+    if report.passed() {
+        println!(
+            "verify: PASSED — every source blob is in the backup at its current version{}",
+            if report.deep {
+                " (content hashed where no MD5 to compare)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!(
+            "verify: FAILED — {} problems, {} containers not checked",
+            report.problems(),
+            report.failed.len()
+        );
     }
 }
 

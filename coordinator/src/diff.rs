@@ -85,12 +85,20 @@ where
     }
 }
 
-/// Merge-joins the two sorted listings, calling `on_change` for every name, in order.
-pub async fn merge_join<S, B, F>(source: S, backup: B, mut on_change: F) -> Result<(), DiffError>
+/// One name of a merge-join: in the source only, in both, or in the backup only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pair {
+    SourceOnly(ListedBlob),
+    Both(ListedBlob, ListedBlob),
+    BackupOnly(ListedBlob),
+}
+
+/// Merge-joins the two sorted listings, calling `on_pair` for every name, in order.
+pub async fn join_pairs<S, B, F>(source: S, backup: B, mut on_pair: F) -> Result<(), DiffError>
 where
     S: Stream<Item = azure_core::Result<ListedBlob>>,
     B: Stream<Item = azure_core::Result<ListedBlob>>,
-    F: AsyncFnMut(Change) -> Result<(), DiffError>,
+    F: AsyncFnMut(Pair) -> Result<(), DiffError>,
 {
     let mut source = std::pin::pin!(source);
     let mut backup = std::pin::pin!(backup);
@@ -101,37 +109,51 @@ where
         match (s.take(), b.take()) {
             (None, None) => return Ok(()),
             (Some(src), None) => {
-                on_change(Change::New(src)).await?;
+                on_pair(Pair::SourceOnly(src)).await?;
                 s = next_checked(&mut source, &mut prev_s, "source").await?;
             }
             (None, Some(bak)) => {
-                on_change(Change::Deleted(bak)).await?;
+                on_pair(Pair::BackupOnly(bak)).await?;
                 b = next_checked(&mut backup, &mut prev_b, "backup").await?;
             }
             (Some(src), Some(bak)) => match cmp_names(&src.name, &bak.name) {
                 Ordering::Less => {
-                    on_change(Change::New(src)).await?;
+                    on_pair(Pair::SourceOnly(src)).await?;
                     s = next_checked(&mut source, &mut prev_s, "source").await?;
                     b = Some(bak);
                 }
                 Ordering::Greater => {
-                    on_change(Change::Deleted(bak)).await?;
+                    on_pair(Pair::BackupOnly(bak)).await?;
                     b = next_checked(&mut backup, &mut prev_b, "backup").await?;
                     s = Some(src);
                 }
                 Ordering::Equal => {
-                    let change = if is_current(&src, &bak) {
-                        Change::Unchanged(src)
-                    } else {
-                        Change::Changed(src)
-                    };
-                    on_change(change).await?;
+                    on_pair(Pair::Both(src, bak)).await?;
                     s = next_checked(&mut source, &mut prev_s, "source").await?;
                     b = next_checked(&mut backup, &mut prev_b, "backup").await?;
                 }
             },
         }
     }
+}
+
+/// Merge-joins the two sorted listings, calling `on_change` for every name, in order.
+pub async fn merge_join<S, B, F>(source: S, backup: B, mut on_change: F) -> Result<(), DiffError>
+where
+    S: Stream<Item = azure_core::Result<ListedBlob>>,
+    B: Stream<Item = azure_core::Result<ListedBlob>>,
+    F: AsyncFnMut(Change) -> Result<(), DiffError>,
+{
+    join_pairs(source, backup, async |pair| {
+        let change = match pair {
+            Pair::SourceOnly(src) => Change::New(src),
+            Pair::BackupOnly(bak) => Change::Deleted(bak),
+            Pair::Both(src, bak) if is_current(&src, &bak) => Change::Unchanged(src),
+            Pair::Both(src, _) => Change::Changed(src),
+        };
+        on_change(change).await
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -149,6 +171,7 @@ mod tests {
             last_modified: String::new(),
             blob_type: None,
             tags: BTreeMap::new(),
+            content_md5: None,
         }
     }
 

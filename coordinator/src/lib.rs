@@ -10,4 +10,5 @@ pub mod redrive;
 pub mod scan;
 pub mod serve;
 pub mod shard;
+pub mod verify;
 pub mod watermark;

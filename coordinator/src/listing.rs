@@ -23,6 +23,8 @@ pub struct ListedBlob {
     pub last_modified: String,
     pub blob_type: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// Content-MD5 as stored (base64), when the blob has one.
+    pub content_md5: Option<String>,
 }
 
 impl ListedBlob {
@@ -43,6 +45,10 @@ impl ListedBlob {
                 .unwrap_or_default(),
             size: props.content_length.unwrap_or(0),
             last_modified: props.last_modified.map(rfc3339).unwrap_or_default(),
+            content_md5: props
+                .content_md5
+                .filter(|m| !m.is_empty())
+                .map(azure_core::base64::encode),
             blob_type: props.blob_type.map(|t| match t {
                 BlobType::BlockBlob => "BlockBlob".to_string(),
                 other => format!("{other:?}"),
