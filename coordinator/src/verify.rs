@@ -118,6 +118,9 @@ async fn sha256(account: &StorageAccount, container: &str, name: &str) -> Result
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A blob's name and the content hashes of (source, backup), or why they could not be read.
+type HashResult = (String, Result<(String, String), String>);
+
 /// What one pair of blobs says, before any content hashing.
 enum Verdict {
     Ok,
@@ -204,9 +207,8 @@ async fn verify_container(
                 Box::pin(futures::stream::empty())
             };
         // Deep hashes run beside the listing, at most `deep_parallelism` at once.
-        let mut hashing: FuturesUnordered<
-            futures::future::BoxFuture<'_, (String, Result<(String, String), String>)>,
-        > = FuturesUnordered::new();
+        let mut hashing: FuturesUnordered<futures::future::BoxFuture<'_, HashResult>> =
+            FuturesUnordered::new();
         let settle =
             |report: &mut ContainerVerify, name: String, r: Result<(String, String), String>| {
                 report.deep_hashed += 1;
