@@ -40,6 +40,10 @@ pub enum Command {
     /// of its current version, same size, same Content-MD5; `--deep` also compares content
     /// hashes where there is no MD5 to compare. Exit code 1 when anything differs.
     Verify(VerifyArgs),
+    /// Retention: delete backup versions that stopped being current longer ago than
+    /// --keep-versions-for, and blobs marked deleted in the source longer ago than
+    /// --tombstones-for (with their versions). Run with --dry-run first.
+    Purge(PurgeArgs),
     /// Move poison records back to the work queue once their cause is fixed: failed items
     /// as a fresh batch, whole messages as they were. Records that are not lakevault work
     /// stay, and are reported.
@@ -58,6 +62,31 @@ pub struct VerifyArgs {
     /// Problems listed per container (all are counted).
     #[arg(long, env = "LAKEVAULT_VERIFY_MAX_LISTED", default_value_t = 100)]
     pub max_listed: usize,
+    /// Output format of the report on stdout.
+    #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// Keep old versions this long after they were replaced (`30d`, `12h`, `45m`, `90s`).
+    /// The current version of a blob is always kept.
+    #[arg(long, env = "LAKEVAULT_KEEP_VERSIONS_FOR", value_parser = crate::purge::parse_window)]
+    pub keep_versions_for: time::Duration,
+    /// Delete blobs marked deleted in the source this long ago, with all their versions.
+    /// Without it, tombstoned blobs are kept for ever.
+    #[arg(long, env = "LAKEVAULT_TOMBSTONES_FOR", value_parser = crate::purge::parse_window)]
+    pub tombstones_for: Option<time::Duration>,
+    /// Most deletions per container in one run; a container above it loses nothing (exit
+    /// code 1): check, then raise it deliberately.
+    #[arg(long, env = "LAKEVAULT_MAX_DELETES", default_value_t = 10_000)]
+    pub max_deletes: u64,
+    /// Report what would be deleted, delete nothing.
+    #[arg(long, env = "LAKEVAULT_DRY_RUN")]
+    pub dry_run: bool,
+    /// Blob names shown per container.
+    #[arg(long, env = "LAKEVAULT_SAMPLE", default_value_t = 0)]
+    pub sample: usize,
     /// Output format of the report on stdout.
     #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
     pub output: Output,
@@ -220,6 +249,56 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 lakevault_common::exit::OK
             } else {
                 lakevault_common::exit::PARTIAL
+            })
+        }
+        Command::Purge(args) => {
+            let source = account(&config.backup.source)?;
+            let destination = account(&config.backup.destination)?;
+            let options = crate::purge::PurgeOptions {
+                keep_versions_for: args.keep_versions_for,
+                tombstones_for: args.tombstones_for,
+                max_deletes: args.max_deletes,
+                dry_run: args.dry_run,
+                sample: args.sample,
+            };
+            let report = crate::purge::run(&config, &source, &destination, &options)
+                .await
+                .context("purge failed")?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string(&report)?),
+                Output::Table => {
+                    for c in &report.containers {
+                        println!(
+                            "{}: {} old versions, {} tombstoned blobs (with {} versions){}",
+                            c.container,
+                            c.versions,
+                            c.tombstoned_blobs,
+                            c.tombstoned_versions,
+                            if report.dry_run {
+                                " would be deleted (dry run)".to_string()
+                            } else if c.capped {
+                                format!(
+                                    " — MORE THAN --max-deletes {}: nothing deleted",
+                                    args.max_deletes
+                                )
+                            } else {
+                                format!("; {} deletions done", c.deleted)
+                            }
+                        );
+                        for name in &c.sample {
+                            println!("    {name}");
+                        }
+                    }
+                    for f in &report.failed {
+                        println!("FAILED container {}: {}", f.container, f.reason);
+                    }
+                }
+            }
+            let capped = report.containers.iter().any(|c| c.capped);
+            Ok(if capped || !report.failed.is_empty() {
+                lakevault_common::exit::PARTIAL
+            } else {
+                lakevault_common::exit::OK
             })
         }
         Command::Redrive(args) => {

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cli;
 pub mod diff;
 pub mod listing;
+pub mod purge;
 pub mod redrive;
 pub mod scan;
 pub mod serve;
