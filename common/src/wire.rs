@@ -63,6 +63,13 @@ pub struct CopyBatch {
     /// honour leases cannot change it mid-copy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lease: bool,
+    /// Restore: names are written under this prefix in the destination container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_prefix: Option<String>,
+    /// Restore: replace blobs that exist at the target (otherwise they are left alone and
+    /// counted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
     pub items: Vec<CopyItem>,
 }
 
@@ -78,6 +85,11 @@ pub enum MessageKind {
     /// Scan one shard of a container: list it, diff it against the backup, and enqueue the
     /// copy batches (a [`ScanTask`], not a [`CopyBatch`]).
     Scan,
+    /// Restore: copy each item from the backup container (the batch's `source`; the
+    /// version named by `snapshot`, or the base blob at `etag`) to the restore target
+    /// (`destination`, names under `destination_prefix`), with the version's user tags and
+    /// no lakevault record.
+    Restore,
 }
 
 /// A part of a container's key space that is listed on its own.
@@ -372,6 +384,8 @@ mod tests {
                 container: "raw".into(),
             },
             lease: false,
+            destination_prefix: None,
+            overwrite: false,
             items: vec![],
         }
     }

@@ -150,6 +150,8 @@ mod tests {
                 container: "c".into(),
             },
             lease: false,
+            destination_prefix: None,
+            overwrite: false,
             items: vec![CopyItem {
                 name: "a".into(),
                 etag: "0x1".into(),

@@ -78,6 +78,8 @@ impl ContainerScan {
                 container: self.destination_container.clone(),
             },
             lease: self.lease && kind == MessageKind::Copy,
+            destination_prefix: None,
+            overwrite: false,
             items: Vec::new(),
         }
     }

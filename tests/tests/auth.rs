@@ -191,6 +191,8 @@ async fn near_limit_batches_fit_in_one_queue_message() {
             container: "c".into(),
         },
         lease: false,
+        destination_prefix: None,
+        overwrite: false,
         items: vec![],
     };
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.

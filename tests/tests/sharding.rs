@@ -77,6 +77,7 @@ fn add_items(items: &mut BTreeSet<PlannedItem>, batch: &CopyBatch) {
         MessageKind::Copy => "copy",
         MessageKind::Tombstone => "tombstone",
         MessageKind::Scan => "scan",
+        MessageKind::Restore => "restore",
     };
     for i in &batch.items {
         let fresh = items.insert((

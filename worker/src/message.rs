@@ -601,6 +601,8 @@ mod tests {
                 container: "c".into(),
             },
             lease: false,
+            destination_prefix: None,
+            overwrite: false,
             items: names
                 .iter()
                 .map(|n| CopyItem {
