@@ -166,6 +166,9 @@ pub struct BatchOutcome {
     /// Copies that kept the replaced backup version as a snapshot.
     #[serde(default)]
     pub kept_previous: u64,
+    /// Restore items left alone because the target exists.
+    #[serde(default)]
+    pub target_exists: u64,
     /// Items handed back to the queue for another attempt (they settle in a later batch).
     pub retried: u64,
     pub poisoned: u64,
@@ -231,7 +234,12 @@ impl JobStatus {
             s.batches += 1;
             s.copied += o.copied;
             s.bytes += o.bytes;
-            s.done += o.copied + o.source_gone + o.tombstoned + o.superseded + o.already_current;
+            s.done += o.copied
+                + o.source_gone
+                + o.tombstoned
+                + o.superseded
+                + o.already_current
+                + o.target_exists;
             s.poisoned += o.poisoned;
             for f in &o.failures {
                 if s.failures.len() < 50 {

@@ -123,6 +123,23 @@ pub fn tags_header(
 }
 
 /// The user's tags on a backup blob: all of them but the record.
+/// The `x-ms-tags` value for user tags alone (lakevault's record left out), as a restored
+/// blob gets them; `None` when there are none.
+pub fn user_tags_header(tags: &BTreeMap<String, String>) -> Option<String> {
+    let pairs: Vec<String> = tags
+        .iter()
+        .filter(|(k, _)| k.as_str() != RECORD_TAG)
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, TAG_ENCODE),
+                utf8_percent_encode(v, TAG_ENCODE)
+            )
+        })
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
 pub fn user_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags.iter()
         .filter(|(k, _)| k.as_str() != RECORD_TAG)

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod listing;
 pub mod purge;
 pub mod redrive;
+pub mod restore;
 pub mod scan;
 pub mod serve;
 pub mod shard;

@@ -105,6 +105,8 @@ pub enum ItemOutcome {
     /// Nothing to do any more: the backup blob changed or went away since planning (a newer
     /// copy, an operator's delete).
     Superseded,
+    /// Restore without `overwrite`: a blob exists at the target and was left alone.
+    TargetExists,
 }
 
 /// A failed item, classified.
@@ -290,6 +292,9 @@ impl Copier for CopyEngine {
             let destination = self.account(&batch.destination.account)?;
             return tombstone(destination, &batch.destination.container, item).await;
         }
+        if batch.kind == MessageKind::Restore {
+            return self.restore_item(batch, item).await;
+        }
         let source = self.account(&batch.source.account)?;
         // Lease mode: no writer that honours leases can change the blob while it is read.
         // A snapshot is immutable and needs none.
@@ -418,6 +423,88 @@ impl CopyEngine {
         ))
     }
 
+    /// Restores one version from the backup (the batch's source) to the target: the same
+    /// copy paths as a backup, reading the named snapshot (or the base blob at its planned
+    /// ETag), writing the version's user tags and no record. Without `overwrite`, the
+    /// write is conditional on the target not existing.
+    async fn restore_item(
+        &self,
+        batch: &CopyBatch,
+        item: &CopyItem,
+    ) -> Result<ItemOutcome, ItemFailure> {
+        let backup = self.account(&batch.source.account)?;
+        let target = self.account(&batch.destination.account)?;
+        let target_name = format!(
+            "{}{}",
+            batch.destination_prefix.as_deref().unwrap_or_default(),
+            item.name
+        );
+        let dest = blob_client(target, &batch.destination.container, &target_name)?;
+        let snapshot = item.snapshot.as_deref();
+        let source = backup
+            .copy_source(
+                &batch.source.container,
+                &item.name,
+                snapshot,
+                self.options.source_sas_validity,
+            )
+            .await
+            .map_err(|e| ItemFailure::from_sdk("authorizing the backup read", &e))?;
+        let condition = snapshot
+            .is_none()
+            .then(|| quoted(&normalise_etag(&item.etag)));
+        let tags = record_free_tags(&item.tags);
+        let only_if_absent = (!batch.overwrite).then(|| Etag::from("*"));
+        let result = if item.size <= self.options.sync_copy_max {
+            restore_sync_copy(&dest, condition, &source, tags, only_if_absent).await
+        } else {
+            let mut src = blob_client(backup, &batch.source.container, &item.name)?;
+            if let Some(s) = snapshot {
+                src = src
+                    .with_snapshot(s)
+                    .map_err(|e| ItemFailure::from_sdk("snapshot URL", &e))?;
+            }
+            let version = SourceVersion {
+                etag: normalise_etag(&item.etag),
+                size: item.size,
+                last_modified: item.last_modified.clone(),
+                tags: None,
+            };
+            let read = SourceRead {
+                client: src,
+                copy: &source,
+                condition,
+            };
+            if only_if_absent.is_some()
+                && dest
+                    .exists()
+                    .await
+                    .map_err(|e| ItemFailure::from_sdk("checking the restore target", &e))?
+            {
+                return Ok(ItemOutcome::TargetExists);
+            }
+            self.block_copy_with(&read, &dest, &target_name, &version, tags, None)
+                .await
+        };
+        match result {
+            Ok(()) => Ok(ItemOutcome::Copied {
+                bytes: item.size,
+                source_etag: normalise_etag(&item.etag),
+                kept_previous: false,
+            }),
+            Err(f) if matches!(f.code.as_deref(), Some("BlobAlreadyExists")) => {
+                Ok(ItemOutcome::TargetExists)
+            }
+            Err(f) if f.class == FailureClass::SourceChanged => {
+                Err(ItemFailure::permanent(format!(
+                    "the backup blob changed since the restore was planned (a backup ran meanwhile); plan the restore again: {}",
+                    f.reason
+                )))
+            }
+            Err(f) => Err(f),
+        }
+    }
+
     /// The user tags the backup blob gets: the source's (as re-read, or as planned), or
     /// none with `copy_tags` off.
     fn user_tags<'a>(
@@ -516,6 +603,27 @@ impl CopyEngine {
         version: &SourceVersion,
         tags: String,
     ) -> Result<(), ItemFailure> {
+        self.block_copy_with(
+            source,
+            dest,
+            name,
+            version,
+            Some(tags),
+            self.options.access_tier.clone(),
+        )
+        .await
+    }
+
+    /// [`Self::block_copy`] with optional tags (a restore may have none to write).
+    async fn block_copy_with(
+        &self,
+        source: &SourceRead<'_>,
+        dest: &azure_storage_blob::BlobClient,
+        name: &str,
+        version: &SourceVersion,
+        tags: Option<String>,
+        tier: Option<AccessTier>,
+    ) -> Result<(), ItemFailure> {
         // Content headers and metadata are set on commit, so read them from the source
         // and make sure they belong to the version being copied.
         let props = source
@@ -569,7 +677,7 @@ impl CopyEngine {
             }
         }
         drop(running);
-        self.commit(&dest, &props, block_ids, tags).await
+        self.commit(&dest, &props, block_ids, tags, tier).await
     }
 
     /// Fallback when the backup service cannot read the source: the worker reads ranges
@@ -660,7 +768,14 @@ impl CopyEngine {
                 .await
                 .map_err(|e| ItemFailure::from_sdk("put block", &e))?;
         }
-        self.commit(&block_blob, &props, ids, tags).await?;
+        self.commit(
+            &block_blob,
+            &props,
+            ids,
+            Some(tags),
+            self.options.access_tier.clone(),
+        )
+        .await?;
         Ok(version.size)
     }
 
@@ -673,7 +788,8 @@ impl CopyEngine {
             azure_core::http::NoFormat,
         >,
         block_ids: Vec<Vec<u8>>,
-        tags: String,
+        tags: Option<String>,
+        tier: Option<AccessTier>,
     ) -> Result<(), ItemFailure> {
         let list = BlockLookupList {
             latest: Some(block_ids),
@@ -690,9 +806,9 @@ impl CopyEngine {
             blob_content_language: props.content_language().ok().flatten(),
             blob_content_md5: props.content_md5().ok().flatten(),
             blob_content_type: props.content_type().ok().flatten(),
-            blob_tags_string: Some(tags),
+            blob_tags_string: tags,
             metadata: (!metadata.is_empty()).then_some(metadata),
-            tier: self.options.access_tier.clone(),
+            tier,
             ..Default::default()
         };
         dest.commit_block_list(content, Some(options))
@@ -786,6 +902,39 @@ async fn keep_previous(dest: &azure_storage_blob::BlobClient) -> Result<(), Item
             &e,
         )),
     }
+}
+
+/// Restore's Copy Blob From URL: the version's user tags, the target account's default
+/// tier, and (without overwrite) `If-None-Match: *` on the target.
+async fn restore_sync_copy(
+    dest: &azure_storage_blob::BlobClient,
+    condition: Option<Etag>,
+    source: &CopySource,
+    tags: Option<String>,
+    only_if_absent: Option<Etag>,
+) -> Result<(), ItemFailure> {
+    let mut extra = ExtraHeaders::default().with("x-ms-requires-sync", "true");
+    if let Some(auth) = &source.authorization {
+        extra = extra.with("x-ms-copy-source-authorization", auth.expose());
+    }
+    let options = BlobClientStartCopyFromUrlOptions {
+        source_if_match: condition,
+        blob_tags_string: tags,
+        if_none_match: only_if_absent,
+        method_options: ClientMethodOptions {
+            context: extra.into_context(),
+        },
+        ..Default::default()
+    };
+    dest.start_copy_from_url(source.url.clone(), Some(options))
+        .await
+        .map_err(|e| ItemFailure::from_sdk("restore copy", &e))?;
+    Ok(())
+}
+
+/// A version's user tags as an `x-ms-tags` value, lakevault's record left out.
+fn record_free_tags(tags: &BTreeMap<String, String>) -> Option<String> {
+    lakevault_common::record::user_tags_header(tags)
 }
 
 /// The source's current version, or `None` if it no longer exists.

@@ -51,6 +51,8 @@ pub struct MessageReport {
     pub already_current: u64,
     /// Copies that kept the replaced backup version as a snapshot.
     pub kept_previous: u64,
+    /// Restore items left alone because the target exists (no `overwrite`).
+    pub target_exists: u64,
     pub retried: u64,
     pub poisoned: u64,
     /// The message was left in the queue (shutdown, or credentials failing).
@@ -209,6 +211,7 @@ pub async fn process(
                 report.kept_previous += u64::from(kept_previous);
             }
             Some(Ok(ItemOutcome::AlreadyCurrent)) => report.already_current += 1,
+            Some(Ok(ItemOutcome::TargetExists)) => report.target_exists += 1,
             Some(Ok(ItemOutcome::SourceGone)) => report.source_gone += 1,
             Some(Ok(ItemOutcome::Tombstoned)) => report.tombstoned += 1,
             Some(Ok(ItemOutcome::Superseded)) => report.superseded += 1,
@@ -406,6 +409,7 @@ async fn record_outcome(
         superseded: report.superseded,
         already_current: report.already_current,
         kept_previous: report.kept_previous,
+        target_exists: report.target_exists,
         retried: report.retried,
         poisoned: report.poisoned,
         failures,

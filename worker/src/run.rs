@@ -46,6 +46,7 @@ pub struct RunSummary {
     pub superseded: u64,
     pub already_current: u64,
     pub kept_previous: u64,
+    pub target_exists: u64,
     pub retried: u64,
     pub poisoned: u64,
     pub released: u64,
@@ -68,6 +69,7 @@ impl RunSummary {
         self.superseded += r.superseded;
         self.already_current += r.already_current;
         self.kept_previous += r.kept_previous;
+        self.target_exists += r.target_exists;
         self.retried += r.retried;
         self.poisoned += r.poisoned;
         self.released += u64::from(r.released);
