@@ -33,6 +33,42 @@ pub enum SasResource<'a> {
     },
 }
 
+impl<'a> SasResource<'a> {
+    /// The canonical resource (with the *decoded* blob name), `sr`, and the snapshot time
+    /// (empty when none) that a signature covers.
+    fn signed(self, account: &str) -> (String, &'static str, &'a str) {
+        match self {
+            SasResource::Container { container } => {
+                (format!("/blob/{account}/{container}"), "c", "")
+            }
+            SasResource::Blob { container, blob } => {
+                (format!("/blob/{account}/{container}/{blob}"), "b", "")
+            }
+            SasResource::BlobSnapshot {
+                container,
+                blob,
+                snapshot,
+            } => (
+                format!("/blob/{account}/{container}/{blob}"),
+                "bs",
+                snapshot,
+            ),
+        }
+    }
+
+    /// A blob, or one of its snapshots.
+    pub fn blob_or_snapshot(container: &'a str, blob: &'a str, snapshot: Option<&'a str>) -> Self {
+        match snapshot {
+            Some(snapshot) => SasResource::BlobSnapshot {
+                container,
+                blob,
+                snapshot,
+            },
+            None => SasResource::Blob { container, blob },
+        }
+    }
+}
+
 /// Formats a time the way SAS fields want it: ISO 8601 UTC to the second.
 fn sas_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -62,22 +98,7 @@ pub fn service_sas(
 ) -> azure_core::Result<String> {
     let start = sas_time(OffsetDateTime::now_utc() - Duration::minutes(5));
     let expiry = sas_time(expiry);
-    // The canonical resource uses the *decoded* blob name.
-    let (canonical, sr, snapshot) = match resource {
-        SasResource::Container { container } => (format!("/blob/{account}/{container}"), "c", ""),
-        SasResource::Blob { container, blob } => {
-            (format!("/blob/{account}/{container}/{blob}"), "b", "")
-        }
-        SasResource::BlobSnapshot {
-            container,
-            blob,
-            snapshot,
-        } => (
-            format!("/blob/{account}/{container}/{blob}"),
-            "bs",
-            snapshot,
-        ),
-    };
+    let (canonical, sr, snapshot) = resource.signed(account);
     let to_sign = [
         permissions,
         &start,
@@ -141,21 +162,7 @@ pub fn user_delegation_sas(
 ) -> azure_core::Result<String> {
     let start = sas_time(OffsetDateTime::now_utc() - Duration::minutes(5));
     let expiry = sas_time(expiry.min(key.expiry));
-    let (canonical, sr, snapshot) = match resource {
-        SasResource::Container { container } => (format!("/blob/{account}/{container}"), "c", ""),
-        SasResource::Blob { container, blob } => {
-            (format!("/blob/{account}/{container}/{blob}"), "b", "")
-        }
-        SasResource::BlobSnapshot {
-            container,
-            blob,
-            snapshot,
-        } => (
-            format!("/blob/{account}/{container}/{blob}"),
-            "bs",
-            snapshot,
-        ),
-    };
+    let (canonical, sr, snapshot) = resource.signed(account);
     let (key_start, key_expiry) = (sas_time(key.start), sas_time(key.expiry));
     let to_sign = [
         permissions,

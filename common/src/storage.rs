@@ -623,14 +623,7 @@ impl StorageAccount {
                 let name = self.account_name.as_deref().unwrap_or_default();
                 let expiry = OffsetDateTime::now_utc()
                     + time::Duration::try_from(valid_for).unwrap_or(time::Duration::hours(1));
-                let resource = match snapshot {
-                    Some(snapshot) => SasResource::BlobSnapshot {
-                        container,
-                        blob,
-                        snapshot,
-                    },
-                    None => SasResource::Blob { container, blob },
-                };
+                let resource = SasResource::blob_or_snapshot(container, blob, snapshot);
                 let token = sas::service_sas(name, key, resource, "r", expiry)?;
                 append(&mut url, &token);
             }
@@ -649,14 +642,7 @@ impl StorageAccount {
                 let name = self.account_name.as_deref().unwrap_or_default();
                 let expiry = OffsetDateTime::now_utc()
                     + time::Duration::try_from(valid_for).unwrap_or(time::Duration::hours(1));
-                let resource = match snapshot {
-                    Some(snapshot) => SasResource::BlobSnapshot {
-                        container,
-                        blob,
-                        snapshot,
-                    },
-                    None => SasResource::Blob { container, blob },
-                };
+                let resource = SasResource::blob_or_snapshot(container, blob, snapshot);
                 let token = sas::user_delegation_sas(name, &key, resource, "r", expiry)?;
                 append(&mut url, &token);
             }

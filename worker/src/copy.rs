@@ -626,22 +626,7 @@ impl CopyEngine {
     ) -> Result<(), ItemFailure> {
         // Content headers and metadata are set on commit, so read them from the source
         // and make sure they belong to the version being copied.
-        let props = source
-            .client
-            .get_properties(None)
-            .await
-            .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
-        let current = props
-            .etag()
-            .ok()
-            .flatten()
-            .map(|e| normalise_etag(e.as_ref()));
-        if current.as_deref() != Some(version.etag.as_str()) {
-            return Err(ItemFailure::new(
-                FailureClass::SourceChanged,
-                "source ETag changed before the block copy",
-            ));
-        }
+        let props = properties_of_version(&source.client, version).await?;
         if let Ok(Some(t)) = props.blob_type()
             && t != BlobType::BlockBlob
         {
@@ -698,21 +683,7 @@ impl CopyEngine {
                 .with_snapshot(s)
                 .map_err(|e| ItemFailure::from_sdk("snapshot URL", &e))?;
         }
-        let props = src
-            .get_properties(None)
-            .await
-            .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
-        let current = props
-            .etag()
-            .ok()
-            .flatten()
-            .map(|e| normalise_etag(e.as_ref()));
-        if current.as_deref() != Some(version.etag.as_str()) {
-            return Err(ItemFailure::new(
-                FailureClass::SourceChanged,
-                "source ETag changed before the streamed copy",
-            ));
-        }
+        let props = properties_of_version(&src, version).await?;
         let record = BackupRecord {
             source_etag: version.etag.clone(),
             source_last_modified: version.last_modified.clone(),
@@ -902,6 +873,36 @@ async fn keep_previous(dest: &azure_storage_blob::BlobClient) -> Result<(), Item
             &e,
         )),
     }
+}
+
+/// The source's properties (content headers, metadata), provided they still belong to the
+/// version being copied; `SourceChanged` otherwise.
+async fn properties_of_version(
+    source: &azure_storage_blob::BlobClient,
+    version: &SourceVersion,
+) -> Result<
+    azure_core::http::Response<
+        azure_storage_blob::models::BlobClientGetPropertiesResult,
+        azure_core::http::NoFormat,
+    >,
+    ItemFailure,
+> {
+    let props = source
+        .get_properties(None)
+        .await
+        .map_err(|e| ItemFailure::from_sdk("reading source properties", &e))?;
+    let current = props
+        .etag()
+        .ok()
+        .flatten()
+        .map(|e| normalise_etag(e.as_ref()));
+    if current.as_deref() != Some(version.etag.as_str()) {
+        return Err(ItemFailure::new(
+            FailureClass::SourceChanged,
+            "source ETag changed since it was read",
+        ));
+    }
+    Ok(props)
 }
 
 /// Restore's Copy Blob From URL: the version's user tags, the target account's default

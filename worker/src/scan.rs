@@ -96,18 +96,10 @@ impl ScanEngine {
             .map_err(|e| ItemFailure::new(e.class(), format!("shard {}: {e}", task.shard)))?;
         let copies = found.counts.copies();
         let result = ShardResult {
-            v: 1,
-            job: task.job.clone(),
-            source_container: task.source.container.clone(),
-            destination_container: task.destination.container.clone(),
-            shard_index: task.shard_index,
-            shard_count: task.shard_count,
-            shard: task.shard.clone(),
             counts: found.counts,
             sample: found.sample,
             tombstones: found.tombstones,
-            error: None,
-            recorded_at: rfc3339(time::OffsetDateTime::now_utc()),
+            ..shard_result(task)
         };
         self.record(&result).await?;
         self.finish_if_last(task, message_id, &container_scan, destination)
@@ -255,6 +247,21 @@ impl ScanEngine {
     }
 }
 
+/// A task's shard result with nothing found yet, stamped now.
+fn shard_result(task: &ScanTask) -> ShardResult {
+    ShardResult {
+        v: 1,
+        job: task.job.clone(),
+        source_container: task.source.container.clone(),
+        destination_container: task.destination.container.clone(),
+        shard_index: task.shard_index,
+        shard_count: task.shard_count,
+        shard: task.shard.clone(),
+        recorded_at: rfc3339(time::OffsetDateTime::now_utc()),
+        ..Default::default()
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claim {
     message_id: String,
@@ -355,16 +362,8 @@ impl Scanner for SharedScanEngine {
 impl ScanEngine {
     async fn give_up(&self, task: &ScanTask, message_id: &str, reason: &str) {
         let result = ShardResult {
-            v: 1,
-            job: task.job.clone(),
-            source_container: task.source.container.clone(),
-            destination_container: task.destination.container.clone(),
-            shard_index: task.shard_index,
-            shard_count: task.shard_count,
-            shard: task.shard.clone(),
             error: Some(reason.to_string()),
-            recorded_at: rfc3339(time::OffsetDateTime::now_utc()),
-            ..Default::default()
+            ..shard_result(task)
         };
         let finished = async {
             self.record(&result).await?;
