@@ -1,7 +1,8 @@
 # lakevault: two commands on a fresh machine.
 #   make demo   back up a sample data lake on a local Azure Storage emulator, verify it
 #   make test   unit, property and Azurite integration tests
-.PHONY: demo test azurite build fmt lint clean
+#   make bench  coordinator list + diff at 50k/100k/200k blobs; writes docs/benchmarks.md (slow)
+.PHONY: demo test bench azurite build fmt lint clean
 
 CARGO ?= cargo
 
@@ -16,6 +17,9 @@ demo: azurite build
 
 test: azurite build
 	$(CARGO) test --workspace --all-targets
+
+bench:
+	bash scripts/bench.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -366,6 +366,13 @@ struct DiffRun {
     /// The coordinator's own `elapsed_seconds` (planning only, no process start-up).
     reported_seconds: f64,
     peak_rss_kib: u64,
+    /// User + system CPU seconds the coordinator used: unlike wall time, barely affected by
+    /// other processes competing for the CPUs, and it shows how much of the wall time the
+    /// coordinator spent working rather than waiting for the emulator.
+    cpu_seconds: f64,
+    /// The 1-minute load average when the run started: above the CPU count, something else
+    /// (the emulator, other builds) was competing for the machine.
+    load_at_start: f64,
     counts: Counts,
 }
 
@@ -377,6 +384,34 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User + system CPU time of a live process, in clock ticks (fields 14 and 15 of
+/// `/proc/<pid>/stat`, counted after the parenthesised command name, which may hold spaces).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second for [`cpu_ticks`] (100 on every mainstream Linux build).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
 }
 
 fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
@@ -391,7 +426,13 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec
 
 /// Runs `lakevault-coordinator backup --dry-run --output json` once, sampling its peak
 /// RSS until it exits. Blocking: call from a blocking thread.
-fn run_coordinator(bin: &Path, config: &Path, extra: &[String]) -> anyhow::Result<DiffRun> {
+fn run_coordinator(
+    bin: &Path,
+    config: &Path,
+    extra: &[String],
+    ticks_per_second: f64,
+) -> anyhow::Result<DiffRun> {
+    let load_at_start = load_average();
     let started = Instant::now();
     let mut child = Command::new(bin)
         .arg("--config")
@@ -407,12 +448,15 @@ fn run_coordinator(bin: &Path, config: &Path, extra: &[String]) -> anyhow::Resul
     let pid = child.id();
     let stdout = read_all(child.stdout.take().context("child stdout")?);
     let stderr = read_all(child.stderr.take().context("child stderr")?);
-    // VmHWM only grows, so the last value read before exit is the peak up to then; growth
-    // in the final polling interval (at most ~20 ms) is not seen.
-    let mut peak = 0u64;
+    // VmHWM and the CPU counters only grow, so the last values read before exit are the
+    // totals up to then; what happens in the final polling interval (~20 ms) is not seen.
+    let (mut peak, mut ticks) = (0u64, 0u64);
     let status: ExitStatus = loop {
         if let Some(kib) = vm_hwm_kib(pid) {
             peak = peak.max(kib);
+        }
+        if let Some(t) = cpu_ticks(pid) {
+            ticks = ticks.max(t);
         }
         if let Some(status) = child.try_wait().context("waiting for the coordinator")? {
             break status;
@@ -478,6 +522,8 @@ fn run_coordinator(bin: &Path, config: &Path, extra: &[String]) -> anyhow::Resul
         wall_seconds,
         reported_seconds: report["elapsed_seconds"].as_f64().unwrap_or(f64::NAN),
         peak_rss_kib: peak,
+        cpu_seconds: ticks as f64 / ticks_per_second,
+        load_at_start,
         counts: Counts {
             new: sum("new"),
             changed: sum("changed"),
@@ -671,20 +717,22 @@ fn rss_growth(results: &[SizeResult], setup: usize) -> Option<(f64, f64, f64)> {
 
 fn table(results: &[SizeResult], setup: usize) -> String {
     let mut t = String::new();
-    t.push_str("| blobs (source) | diff wall s | diff rate blobs/s | blobs listed/s in the diff (src + backup) | raw listing rate blobs/s (source) | raw listing rate blobs/s (backup, with records) | coordinator peak RSS MiB |\n");
-    t.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("| blobs (source) | diff wall s | diff rate blobs/s | blobs listed/s in the diff (src + backup) | raw listing rate blobs/s (source) | raw listing rate blobs/s (backup, with records) | coordinator CPU s (user + sys) | coordinator peak RSS MiB |\n");
+    t.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
         let wall = r.wall(setup);
         let listed = r.expected.source_blobs() + r.expected.backup_blobs();
+        let cpu: Vec<f64> = r.diffs[setup].iter().map(|d| d.cpu_seconds).collect();
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.size,
             Stat::of(&wall).show(2),
             fmt_rate(r.rates(r.size as u64, &wall)),
             fmt_rate(r.rates(listed, &wall)),
             fmt_rate(r.rates(r.expected.source_blobs(), &r.source_listing)),
             fmt_rate(r.rates(r.expected.backup_blobs(), &r.backup_listing)),
+            Stat::of(&cpu).show(2),
             r.rss_mib(setup).show(1),
         );
     }
@@ -802,8 +850,25 @@ fn markdown(env: &Environment, args: &Args, setups: &[Setup], results: &[SizeRes
          - **raw listing rate**: one in-process `List Blobs` with `include=tags` of one container (SDK \
          pager, counting items only), same emulator, same sizes: the ceiling the emulator allows for a \
          single sequential listing.\n\
+         - **coordinator CPU s**: user + system time from `/proc/<pid>/stat`; the rest of the wall \
+         time the coordinator was waiting (mostly for the emulator).\n\
          - **peak RSS**: the coordinator's `VmHWM` from `/proc/<pid>/status`, polled every {} ms.\n",
         RSS_POLL.as_millis()
+    );
+    let loads: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.diffs.iter().flatten().map(|d| d.load_at_start))
+        .collect();
+    let load = Stat::of(&loads);
+    let _ = writeln!(
+        m,
+        "Machine load: the 1-minute load average at the start of the coordinator runs was {} \
+         ({} CPUs). The emulator alone keeps about one CPU busy while it serves a listing; a \
+         load well above {} means other work competed for the CPUs, which stretches wall times \
+         (CPU seconds and memory are barely affected).\n",
+        load.show(2),
+        env.cpus,
+        env.cpus.saturating_sub(1).max(1)
     );
     for (k, setup) in setups.iter().enumerate() {
         let args_text = if setup.args.is_empty() {
@@ -820,21 +885,23 @@ fn markdown(env: &Environment, args: &Args, setups: &[Setup], results: &[SizeRes
     let _ = writeln!(m, "### Every run\n");
     let _ = writeln!(
         m,
-        "| blobs | configuration | run | wall s | coordinator's elapsed_seconds | peak RSS MiB |"
+        "| blobs | configuration | run | wall s | coordinator's elapsed_seconds | CPU s | peak RSS MiB | load average at start |"
     );
-    let _ = writeln!(m, "|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(m, "|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in results {
         for (k, setup) in setups.iter().enumerate() {
             for (n, d) in r.diffs[k].iter().enumerate() {
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} |",
                     r.size,
                     setup.label,
                     n + 1,
                     d.wall_seconds,
                     d.reported_seconds,
-                    d.peak_rss_kib as f64 / 1024.0
+                    d.cpu_seconds,
+                    d.peak_rss_kib as f64 / 1024.0,
+                    d.load_at_start
                 );
             }
         }
@@ -938,6 +1005,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let setups = setups(&args)?;
     let coordinator = coordinator_bin()?;
+    let ticks_per_second = clock_ticks_per_second();
     let env = environment(&coordinator);
     if env.coordinator_profile != "release" {
         eprintln!(
@@ -999,16 +1067,19 @@ async fn main() -> anyhow::Result<()> {
             for (k, setup) in setups.iter().enumerate() {
                 let (bin, config, extra) =
                     (coordinator.clone(), lab.path.clone(), setup.args.clone());
-                let diff =
-                    tokio::task::spawn_blocking(move || run_coordinator(&bin, &config, &extra))
-                        .await
-                        .context("coordinator measurement thread")??;
+                let diff = tokio::task::spawn_blocking(move || {
+                    run_coordinator(&bin, &config, &extra, ticks_per_second)
+                })
+                .await
+                .context("coordinator measurement thread")??;
                 eprintln!(
-                    "  diff {run}/{} [{}]: {:.2}s wall, {:.1} MiB peak RSS, {:?}",
+                    "  diff {run}/{} [{}]: {:.2}s wall, {:.2}s CPU, {:.1} MiB peak RSS, load {:.2}, {:?}",
                     args.repeats,
                     setup.label,
                     diff.wall_seconds,
+                    diff.cpu_seconds,
                     diff.peak_rss_kib as f64 / 1024.0,
+                    diff.load_at_start,
                     diff.counts
                 );
                 if diff.counts != expected {
