@@ -495,6 +495,15 @@ impl CopyEngine {
             Err(f) if matches!(f.code.as_deref(), Some("BlobAlreadyExists")) => {
                 Ok(ItemOutcome::TargetExists)
             }
+            // A failed `If-None-Match: *` may come back as 412 ConditionNotMet, which the
+            // emulator also uses for a failed source condition: the target tells which.
+            Err(f)
+                if !batch.overwrite
+                    && f.code.as_deref() == Some("ConditionNotMet")
+                    && dest.exists().await.unwrap_or(false) =>
+            {
+                Ok(ItemOutcome::TargetExists)
+            }
             Err(f) if f.class == FailureClass::SourceChanged => {
                 Err(ItemFailure::permanent(format!(
                     "the backup blob changed since the restore was planned (a backup ran meanwhile); plan the restore again: {}",
