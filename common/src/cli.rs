@@ -18,15 +18,25 @@ pub struct CommonArgs {
         default_value = "lakevault.toml"
     )]
     pub config: PathBuf,
-    /// Log format on stderr.
+    /// Log format on stderr: `auto` is text on a terminal, JSON otherwise.
     #[arg(
         long,
         env = "LAKEVAULT_LOG_FORMAT",
         global = true,
         value_enum,
-        default_value = "text"
+        default_value = "auto"
     )]
     pub log_format: LogFormat,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`; the Azure SDK's own logs stay
+    /// at `warn` or less) or a filter in `RUST_LOG` syntax. `RUST_LOG` wins when set.
+    #[arg(
+        long,
+        env = "LAKEVAULT_LOG_LEVEL",
+        global = true,
+        default_value = "info",
+        value_parser = crate::telemetry::parse_log_level
+    )]
+    pub log_level: String,
     /// Seconds to wait for a TCP connection before calling an endpoint unreachable.
     #[arg(
         long,
@@ -41,6 +51,20 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// Telemetry for a binary; `prometheus`: it serves `/metrics`.
+    pub fn telemetry(
+        &self,
+        service_name: &'static str,
+        prometheus: bool,
+    ) -> crate::telemetry::TelemetryOptions {
+        crate::telemetry::TelemetryOptions {
+            service_name,
+            log_format: self.log_format,
+            log_level: self.log_level.clone(),
+            prometheus,
+        }
+    }
+
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         Config::load(&self.config)
     }

@@ -211,9 +211,21 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
-            message: e.to_string(),
+            message,
+        };
+        let document = toml::Deserializer::parse(text).map_err(|e| parse_error(e.to_string()))?;
+        // The path of the offending field leads the message (`queue.name: invalid type`):
+        // the TOML snippet alone shows the key but not which table it is in.
+        let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            parse_error(if field == "." || field.is_empty() {
+                inner.to_string()
+            } else {
+                format!("`{field}`: {inner}")
+            })
         })?;
         config.validate()?;
         Ok(config)

@@ -1,5 +1,13 @@
 //! Process exit codes shared by the binaries.
 
+/// The exit codes, as `--help` shows them.
+pub const HELP: &str = "Exit codes:
+  0  success
+  1  finished with failures: a container not planned or not verified, the tombstone
+     cap crossed, a job completed with failures, differences found; the output says which
+  2  usage or configuration error: the message names the flag or field to change
+  3  credentials rejected or expired: nothing was dropped, work stays queued";
+
 /// Finished.
 pub const OK: i32 = 0;
 /// Finished, but some containers could not be planned; the report says which and why.

@@ -1,6 +1,6 @@
 //! Shared pieces of lakevault: the configuration model, storage account access
 //! (credentials, Shared Key signing, SAS), the work-item wire format, the work queue,
-//! failure classification and telemetry.
+//! failure classification, telemetry and metrics.
 
 pub mod cli;
 pub mod config;
@@ -9,9 +9,12 @@ pub mod error;
 pub mod exit;
 pub mod extra_headers;
 pub mod ledger;
+pub mod metrics;
+pub mod progress;
 pub mod queue;
 pub mod record;
 pub mod sas;
+pub mod sdk_tracing;
 pub mod secret;
 pub mod select;
 pub mod shared_key;

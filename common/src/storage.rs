@@ -700,6 +700,8 @@ fn client_options(
         max_delay: time::Duration::seconds(10),
     });
     options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
+    // The SDK's spans (one per client method, one per HTTP try), when they go anywhere.
+    options.instrumentation.tracer_provider = crate::telemetry::sdk_tracer_provider();
     if network.throttle.limit.is_some() || network.throttle.rate.is_some() {
         options
             .per_try_policies
@@ -737,7 +739,7 @@ pub fn blob_url(endpoint: &Url, container: &str, name: &str) -> Result<Url, url:
 
 fn check_sas(alias: &str, token: &SecretString) -> azure_core::Result<()> {
     sas::check_not_expired(token.expose(), OffsetDateTime::now_utc())
-        .map(|_| ())
+        .map(|expiry| crate::metrics::sas_expiry(alias, expiry))
         .map_err(|e| {
             azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Credential,

@@ -204,6 +204,7 @@ impl Policy for ThrottlePolicy {
                         &azure_core::http::headers::HeaderName::from_static("x-ms-error-code"),
                     );
                     if is_busy(status, code) {
+                        crate::metrics::throttled_response();
                         limit.on_busy();
                     } else if status < 400 {
                         limit.on_success();
@@ -215,6 +216,7 @@ impl Policy for ThrottlePolicy {
                     } = e.kind()
                         && is_busy(u16::from(*status), error_code.as_deref())
                     {
+                        crate::metrics::throttled_response();
                         limit.on_busy();
                     }
                 }

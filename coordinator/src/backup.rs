@@ -10,6 +10,7 @@ use futures::StreamExt;
 use lakevault_common::config::Config;
 use lakevault_common::error::describe;
 use lakevault_common::ledger::{self, JobPlan, PlannedContainer, ScanCounts};
+use lakevault_common::progress::Progress;
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::record::rfc3339;
 use lakevault_common::select::is_glob;
@@ -49,6 +50,8 @@ pub struct BackupOptions {
     /// Hand shards to the workers as scan tasks instead of scanning them here. Dry runs
     /// always scan here (a scan task enqueues copies).
     pub distributed: bool,
+    /// Blobs compared, on the terminal of an interactive run.
+    pub progress: Progress,
 }
 
 /// How a container is compared with its backup.
@@ -234,6 +237,7 @@ pub(crate) async fn selected_containers(
 }
 
 /// Plans (and unless dry-run, enqueues) one backup job.
+#[tracing::instrument(name = "job", skip_all, fields(job = %options.job_id, mode = ?options.mode, dry_run = options.dry_run))]
 pub async fn run(
     config: &Config,
     source: &StorageAccount,
@@ -396,6 +400,7 @@ async fn plan_container(
         sample: options.sample,
         dry_run: options.dry_run,
         backup_exists,
+        progress: options.progress.clone(),
     };
     let scan_err = |e: scan::ScanError| BackupError::Scan {
         container: container.to_string(),
@@ -458,11 +463,21 @@ async fn plan_container(
     // Shards are scanned concurrently; each enqueues its own copy batches. Tombstones wait
     // until every shard is in: only then is it known whether they stay under the cap.
     let mut totals = ContainerTotals::default();
-    let mut scans = futures::stream::iter(shards.iter())
-        .map(|shard| scan::scan_shard(accounts, &scan, shard))
+    let mut scans = futures::stream::iter(shards.iter().enumerate())
+        .map(|(index, shard)| {
+            let span = tracing::info_span!("shard", container = %container, shard = index, prefix = %shard);
+            tracing::Instrument::instrument(scan::scan_shard(accounts, &scan, shard), span)
+        })
         .buffer_unordered(options.scan_parallelism.max(1));
+    let mut scanned = 0;
     while let Some(result) = scans.next().await {
         totals.add(result.map_err(scan_err)?, scan.max_tombstones, scan.sample);
+        scanned += 1;
+        options.progress.set_message(format!(
+            "{container}: {scanned}/{} shards, {} to copy",
+            shards.len(),
+            totals.counts.new + totals.counts.changed
+        ));
     }
     drop(scans);
     let (tombstones, tombstone_messages) = totals

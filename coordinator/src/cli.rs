@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lakevault_common::cli::CommonArgs;
 use lakevault_common::error::describe;
 use lakevault_common::ledger::{self, JobStatus};
+use lakevault_common::progress::{self, Progress};
 use lakevault_common::queue::AzureQueue;
 use lakevault_common::record::rfc3339;
 use lakevault_common::storage::StorageAccount;
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
     name = "lakevault-coordinator",
     version,
     about = "Plans lakevault backups: finds what changed and enqueues copy work for the workers"
+,
+    after_help = lakevault_common::exit::HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -248,7 +251,7 @@ impl ScanArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
     Json,
@@ -274,10 +277,15 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 deep: args.deep,
                 deep_parallelism: usize::try_from(args.parallelism).unwrap_or(4),
                 max_listed: args.max_listed,
+                progress: Progress::counter(
+                    progress::wanted(args.output == Output::Table),
+                    "verify",
+                    "blobs checked",
+                ),
             };
-            let report = crate::verify::run(&config, &source, &destination, &options)
-                .await
-                .context("verification failed")?;
+            let report = crate::verify::run(&config, &source, &destination, &options).await;
+            options.progress.finish();
+            let report = report.context("verification failed")?;
             match args.output {
                 Output::Json => println!("{}", serde_json::to_string(&report)?),
                 Output::Table => print_verify(&report),
@@ -333,11 +341,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 overwrite: args.overwrite,
                 dry_run: args.dry_run,
                 sample: args.sample,
+                progress: Progress::counter(
+                    progress::wanted(args.output == Output::Table),
+                    "restore",
+                    "backup versions read",
+                ),
             };
             let started_at = rfc3339(time::OffsetDateTime::now_utc());
-            let report = crate::restore::run(&backup, Some(&target), &queue, &options)
-                .await
-                .context("restore planning failed")?;
+            let report = crate::restore::run(&backup, Some(&target), &queue, &options).await;
+            options.progress.finish();
+            let report = report.context("restore planning failed")?;
             if !report.dry_run
                 && let Err(e) =
                     ledger::write_plan(&queue_account, &report.job_plan(&options, started_at)).await
@@ -509,6 +522,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                         shards: 1,
                         scan_parallelism: 1,
                         distributed: false,
+                        progress: Progress::hidden(),
                     };
                     args.scan.apply(&mut options);
                     options
@@ -555,12 +569,18 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 shards: 1,
                 scan_parallelism: 1,
                 distributed: false,
+                progress: Progress::counter(
+                    progress::wanted(args.output == Output::Table),
+                    "backup",
+                    "blobs compared",
+                ),
             };
             args.scan.apply(&mut options);
             let started_at = rfc3339(time::OffsetDateTime::now_utc());
-            let report = backup::run(&config, &source, &destination, &queue, &options, &cancel)
-                .await
-                .context("backup planning failed")?;
+            let report =
+                backup::run(&config, &source, &destination, &queue, &options, &cancel).await;
+            options.progress.finish();
+            let report = report.context("backup planning failed")?;
             if !report.dry_run {
                 let plan = report.job_plan(args.mode, started_at);
                 if let Err(e) = ledger::write_plan(&queue_account, &plan).await {
@@ -598,19 +618,48 @@ async fn status(
             .map_err(|e| anyhow::anyhow!("reading the ledger: {}", describe(&e)))?
             .ok_or_else(|| anyhow::anyhow!("no jobs in the ledger yet"))?,
     };
+    // Watching on a terminal: one bar of items done, the table once at the end.
+    let bar = Progress::bar(
+        args.watch.is_some() && progress::wanted(args.output == Output::Table),
+        "status",
+        0,
+        "items",
+    );
+    let result = watch_status(account, args, cancel, &job, &bar).await;
+    bar.finish();
+    result
+}
+
+async fn watch_status(
+    account: &StorageAccount,
+    args: &StatusArgs,
+    cancel: &CancellationToken,
+    job: &str,
+    bar: &Progress,
+) -> anyhow::Result<i32> {
     loop {
-        let record = ledger::read_job(account, &job)
+        let record = ledger::read_job(account, job)
             .await
             .map_err(|e| anyhow::anyhow!("reading job {job}: {}", describe(&e)))?;
         if record.plan.is_none() && record.outcomes.is_empty() {
             anyhow::bail!("job {job} is not in the ledger");
         }
-        let s = JobStatus::from_record(&job, record);
-        match args.output {
-            Output::Json => println!("{}", serde_json::to_string(&s)?),
-            Output::Table => print_status(&s),
-        }
+        let s = JobStatus::from_record(job, record);
         let finished = s.state.starts_with("completed");
+        if bar.is_visible() && !finished {
+            bar.set_length(s.planned_items);
+            bar.set_position(s.done);
+            bar.set_message(format!(
+                "{}: {} poisoned, {} pending",
+                s.state, s.poisoned, s.pending
+            ));
+        } else {
+            bar.finish();
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string(&s)?),
+                Output::Table => print_status(&s),
+            }
+        }
         match args.watch {
             Some(secs) if !finished => {
                 tokio::select! {

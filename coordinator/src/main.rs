@@ -1,13 +1,19 @@
 use clap::Parser;
 use lakevault_coordinator::cli::{Cli, run};
 
+// jemalloc keeps peak RSS flat over long listings and copy runs, where glibc malloc's
+// per-thread arenas held on to freed page buffers (docs/benchmarks.md).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let _telemetry = lakevault_common::telemetry::init(
-        "lakevault-coordinator",
-        cli.common.log_format,
-        lakevault_common::telemetry::DEFAULT_FILTER,
+    let serves_metrics = matches!(cli.command, lakevault_coordinator::cli::Command::Serve(_));
+    let telemetry = lakevault_common::telemetry::init(
+        &cli.common
+            .telemetry("lakevault-coordinator", serves_metrics),
     );
     let stop = lakevault_common::shutdown::cancel_on_signals(
         "stopping: signal received",
@@ -16,9 +22,14 @@ async fn main() {
     let code = match run(cli, stop).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                lakevault_common::secret::scrub(&format!("{e:#}"))
+            );
             lakevault_common::exit::code_for(&e)
         }
     };
+    // Flushes spans and metrics: `exit` runs no destructors.
+    drop(telemetry);
     std::process::exit(code);
 }

@@ -70,6 +70,8 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     pub dry_run: bool,
     pub sample: usize,
+    /// Backup versions read, on the terminal of an interactive run.
+    pub progress: lakevault_common::progress::Progress,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -327,6 +329,7 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))?
     {
+        options.progress.inc(1);
         let Some(version) = version_of(item) else {
             continue;
         };

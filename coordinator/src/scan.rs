@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::ledger::ScanCounts;
+use lakevault_common::progress::Progress;
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
 use lakevault_common::select::BlobFilter;
@@ -60,6 +61,8 @@ pub struct ContainerScan {
     pub dry_run: bool,
     /// Whether the backup container exists (it lists as empty if not, e.g. in a dry run).
     pub backup_exists: bool,
+    /// Counts every blob compared (the coordinator's terminal bar; hidden in workers).
+    pub progress: Progress,
 }
 
 impl ContainerScan {
@@ -340,6 +343,7 @@ pub async fn scan_shard(
     let counts = &mut result.counts;
     let (sample, tombstones) = (&mut result.sample, &mut result.tombstones);
     merge_join(source_listing, backup_listing, async |change| {
+        scan.progress.inc(1);
         match &change {
             Change::New(_) => counts.new += 1,
             Change::Changed(_) => counts.changed += 1,

@@ -6,6 +6,9 @@
 //!   deletions there are both seen) and answers `202 {"job": "...", "status_url": "..."}`.
 //! - `GET /v1/jobs/{id}` returns the job's status from the ledger.
 //! - `GET /healthz` answers `ok` (no authentication).
+//! - `GET /metrics` serves the service's metrics in the Prometheus text format (no
+//!   authentication, like `/healthz`: request counts by route and status, jobs started,
+//!   process figures; nothing about the data).
 //!
 //! Every `/v1` request needs `Authorization: Bearer <token>`; the token comes from
 //! `LAKEVAULT_API_TOKEN` or a file. Without it: 401, and nothing is enqueued.
@@ -117,9 +120,45 @@ struct BackupRequest {
 pub fn router(state: Arc<ServeState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/v1/backups", post(post_backup))
         .route("/v1/jobs/{id}", get(get_job))
+        .route_layer(axum::middleware::from_fn(count_request))
+        .fallback(|| async {
+            lakevault_common::metrics::http_request("unmatched", 404);
+            StatusCode::NOT_FOUND
+        })
         .with_state(state)
+}
+
+/// Counts every answered request by its route template (never the raw path: job ids
+/// would make a label per job) and status.
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    lakevault_common::metrics::http_request(&route, response.status().as_u16());
+    response
+}
+
+async fn metrics() -> Response {
+    match lakevault_common::telemetry::prometheus_text() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                lakevault_common::telemetry::PROMETHEUS_CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "metrics are not kept by this process",
+        ),
+    }
 }
 
 async fn post_backup(
@@ -172,6 +211,7 @@ async fn post_backup(
         ..state.defaults.clone()
     };
     tracing::info!(%job, container = %request.container, "backup requested over the API");
+    lakevault_common::metrics::job_started("api");
     spawn_plan(state.clone(), config, options);
     (
         StatusCode::ACCEPTED,
@@ -274,6 +314,7 @@ pub async fn run_schedule(state: Arc<ServeState>, schedule: croner::Cron, mode: 
             ..state.defaults.clone()
         };
         tracing::info!(job = %options.job_id, ?mode, "scheduled backup starting");
+        lakevault_common::metrics::job_started("schedule");
         state
             .jobs()
             .insert(options.job_id.clone(), JobState::Planning);

@@ -24,6 +24,8 @@ pub struct VerifyOptions {
     pub deep_parallelism: usize,
     /// Problems listed per container (all are counted).
     pub max_listed: usize,
+    /// Blobs checked, on the terminal of an interactive run.
+    pub progress: lakevault_common::progress::Progress,
 }
 
 /// What is wrong with one blob.
@@ -224,6 +226,7 @@ async fn verify_container(
                 }
             };
         join_pairs(src, bak, async |pair| {
+            options.progress.inc(1);
             match pair {
                 Pair::SourceOnly(s) => {
                     report.checked += 1;

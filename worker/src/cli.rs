@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
     name = "lakevault-worker",
     version,
     about = "Copies blobs server-side for lakevault, fed by the work queue"
+,
+    after_help = lakevault_common::exit::HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -101,7 +103,8 @@ pub struct RunArgs {
     /// still written).
     #[arg(long, env = "LAKEVAULT_SKIP_SOURCE_TAGS")]
     pub skip_source_tags: bool,
-    /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:8081`) for probes.
+    /// Serve `/healthz` and `/readyz` (probes) and `/metrics` (Prometheus) on this
+    /// address (e.g. `0.0.0.0:8081`).
     #[arg(long, env = "LAKEVAULT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
     /// Print the run summary as JSON on stdout when the worker exits.
@@ -146,6 +149,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     let Command::Run(args) = cli.command;
     // Busy answers from any account lower the copy concurrency; successes raise it back.
     let copy_slots = AdaptiveLimit::new(args.concurrency.get());
+    lakevault_common::metrics::observe_copy_concurrency(copy_slots.clone());
     network.throttle = ThrottlePolicy {
         limit: Some(copy_slots.clone()),
         rate: args.max_requests_per_second.map(RateCap::per_second),
@@ -210,7 +214,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("--health-listen {addr}: {e}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "health endpoints: /healthz /readyz");
+        tracing::info!(addr = %listener.local_addr()?, "health endpoints: /healthz /readyz /metrics");
         tokio::spawn(crate::health::serve(
             listener,
             health.clone(),

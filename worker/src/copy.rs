@@ -212,7 +212,7 @@ impl SourceLease {
         let id = response.lease_id().ok().flatten().unwrap_or(proposed);
         let stop = tokio_util::sync::CancellationToken::new();
         let (renew_client, renew_id, renew_stop) = (client.clone(), id.clone(), stop.clone());
-        let renewer = tokio::spawn(async move {
+        let renewer = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let interval = Duration::from_secs(seconds / 2);
             loop {
                 tokio::select! {
@@ -223,7 +223,7 @@ impl SourceLease {
                     tracing::warn!(error = %describe(&e), "source lease renewal failed");
                 }
             }
-        });
+        }));
         Ok(Some(Self {
             client,
             id,
@@ -253,9 +253,9 @@ impl Drop for SourceLease {
         // Abandoned mid-copy: release in the background (best effort).
         let (client, id) = (self.client.clone(), std::mem::take(&mut self.id));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
+            handle.spawn(tracing::Instrument::in_current_span(async move {
                 let _ = client.release_lease(id, None).await;
-            });
+            }));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its loop; `GET /readyz` answers 200 while the worker can take work (the queue answered
 //! its last request and no stop was signalled) and 503 with the reason otherwise, so a
 //! draining or cut-off worker is taken out of rotation without being restarted.
+//! `GET /metrics` serves the worker's metrics in the Prometheus text format.
 
 use axum::Json;
 use axum::extract::State;
@@ -48,7 +49,28 @@ pub fn router(health: Arc<Health>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(health)
+}
+
+/// The Prometheus text exposition of this process's metrics (404 when the process keeps
+/// none: telemetry was not set up for a scrape).
+pub async fn metrics() -> axum::response::Response {
+    match lakevault_common::telemetry::prometheus_text() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                lakevault_common::telemetry::PROMETHEUS_CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not kept by this process",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {

@@ -1,13 +1,19 @@
 use clap::Parser;
 use lakevault_worker::cli::{Cli, run};
 
+// jemalloc keeps peak RSS flat over long listings and copy runs, where glibc malloc's
+// per-thread arenas held on to freed page buffers (docs/benchmarks.md).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let _telemetry = lakevault_common::telemetry::init(
-        "lakevault-worker",
-        cli.common.log_format,
-        lakevault_common::telemetry::DEFAULT_FILTER,
+    let lakevault_worker::cli::Command::Run(args) = &cli.command;
+    let serves_metrics = args.health_listen.is_some();
+    let telemetry = lakevault_common::telemetry::init(
+        &cli.common.telemetry("lakevault-worker", serves_metrics),
     );
     let stop = lakevault_common::shutdown::cancel_on_signals(
         "stopping: finishing work in flight (send the signal again to exit now)",
@@ -16,9 +22,14 @@ async fn main() {
     let code = match run(cli, stop).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                lakevault_common::secret::scrub(&format!("{e:#}"))
+            );
             lakevault_common::exit::code_for(&e)
         }
     };
+    // Flushes spans and metrics: `exit` runs no destructors.
+    drop(telemetry);
     std::process::exit(code);
 }

@@ -97,7 +97,8 @@ impl VisibilityKeeper {
         let receipt = Arc::new(Mutex::new(message.pop_receipt.clone()));
         let stop = CancellationToken::new();
         let (r, s, id) = (receipt.clone(), stop.clone(), message.id.clone());
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(
+            async move {
             let interval = visibility / 2;
             loop {
                 tokio::select! {
@@ -116,7 +117,9 @@ impl VisibilityKeeper {
                     }
                 }
             }
-        });
+        }
+            .in_current_span(),
+        );
         Self {
             receipt,
             stop,
@@ -134,8 +137,26 @@ impl VisibilityKeeper {
     }
 }
 
-/// Processes one message to completion (or release on cancellation).
+/// Processes one message to completion (or release on cancellation), in a `work_item`
+/// span: every copy, scan and queue request of the message nests under it.
 pub async fn process(
+    ctx: &Context,
+    message: ReceivedMessage,
+    cancel: &CancellationToken,
+) -> MessageReport {
+    let span = tracing::info_span!(
+        "work_item",
+        message_id = %message.id,
+        dequeue_count = message.dequeue_count,
+        kind = tracing::field::Empty,
+        job = tracing::field::Empty,
+        container = tracing::field::Empty,
+        items = tracing::field::Empty,
+    );
+    process_message(ctx, message, cancel).instrument(span).await
+}
+
+async fn process_message(
     ctx: &Context,
     message: ReceivedMessage,
     cancel: &CancellationToken,
@@ -147,8 +168,21 @@ pub async fn process(
         dequeue_count: message.dequeue_count,
     };
     let batch = match WorkMessage::decode(&message.text) {
-        Ok(WorkMessage::Batch(b)) => b,
-        Ok(WorkMessage::Scan(task)) => return process_scan(ctx, message, task, cancel).await,
+        Ok(WorkMessage::Batch(b)) => {
+            tracing::Span::current()
+                .record("kind", kind_name(b.kind))
+                .record("job", b.job.as_str())
+                .record("container", b.source.container.as_str())
+                .record("items", b.items.len());
+            b
+        }
+        Ok(WorkMessage::Scan(task)) => {
+            tracing::Span::current()
+                .record("kind", kind_name(task.kind))
+                .record("job", task.job.as_str())
+                .record("container", task.source.container.as_str());
+            return process_scan(ctx, message, task, cancel).await;
+        }
         Err(e) => {
             tracing::warn!(message_id = %message.id, reason = %e, "undecodable message moved to the poison queue");
             let records = poison::for_original(&poison_ctx, &e.to_string(), &message.text);
@@ -177,6 +211,7 @@ pub async fn process(
             .collect();
         let records = poison::for_items(&poison_ctx, &reason, &batch, failed);
         let report = poison_unprocessed(ctx, &message, records, batch.items.len() as u64).await;
+        count_blobs(&batch, &report);
         let failures = vec![OutcomeFailure {
             name: format!("{} items", batch.items.len()),
             reason,
@@ -186,8 +221,7 @@ pub async fn process(
     }
 
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
-    let span = tracing::info_span!("batch", job = %batch.job, container = %batch.source.container, items = batch.items.len());
-    let results = copy_all(ctx, &batch, cancel).instrument(span).await;
+    let results = copy_all(ctx, &batch, cancel).await;
     let receipt = keeper.finish().await;
 
     let mut retry = Vec::new();
@@ -296,8 +330,51 @@ pub async fn process(
     }
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
     settle_with_delay(ctx, &message, receipt, retries, delay, records).await;
+    count_blobs(&batch, &report);
     record_outcome(ctx, &message, &batch, &report, failures).await;
     report
+}
+
+fn kind_name(kind: lakevault_common::wire::MessageKind) -> &'static str {
+    use lakevault_common::wire::MessageKind;
+    match kind {
+        MessageKind::Copy => "copy",
+        MessageKind::Tombstone => "tombstone",
+        MessageKind::Scan => "scan",
+        MessageKind::Restore => "restore",
+    }
+}
+
+/// The `outcome` of one item, as in `lakevault_blobs_total` and the copy span.
+fn outcome_label(result: &Result<ItemOutcome, ItemFailure>) -> &'static str {
+    match result {
+        Ok(ItemOutcome::Copied { .. }) => "copied",
+        Ok(ItemOutcome::AlreadyCurrent) => "already_current",
+        Ok(ItemOutcome::TargetExists) => "target_exists",
+        Ok(ItemOutcome::SourceGone) => "gone",
+        Ok(ItemOutcome::Tombstoned) => "tombstoned",
+        Ok(ItemOutcome::Superseded) => "superseded",
+        Err(_) => lakevault_common::metrics::FAILED,
+    }
+}
+
+/// Counts a settled batch's items by outcome, as recorded in the ledger.
+fn count_blobs(batch: &CopyBatch, report: &MessageReport) {
+    use lakevault_common::metrics;
+    let container = batch.source.container.as_str();
+    for (outcome, count) in [
+        ("copied", report.copied),
+        ("already_current", report.already_current),
+        ("target_exists", report.target_exists),
+        ("gone", report.source_gone),
+        ("tombstoned", report.tombstoned),
+        ("superseded", report.superseded),
+        ("retried", report.retried),
+        ("poisoned", report.poisoned),
+    ] {
+        metrics::blobs(container, outcome, count);
+    }
+    metrics::bytes_copied(container, report.bytes);
 }
 
 /// Runs a scan task: lists, diffs and enqueues one shard's copies. A transient failure
@@ -334,7 +411,7 @@ async fn process_scan(
         .await;
     }
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
-    let span = tracing::info_span!("scan", job = %task.job, container = %task.source.container, shard = %task.shard);
+    let span = tracing::info_span!("shard", job = %task.job, container = %task.source.container, shard = task.shard_index, prefix = %task.shard);
     let outcome = tokio::select! {
         r = scanner.scan(&task, &message.id).instrument(span) => Some(r),
         _ = cancel.cancelled() => None,
@@ -454,10 +531,24 @@ async fn copy_one(
     let Some(_permit) = permit else {
         return (item.clone(), None);
     };
+    // The copy itself, not the wait for a slot; the SDK's spans nest under it.
+    let span = tracing::info_span!(
+        "copy",
+        container = %batch.source.container,
+        blob = %item.name,
+        size = item.size,
+        outcome = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
     let outcome = tokio::select! {
-        r = ctx.copier.copy_item(batch, item) => Some(r),
+        r = ctx.copier.copy_item(batch, item).instrument(span.clone()) => Some(r),
         _ = cancel.cancelled() => None,
     };
+    if let Some(result) = &outcome {
+        let label = outcome_label(result);
+        span.record("outcome", label);
+        lakevault_common::metrics::copy_duration(label, started.elapsed());
+    }
     (item.clone(), outcome)
 }
 

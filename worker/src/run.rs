@@ -130,10 +130,12 @@ pub async fn run(
             continue;
         }
         let want = u8::try_from(free.min(usize::from(MAX_RECEIVE))).unwrap_or(MAX_RECEIVE);
+        let receive_started = Instant::now();
         let received = tokio::select! {
             r = ctx.queue.receive(want, ctx.policy.visibility) => r,
             _ = stop.cancelled() => break,
         };
+        lakevault_common::metrics::queue_receive(receive_started.elapsed());
         health.set_queue_ok(received.is_ok());
         let messages = match received {
             Ok(m) => m,
@@ -177,7 +179,10 @@ pub async fn run(
         for m in messages {
             let ctx = ctx.clone();
             let interrupt = interrupt.clone();
-            tasks.spawn(async move { message::process(&ctx, m, &interrupt).await });
+            tasks.spawn(async move {
+                let _in_flight = lakevault_common::metrics::message_in_flight();
+                message::process(&ctx, m, &interrupt).await
+            });
         }
     }
 

@@ -286,6 +286,7 @@ fn container_scan(
         sample: SAMPLE,
         dry_run: false,
         backup_exists,
+        progress: Default::default(),
     }
 }
 
@@ -315,13 +316,18 @@ impl SharedScanEngine {
         let stop = tokio_util::sync::CancellationToken::new();
         let _stop_on_drop = stop.clone().drop_guard();
         let handle = tokio::runtime::Handle::current();
+        // The blocking thread does not inherit the current span.
+        let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(async {
-                tokio::select! {
-                    r = work(&engine) => Some(r),
-                    _ = stop.cancelled() => None,
-                }
-            })
+            handle.block_on(tracing::Instrument::instrument(
+                async {
+                    tokio::select! {
+                        r = work(&engine) => Some(r),
+                        _ = stop.cancelled() => None,
+                    }
+                },
+                span,
+            ))
         })
         .await;
         match joined {

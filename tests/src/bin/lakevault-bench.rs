@@ -59,7 +59,9 @@ struct Args {
     #[arg(long = "coordinator-arg", allow_hyphen_values = true)]
     coordinator_args: Vec<String>,
     /// A configuration to compare (repeatable): coordinator arguments separated by spaces,
-    /// e.g. `--compare "" --compare "--scan-parallelism 8"`. Runs alternate between them.
+    /// optionally after `NAME=VALUE` environment variables, e.g. `--compare ""
+    /// --compare "--scan-parallelism 8" --compare "MALLOC_ARENA_MAX=1"`. Runs alternate
+    /// between them.
     #[arg(long, allow_hyphen_values = true)]
     compare: Vec<String>,
     /// Name of the configuration in the report (repeatable, one per `--compare`).
@@ -77,29 +79,64 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Setup {
     label: String,
+    /// Environment variables for the coordinator (every flag also has a `LAKEVAULT_*`
+    /// variable, and allocator or runtime knobs are only reachable this way).
+    env: Vec<(String, String)>,
     args: Vec<String>,
 }
 
-fn setups(args: &Args) -> anyhow::Result<Vec<Setup>> {
-    let describe = |extra: &[String]| {
-        if extra.is_empty() {
-            "defaults".to_string()
-        } else {
-            extra.join(" ")
+impl Setup {
+    /// `NAME=VALUE ... --flag ...`, as a shell would show the command.
+    fn command_line(&self) -> String {
+        self.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Splits a `--compare` value into leading `NAME=VALUE` environment assignments (as with
+/// `env(1)`) and the coordinator arguments after them.
+fn split_env(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = Vec::new();
+    let mut tokens = text.split_whitespace().peekable();
+    while let Some(token) = tokens.peek() {
+        match token.split_once('=') {
+            Some((name, value))
+                if !name.is_empty()
+                    && !name.starts_with('-')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                env.push((name.to_string(), value.to_string()));
+                tokens.next();
+            }
+            _ => break,
         }
+    }
+    (env, tokens.map(str::to_string).collect())
+}
+
+fn setups(args: &Args) -> anyhow::Result<Vec<Setup>> {
+    let labelled = |label: Option<&String>, mut setup: Setup| {
+        setup.label = match label {
+            Some(l) => l.clone(),
+            None if setup.env.is_empty() && setup.args.is_empty() => "defaults".to_string(),
+            None => setup.command_line(),
+        };
+        setup
     };
     if args.compare.is_empty() {
         if args.label.len() > 1 {
             bail!("more than one --label needs one --compare per label");
         }
-        return Ok(vec![Setup {
-            label: args
-                .label
-                .first()
-                .cloned()
-                .unwrap_or_else(|| describe(&args.coordinator_args)),
+        let setup = Setup {
+            label: String::new(),
+            env: Vec::new(),
             args: args.coordinator_args.clone(),
-        }]);
+        };
+        return Ok(vec![labelled(args.label.first(), setup)]);
     }
     if args.label.len() > args.compare.len() {
         bail!(
@@ -113,16 +150,15 @@ fn setups(args: &Args) -> anyhow::Result<Vec<Setup>> {
         .iter()
         .enumerate()
         .map(|(k, c)| {
-            let mut extra = args.coordinator_args.clone();
-            extra.extend(c.split_whitespace().map(str::to_string));
-            Setup {
-                label: args
-                    .label
-                    .get(k)
-                    .cloned()
-                    .unwrap_or_else(|| describe(&extra)),
-                args: extra,
-            }
+            let (env, extra) = split_env(c);
+            let mut all = args.coordinator_args.clone();
+            all.extend(extra);
+            let setup = Setup {
+                label: String::new(),
+                env,
+                args: all,
+            };
+            labelled(args.label.get(k), setup)
         })
         .collect())
 }
@@ -429,7 +465,7 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec
 fn run_coordinator(
     bin: &Path,
     config: &Path,
-    extra: &[String],
+    setup: &Setup,
     ticks_per_second: f64,
 ) -> anyhow::Result<DiffRun> {
     let load_at_start = load_average();
@@ -438,8 +474,9 @@ fn run_coordinator(
         .arg("--config")
         .arg(config)
         .args(["backup", "--dry-run", "--output", "json"])
-        .args(extra)
+        .args(&setup.args)
         .env_remove("RUST_LOG")
+        .envs(setup.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -478,7 +515,7 @@ fn run_coordinator(
     if !status.success() {
         bail!(
             "lakevault-coordinator {} exited with {status}\nstderr:\n{}",
-            extra.join(" "),
+            setup.command_line(),
             String::from_utf8_lossy(&stderr)
         );
     }
@@ -871,10 +908,10 @@ fn markdown(env: &Environment, args: &Args, setups: &[Setup], results: &[SizeRes
         env.cpus.saturating_sub(1).max(1)
     );
     for (k, setup) in setups.iter().enumerate() {
-        let args_text = if setup.args.is_empty() {
+        let args_text = if setup.args.is_empty() && setup.env.is_empty() {
             "(none)".to_string()
         } else {
-            format!("`{}`", setup.args.join(" "))
+            format!("`{}`", setup.command_line())
         };
         let _ = writeln!(m, "### {}\n", setup.label);
         let _ = writeln!(m, "Extra coordinator arguments: {args_text}\n");
@@ -916,6 +953,8 @@ make bench                                   # default sizes 50000,100000,200000
 bash scripts/bench.sh --sizes 20000,40000 --repeats 1 --report /tmp/quick.md
 # compare coordinator flags side by side (runs alternate between the configurations):
 bash scripts/bench.sh --compare "" --compare "--scan-parallelism 8" --label default --label par8
+# leading NAME=VALUE words set the coordinator's environment (LAKEVAULT_* flags, allocator knobs):
+bash scripts/bench.sh --compare "" --compare "MALLOC_ARENA_MAX=1 --shards 1"
 # one configuration with extra flags:
 bash scripts/bench.sh --coordinator-arg=--mode --coordinator-arg=full --label full
 ```
@@ -1065,10 +1104,9 @@ async fn main() -> anyhow::Result<()> {
         // fragmenting) does not favour one of them.
         for run in 1..=args.repeats {
             for (k, setup) in setups.iter().enumerate() {
-                let (bin, config, extra) =
-                    (coordinator.clone(), lab.path.clone(), setup.args.clone());
+                let (bin, config, setup_k) = (coordinator.clone(), lab.path.clone(), setup.clone());
                 let diff = tokio::task::spawn_blocking(move || {
-                    run_coordinator(&bin, &config, &extra, ticks_per_second)
+                    run_coordinator(&bin, &config, &setup_k, ticks_per_second)
                 })
                 .await
                 .context("coordinator measurement thread")??;
