@@ -52,6 +52,9 @@ pub struct BackupOptions {
     pub distributed: bool,
     /// Blobs compared, on the terminal of an interactive run.
     pub progress: Progress,
+    /// Entries per listing page; `None`: one page budget shared by the parallel shards
+    /// ([`scan::page_size_for`]).
+    pub page_size: Option<u32>,
 }
 
 /// How a container is compared with its backup.
@@ -401,6 +404,9 @@ async fn plan_container(
         dry_run: options.dry_run,
         backup_exists,
         progress: options.progress.clone(),
+        page_size: options
+            .page_size
+            .or_else(|| scan::page_size_for(options.scan_parallelism)),
     };
     let scan_err = |e: scan::ScanError| BackupError::Scan {
         container: container.to_string(),

@@ -241,6 +241,11 @@ pub struct ScanArgs {
     /// shard's copies), so scanning scales with the fleet. Progress: `status`.
     #[arg(long, env = "LAKEVAULT_DISTRIBUTED_SCAN")]
     pub distributed_scan: bool,
+    /// Entries per List Blobs page (1–5000). Default: 5000 for one shard at a time, and
+    /// 5000 / --scan-parallelism (at least 500) when shards are scanned side by side, so
+    /// that memory stays that of one full listing.
+    #[arg(long, env = "LAKEVAULT_LIST_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub list_page_size: Option<u32>,
 }
 
 impl ScanArgs {
@@ -248,6 +253,7 @@ impl ScanArgs {
         options.shards = usize::try_from(self.shards).unwrap_or(usize::MAX);
         options.scan_parallelism = usize::try_from(self.scan_parallelism).unwrap_or(1);
         options.distributed = self.distributed_scan;
+        options.page_size = self.list_page_size;
     }
 }
 
@@ -522,6 +528,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                         shards: 1,
                         scan_parallelism: 1,
                         distributed: false,
+                        page_size: None,
                         progress: Progress::hidden(),
                     };
                     args.scan.apply(&mut options);
@@ -569,6 +576,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 shards: 1,
                 scan_parallelism: 1,
                 distributed: false,
+                page_size: None,
                 progress: Progress::counter(
                     progress::wanted(args.output == Output::Table),
                     "backup",

@@ -58,21 +58,31 @@ impl ListedBlob {
     }
 }
 
-/// Every blob of a container (base blobs only), in the service's listing order.
+/// Every blob of a container (base blobs only), in the service's listing order, in pages
+/// of at most `page_size` entries (`None`: the service's maximum, 5,000).
 pub fn list_blobs(
     container: &BlobContainerClient,
     prefix: Option<String>,
     with_tags: bool,
+    page_size: Option<u32>,
 ) -> azure_core::Result<impl Stream<Item = azure_core::Result<ListedBlob>> + Send + 'static> {
     let include = with_tags.then(|| vec![ListBlobsIncludeItem::Tags]);
     let options = BlobContainerClientListBlobsOptions {
         include,
         prefix,
+        maxresults: max_results(page_size),
         ..Default::default()
     };
     Ok(container
         .list_blobs(Some(options))?
         .try_filter_map(|item| futures::future::ready(Ok(ListedBlob::from_item(item)))))
+}
+
+/// The most entries one List Blobs page may hold.
+pub const MAX_PAGE_SIZE: u32 = 5_000;
+
+fn max_results(page_size: Option<u32>) -> Option<i32> {
+    page_size.map(|n| n.clamp(1, MAX_PAGE_SIZE) as i32)
 }
 
 /// One entry of a hierarchical listing.
@@ -126,16 +136,18 @@ impl PrefixItem {
 }
 
 /// The blobs directly under `prefix` and the prefixes one `/` further down, in the
-/// service's listing order.
+/// service's listing order, in pages of at most `page_size` entries.
 pub fn list_level(
     container: &BlobContainerClient,
     prefix: String,
     with_tags: bool,
+    page_size: Option<u32>,
 ) -> azure_core::Result<impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static> {
     let include = with_tags.then(|| vec![ListBlobsIncludeItem::Tags]);
     let options = BlobContainerClientListBlobsOptions {
         include,
         prefix: (!prefix.is_empty()).then_some(prefix),
+        maxresults: max_results(page_size),
         method_options: PagerOptions {
             context: azure_core::http::Context::new()
                 .with_value(ExtraQuery(vec![("delimiter", "/".into())])),

@@ -3,7 +3,7 @@
 //! scan tasks, so a plan does not depend on who scanned.
 
 use crate::diff::{Change, DiffError, merge_join};
-use crate::listing::{LevelEntry, ListedBlob, list_blobs, list_level};
+use crate::listing::{LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
 use crate::shard::{self, MAX_CHILDREN};
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
@@ -63,6 +63,20 @@ pub struct ContainerScan {
     pub backup_exists: bool,
     /// Counts every blob compared (the coordinator's terminal bar; hidden in workers).
     pub progress: Progress,
+    /// Entries per listing page (`None`: 5,000). Shards scanned side by side share one
+    /// page budget ([`page_size_for`]), so memory does not grow with parallelism.
+    pub page_size: Option<u32>,
+}
+
+/// The listing page size for `parallel` shards scanned at once by one process: together
+/// they hold about as many entries as one scan with full pages (two sides × 5,000), so the
+/// coordinator's memory is the same for one shard or many, and does not grow as shards
+/// fill up their pages. Floor 500 entries a page, so requests per blob stay bounded.
+pub fn page_size_for(parallel: usize) -> Option<u32> {
+    match parallel {
+        0 | 1 => None,
+        n => Some((MAX_PAGE_SIZE / u32::try_from(n).unwrap_or(u32::MAX)).max(500)),
+    }
 }
 
 impl ContainerScan {
@@ -151,19 +165,22 @@ fn listing_error(e: azure_core::Error) -> ScanError {
 fn shard_listing(
     client: &BlobContainerClient,
     shard: &Shard,
+    page_size: Option<u32>,
 ) -> Result<BoxStream<'static, azure_core::Result<ListedBlob>>, azure_core::Error> {
     if shard.level {
         Ok(Box::pin(
-            list_level(client, shard.prefix.clone(), true)?.try_filter_map(|e| async move {
-                Ok(match e {
-                    LevelEntry::Blob(b) => Some(b),
-                    LevelEntry::Prefix(_) => None,
-                })
-            }),
+            list_level(client, shard.prefix.clone(), true, page_size)?.try_filter_map(
+                |e| async move {
+                    Ok(match e {
+                        LevelEntry::Blob(b) => Some(b),
+                        LevelEntry::Prefix(_) => None,
+                    })
+                },
+            ),
         ))
     } else {
         let prefix = (!shard.prefix.is_empty()).then(|| shard.prefix.clone());
-        Ok(Box::pin(list_blobs(client, prefix, true)?))
+        Ok(Box::pin(list_blobs(client, prefix, true, page_size)?))
     }
 }
 
@@ -173,7 +190,7 @@ async fn child_prefixes(
     prefix: &str,
 ) -> azure_core::Result<Option<Vec<String>>> {
     let mut out = Vec::new();
-    let mut entries = Box::pin(list_level(client, prefix.to_string(), false)?);
+    let mut entries = Box::pin(list_level(client, prefix.to_string(), false, None)?);
     while let Some(entry) = entries.try_next().await? {
         if let LevelEntry::Prefix(p) = entry {
             if out.len() == MAX_CHILDREN {
@@ -318,7 +335,7 @@ pub async fn scan_shard(
     // never mistaken for one deleted in the source. Incremental: only what changed since
     // the watermark, and no backup listing (every selected blob is planned as new; copying
     // a version the backup has is harmless).
-    let source_listing = shard_listing(&source_client, shard)
+    let source_listing = shard_listing(&source_client, shard, scan.page_size)
         .map_err(listing_error)?
         .try_filter(move |blob| {
             futures::future::ready(
@@ -330,7 +347,7 @@ pub async fn scan_shard(
     {
         let filter = filter.clone();
         Box::pin(
-            shard_listing(&dest_client, shard)
+            shard_listing(&dest_client, shard, scan.page_size)
                 .map_err(listing_error)?
                 .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
         )
@@ -453,5 +470,24 @@ impl ContainerTotals {
             send(accounts.queue, scan.dry_run, &batch).await?;
         }
         Ok((count, messages))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_shards_share_one_page_budget() {
+        assert_eq!(page_size_for(0), None);
+        assert_eq!(page_size_for(1), None);
+        assert_eq!(page_size_for(4), Some(1_250));
+        assert_eq!(page_size_for(10), Some(500));
+        // The floor keeps pages useful however wide the scan.
+        assert_eq!(page_size_for(64), Some(500));
+        for n in 2..=10 {
+            let per_page = page_size_for(n).expect("a budget");
+            assert!(per_page as usize * n <= MAX_PAGE_SIZE as usize);
+        }
     }
 }

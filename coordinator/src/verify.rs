@@ -194,14 +194,14 @@ async fn verify_container(
     let max = options.max_listed;
     for prefix in filter.listing_prefixes() {
         let selected = |b: &ListedBlob| futures::future::ready(filter.matches(&b.name));
-        let src = list_blobs(&source_client, prefix.clone(), true)
+        let src = list_blobs(&source_client, prefix.clone(), true, None)
             .map_err(|e| describe(&e))?
             .try_filter(selected);
         let bak: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
             if backup_exists {
                 let filter = filter.clone();
                 Box::pin(
-                    list_blobs(&dest_client, prefix.clone(), true)
+                    list_blobs(&dest_client, prefix.clone(), true, None)
                         .map_err(|e| describe(&e))?
                         .try_filter(move |b| futures::future::ready(filter.matches(&b.name))),
                 )

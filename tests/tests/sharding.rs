@@ -187,6 +187,21 @@ async fn sharded_and_distributed_scans_plan_what_one_listing_plans() {
         &config_with_queue(&lab, qc),
         &["--shards", "64", "--distributed-scan"],
     );
+    // Pages of 3 entries: every listing (levels and whole prefixes, both sides) continues
+    // over many pages, which a lake this small never needs otherwise.
+    let qd = "plan-paged";
+    let paged = backup_json(
+        &config_with_queue(&lab, qd),
+        &[
+            "--shards",
+            "64",
+            "--scan-parallelism",
+            "8",
+            "--list-page-size",
+            "3",
+        ],
+    );
+    assert_eq!(counts(&one), counts(&paged), "{one}\n{paged}");
     assert_eq!(one["containers"][0]["shards"].as_u64(), Some(1));
     let shards = sharded["containers"][0]["shards"].as_u64().expect("shards");
     assert!(shards > 10, "the lake was split into {shards} shards only");
@@ -210,6 +225,8 @@ async fn sharded_and_distributed_scans_plan_what_one_listing_plans() {
             .all(|n| plan_one.iter().any(|i| i.0 == "copy" && &&i.1 == n))
     );
     assert_eq!(plan_one, plan_sharded);
+    let (plan_paged, _) = take_all(&queue(&lab, qd)).await;
+    assert_eq!(plan_one, plan_paged);
 
     // Scan tasks, executed by the worker's scan engine, in reverse order for good measure
     // (workers take them in any order): their copies and tombstones land in the queue.

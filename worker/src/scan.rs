@@ -287,6 +287,8 @@ fn container_scan(
         dry_run: false,
         backup_exists,
         progress: Default::default(),
+        // One shard per scan task: full pages, as a single pass.
+        page_size: None,
     }
 }
 
