@@ -100,6 +100,8 @@ pub struct PassReport {
     pub planned: u64,
     pub messages: u64,
     pub copied: u64,
+    /// Items found already in the backup at their planned version (redeliveries).
+    pub already_current: u64,
     pub bytes: u64,
     pub poisoned: u64,
     /// Items handed back for another attempt.
@@ -156,6 +158,7 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
         let summary: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("worker summary JSON")?;
         report.copied += summary["copied"].as_u64().unwrap_or(0);
+        report.already_current += summary["already_current"].as_u64().unwrap_or(0);
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
         report.retried += summary["retried"].as_u64().unwrap_or(0);
