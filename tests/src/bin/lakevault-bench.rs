@@ -954,7 +954,7 @@ bash scripts/bench.sh --sizes 20000,40000 --repeats 1 --report /tmp/quick.md
 # compare coordinator flags side by side (runs alternate between the configurations):
 bash scripts/bench.sh --compare "" --compare "--scan-parallelism 8" --label default --label par8
 # leading NAME=VALUE words set the coordinator's environment (LAKEVAULT_* flags, allocator knobs):
-bash scripts/bench.sh --compare "" --compare "MALLOC_ARENA_MAX=1 --shards 1"
+bash scripts/bench.sh --compare "" --compare "LAKEVAULT_LIST_PAGE_SIZE=5000 --shards 1"
 # one configuration with extra flags:
 bash scripts/bench.sh --coordinator-arg=--mode --coordinator-arg=full --label full
 ```
