@@ -672,7 +672,15 @@ async fn watch_status(
             Some(secs) if !finished => {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))) => {}
-                    _ = cancel.cancelled() => return Ok(lakevault_common::exit::OK),
+                    _ = cancel.cancelled() => {
+                        // Stopped while the bar stood in for the table: leave the last
+                        // status on the screen.
+                        if bar.is_visible() {
+                            bar.finish();
+                            print_status(&s);
+                        }
+                        return Ok(lakevault_common::exit::OK);
+                    }
                 }
             }
             _ => {
