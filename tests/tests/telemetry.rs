@@ -16,13 +16,8 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released for the process to take).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    lakevault_tests::azurite::free_port().expect("a free loopback port")
 }
 
 /// Stops a child process when dropped (a failing assertion must not leave it running).

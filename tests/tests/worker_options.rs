@@ -32,13 +32,8 @@ async fn backup_blobs_are_written_in_the_requested_access_tier() {
     }
 }
 
-/// A free loopback port (bound, then released for the worker to take).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    lakevault_tests::azurite::free_port().expect("a free loopback port")
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
