@@ -261,7 +261,7 @@ def check_docker(r: Report, root: Path, venv_bin: Path, cli: Cli) -> dict[str, i
                    if line.strip() and not line.startswith("#")}
         for needed in ("target", ".git", "azurite/node_modules", ".lakevault"):
             r.check(needed in entries, ".dockerignore", f"does not exclude {needed}")
-        for kept in ("Cargo.toml", "Cargo.lock", "common", "coordinator", "worker", "tests"):
+        for kept in ("Cargo.toml", "Cargo.lock", "common", "plan", "coordinator", "worker", "tests"):
             r.check(kept not in entries, ".dockerignore", f"excludes {kept}, which the build needs")
     return uids
 

@@ -98,7 +98,7 @@ CASES = [
 ]
 
 COPIED = [".dockerignore", "Cargo.toml", "Cargo.lock", "docker", "infra", "scripts",
-          "common/Cargo.toml", "coordinator/Cargo.toml", "worker/Cargo.toml", "tests/Cargo.toml",
+          "common/Cargo.toml", "plan/Cargo.toml", "coordinator/Cargo.toml", "worker/Cargo.toml", "tests/Cargo.toml",
           "common/src/lib.rs", "coordinator/src/main.rs", "worker/src/main.rs", "tests/src/bin"]
 
 

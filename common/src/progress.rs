@@ -21,10 +21,18 @@ fn bars() -> &'static MultiProgress {
 /// Whether bars should draw: human (table) output, stderr a terminal that can redraw a
 /// line, and not switched off.
 pub fn wanted(human_output: bool) -> bool {
-    human_output
-        && std::io::stderr().is_terminal()
-        && std::env::var_os(DISABLE_ENV).is_none()
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+    draws(
+        human_output,
+        std::io::stderr().is_terminal(),
+        std::env::var_os(DISABLE_ENV).is_some(),
+        std::env::var("TERM").ok().as_deref(),
+    )
+}
+
+/// The decision of [`wanted`] over its inputs, apart from the process's terminal and
+/// environment so that each input can be tested.
+fn draws(human_output: bool, stderr_terminal: bool, disabled: bool, term: Option<&str>) -> bool {
+    human_output && stderr_terminal && !disabled && term != Some("dumb")
 }
 
 /// One progress line. Cheap to clone (shared); `Default` is hidden.
@@ -158,7 +166,16 @@ mod tests {
     }
 
     #[test]
-    fn bars_are_off_for_json_output_even_on_a_terminal() {
-        assert!(!wanted(false));
+    fn bars_draw_only_for_humans_on_a_terminal_that_redraws() {
+        // The one case that draws, then each input switched on its own.
+        assert!(draws(true, true, false, Some("xterm-256color")));
+        assert!(draws(true, true, false, None));
+        assert!(!draws(false, true, false, Some("xterm")), "json output");
+        assert!(
+            !draws(true, false, false, Some("xterm")),
+            "stderr not a terminal"
+        );
+        assert!(!draws(true, true, true, Some("xterm")), "switched off");
+        assert!(!draws(true, true, false, Some("dumb")), "TERM=dumb");
     }
 }

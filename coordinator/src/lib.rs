@@ -1,16 +1,15 @@
 //! lakevault coordinator: lists what to back up, splits containers into shards, diffs
 //! source against backup in constant memory, and enqueues batched copy work for the
-//! workers. The scan of one shard (`scan`) is also what workers run for scan tasks.
+//! workers. Listing, diff, shards, shard scans and watermarks are the planning engine
+//! (`lakevault-plan`), which workers also run for scan tasks; the coordinator re-exports
+//! those modules so its own paths (`crate::scan`, ...) read the same.
 
 pub mod backup;
 pub mod cli;
-pub mod diff;
-pub mod listing;
 pub mod purge;
 pub mod redrive;
 pub mod restore;
-pub mod scan;
 pub mod serve;
-pub mod shard;
 pub mod verify;
-pub mod watermark;
+
+pub use lakevault_plan::{diff, listing, scan, shard, watermark};

@@ -3,11 +3,11 @@
 //! duplicate deliveries. In every case nothing is lost and the backup ends up verified.
 
 use futures::StreamExt;
-use lakevault_common::config::Config;
 use lakevault_common::queue::{AzureQueue, WorkQueue};
 use lakevault_common::sas;
 use lakevault_common::secret::SecretString;
 use lakevault_common::storage::StorageAccount;
+use lakevault_common::wire::WorkMessage;
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake::{self, LakeSpec};
@@ -20,7 +20,6 @@ struct Setup {
     azurite: Azurite,
     _dir: tempfile::TempDir,
     path: PathBuf,
-    config: Config,
     src: StorageAccount,
     bak: StorageAccount,
     spec: LakeSpec,
@@ -31,7 +30,7 @@ async fn setup(queue: &str, blobs: usize) -> Setup {
         azurite,
         dir,
         path,
-        config,
+        config: _,
         src,
         bak,
     } = Lab::start(queue, &["data"]).expect("lab");
@@ -46,7 +45,6 @@ async fn setup(queue: &str, blobs: usize) -> Setup {
         azurite,
         _dir: dir,
         path,
-        config,
         src,
         bak,
         spec,
@@ -370,14 +368,30 @@ async fn duplicate_deliveries_are_harmless() {
         .await
         .expect("receive");
     assert!(!received.is_empty());
+    let mut duplicated_items = 0u64;
     for m in &received {
+        match WorkMessage::decode(&m.text).expect("a planned message decodes") {
+            WorkMessage::Batch(batch) => duplicated_items += batch.items.len() as u64,
+            WorkMessage::Scan(_) => panic!("a coordinator scan plans copy batches only"),
+        }
         q.send(&m.text, Duration::ZERO).await.expect("duplicate");
     }
-    let report = drain(&s.path, 2, &[]).expect("workers");
-    assert!(report.copied >= 300 && report.poisoned == 0, "{report:?}");
+    assert!(duplicated_items > 0);
+    // One worker taking one message at a time: each item's second delivery comes after
+    // its first has recorded the copy, so it must be recognised as already current (one
+    // read), not copied again.
+    let report = drain(&s.path, 1, &["--prefetch", "1"]).expect("workers");
+    assert_eq!(report.poisoned, 0, "{report:?}");
+    assert_eq!(
+        report.copied, 300,
+        "every blob copied exactly once: {report:?}"
+    );
+    assert_eq!(
+        report.already_current, duplicated_items,
+        "every duplicate delivery found its item current: {report:?}"
+    );
     assert_verified(&s).await;
     assert_eq!(q.approximate_len().await.expect("len"), 0);
-    let _ = &s.config;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

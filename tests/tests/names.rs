@@ -2,7 +2,7 @@
 //! code units), and every one of them survives a full backup pass unchanged.
 
 use futures::StreamExt;
-use lakevault_coordinator::diff::cmp_names;
+use lakevault_plan::diff::cmp_names;
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::{SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake;

@@ -109,7 +109,7 @@ async fn a_listing_that_fails_halfway_fails_the_container_and_a_rerun_completes(
     );
 
     // No watermark moved: an incremental run scans the container in full.
-    let mark = lakevault_coordinator::watermark::read(&lab.bak, "source", "data")
+    let mark = lakevault_plan::watermark::read(&lab.bak, "source", "data")
         .await
         .expect("read watermark");
     assert!(mark.is_none(), "a failed container keeps no watermark");

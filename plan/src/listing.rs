@@ -28,7 +28,7 @@ pub struct ListedBlob {
 }
 
 impl ListedBlob {
-    pub(crate) fn from_item(item: BlobItem) -> Option<Self> {
+    pub fn from_item(item: BlobItem) -> Option<Self> {
         let props = item.properties?;
         let tags = item
             .blob_tags
