@@ -35,6 +35,8 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+	bash scripts/check-banned-crates.sh
 
 clean:
 	$(CARGO) clean
