@@ -21,21 +21,30 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// A token cancelled by the first SIGTERM/SIGINT; a second signal exits the process at
-/// once with code 130. The messages say what each signal does for this binary.
-pub fn cancel_on_signals(
-    on_first: &'static str,
-    on_second: &'static str,
-) -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let cancel = token.clone();
+/// What the signals ask of a binary: `stop` is cancelled by the first SIGTERM/SIGINT
+/// (finish or release what is in flight), `abort` by the second (exit now).
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub abort: tokio_util::sync::CancellationToken,
+}
+
+/// The binary's [`Signals`], driven by SIGTERM/SIGINT. The messages say what each signal
+/// does for this binary. The binary's `main` decides how to exit on `abort` (code 130):
+/// library code never ends the process.
+pub fn cancel_on_signals(on_first: &'static str, on_second: &'static str) -> Signals {
+    let signals = Signals::default();
+    let driven = signals.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         eprintln!("{on_first}");
-        cancel.cancel();
+        driven.stop.cancel();
         wait_for_signal().await;
         eprintln!("{on_second}");
-        std::process::exit(130);
+        driven.abort.cancel();
     });
-    token
+    signals
 }
+
+/// The exit code of a process ended by a second signal (128 + SIGINT).
+pub const ABORTED: i32 = 130;

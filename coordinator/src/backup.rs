@@ -4,7 +4,7 @@
 //! them to the workers as scan tasks.
 
 use crate::listing::list_container_names;
-use crate::scan::{self, Accounts, ContainerScan, ContainerTotals};
+use crate::scan::{self, Accounts, ContainerScan, ContainerTotals, ScanError, ShardScan};
 use crate::watermark;
 use futures::StreamExt;
 use lakevault_common::config::Config;
@@ -239,6 +239,16 @@ pub(crate) async fn selected_containers(
     Ok(out)
 }
 
+/// One container of a job: where it goes and since when it is scanned.
+#[derive(Debug, Clone, Copy)]
+struct ContainerTarget<'a> {
+    container: &'a str,
+    dest_name: &'a str,
+    /// Incremental: the watermark minus the safety margin.
+    modified_since: Option<time::OffsetDateTime>,
+    scan_started: time::OffsetDateTime,
+}
+
 /// Plans (and unless dry-run, enqueues) one backup job.
 #[tracing::instrument(name = "job", skip_all, fields(job = %options.job_id, mode = ?options.mode, dry_run = options.dry_run))]
 pub async fn run(
@@ -299,14 +309,18 @@ pub async fn run(
             accounts,
             config,
             options,
-            &container,
-            &dest_name,
-            since,
-            scan_started,
+            ContainerTarget {
+                container: &container,
+                dest_name: &dest_name,
+                modified_since: since,
+                scan_started,
+            },
+            cancel,
         )
         .await;
         let plan = match planned {
             Ok(plan) => plan,
+            Err(BackupError::Cancelled) => return Err(BackupError::Cancelled),
             Err(e) => {
                 // Work already enqueued for this container stays valid; the next run
                 // plans the rest.
@@ -367,11 +381,15 @@ async fn plan_container(
     accounts: Accounts<'_>,
     config: &Config,
     options: &BackupOptions,
-    container: &str,
-    dest_name: &str,
-    modified_since: Option<time::OffsetDateTime>,
-    scan_started: time::OffsetDateTime,
+    target: ContainerTarget<'_>,
+    cancel: &CancellationToken,
 ) -> Result<ContainerPlan, BackupError> {
+    let ContainerTarget {
+        container,
+        dest_name,
+        modified_since,
+        scan_started,
+    } = target;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         BackupError::Destination(format!("{what} `{dest_name}`: {e}"))
     };
@@ -407,10 +425,14 @@ async fn plan_container(
         page_size: options
             .page_size
             .or_else(|| scan::page_size_for(options.scan_parallelism)),
+        cancel: cancel.clone(),
     };
-    let scan_err = |e: scan::ScanError| BackupError::Scan {
-        container: container.to_string(),
-        message: e.to_string(),
+    let scan_err = |e: scan::ScanError| match e {
+        scan::ScanError::Cancelled => BackupError::Cancelled,
+        e => BackupError::Scan {
+            container: container.to_string(),
+            message: e.to_string(),
+        },
     };
     let shards = scan::plan_shards(accounts, &scan, options.shards)
         .await
@@ -469,12 +491,20 @@ async fn plan_container(
     // Shards are scanned concurrently; each enqueues its own copy batches. Tombstones wait
     // until every shard is in: only then is it known whether they stay under the cap.
     let mut totals = ContainerTotals::default();
-    let mut scans = futures::stream::iter(shards.iter().enumerate())
-        .map(|(index, shard)| {
-            let span = tracing::info_span!("shard", container = %container, shard = index, prefix = %shard);
-            tracing::Instrument::instrument(scan::scan_shard(accounts, &scan, shard), span)
-        })
-        .buffer_unordered(options.scan_parallelism.max(1));
+    // Collected first (a future does nothing until polled): a closure mapped over the
+    // shards inside the stream would not be provably `Send` for every borrow lifetime.
+    let mut shard_scans: Vec<futures::future::BoxFuture<'_, Result<ShardScan, ScanError>>> =
+        Vec::with_capacity(shards.len());
+    for (index, shard) in shards.iter().enumerate() {
+        let span =
+            tracing::info_span!("shard", container = %container, shard = index, prefix = %shard);
+        shard_scans.push(Box::pin(tracing::Instrument::instrument(
+            scan::scan_shard(accounts, &scan, shard),
+            span,
+        )));
+    }
+    let mut scans =
+        futures::stream::iter(shard_scans).buffer_unordered(options.scan_parallelism.max(1));
     let mut scanned = 0;
     while let Some(result) = scans.next().await {
         totals.add(result.map_err(scan_err)?, scan.max_tombstones, scan.sample);

@@ -170,6 +170,13 @@ pub struct ServeArgs {
     /// See `backup --safety-margin-secs`.
     #[arg(long, env = "LAKEVAULT_SAFETY_MARGIN_SECS", default_value_t = 900)]
     pub safety_margin_secs: u64,
+    /// Backups planned at once (requested over the API or scheduled); the others wait.
+    #[arg(long, env = "LAKEVAULT_MAX_CONCURRENT_PLANS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_plans: u64,
+    /// Requested backups waiting for a planning slot, beyond which requests are answered
+    /// 503 with Retry-After.
+    #[arg(long, env = "LAKEVAULT_MAX_WAITING_PLANS", default_value_t = 64)]
+    pub max_waiting_plans: usize,
     #[command(flatten)]
     pub scan: ScanArgs,
 }
@@ -534,10 +541,14 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                     args.scan.apply(&mut options);
                     options
                 },
+                crate::serve::PlanLimits {
+                    concurrent: usize::try_from(args.max_concurrent_plans).unwrap_or(usize::MAX),
+                    waiting: args.max_waiting_plans,
+                },
                 cancel.clone(),
             ));
             if let Some(schedule) = schedule {
-                tokio::spawn(crate::serve::run_schedule(
+                state.spawn(crate::serve::run_schedule(
                     state.clone(),
                     schedule,
                     args.schedule_mode,
@@ -550,9 +561,11 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 "lakevault-coordinator serving on http://{}",
                 listener.local_addr()?
             );
-            axum::serve(listener, crate::serve::router(state))
+            axum::serve(listener, crate::serve::router(state.clone()))
                 .with_graceful_shutdown(async move { cancel.cancelled().await })
                 .await?;
+            // Plans in flight stop at their next listing entry; wait for them.
+            state.drain().await;
             Ok(lakevault_common::exit::OK)
         }
         Command::Backup(args) => {

@@ -29,7 +29,9 @@ use lakevault_common::storage::StorageAccount;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Everything a request handler needs.
 pub struct ServeState {
@@ -43,6 +45,37 @@ pub struct ServeState {
     /// Jobs accepted by this process whose plan is not in the ledger yet.
     jobs: Mutex<HashMap<String, JobState>>,
     cancel: CancellationToken,
+    /// Every plan task and the schedule: awaited before the process exits, so no plan is
+    /// cut off between enqueueing its work and writing its ledger record.
+    tasks: TaskTracker,
+    /// Plans running at once; the others wait for a permit.
+    planning: Arc<Semaphore>,
+    limits: PlanLimits,
+}
+
+/// How much planning one serving coordinator takes on.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanLimits {
+    /// Plans running at once (each lists two accounts and enqueues).
+    pub concurrent: usize,
+    /// Accepted jobs not planned yet, beyond which a request is answered 503.
+    pub waiting: usize,
+}
+
+impl PlanLimits {
+    /// Whether one more job is taken on while `planning` are running or waiting.
+    fn admits(&self, planning: usize) -> bool {
+        planning < self.concurrent.max(1).saturating_add(self.waiting)
+    }
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self {
+            concurrent: 4,
+            waiting: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,9 +100,13 @@ impl ServeState {
         ledger: StorageAccount,
         token: SecretString,
         defaults: BackupOptions,
+        limits: PlanLimits,
         cancel: CancellationToken,
     ) -> Self {
         Self {
+            tasks: TaskTracker::new(),
+            planning: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+            limits,
             config,
             source,
             destination,
@@ -84,6 +121,34 @@ impl ServeState {
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobState>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts a job unless too many are waiting to be planned already.
+    fn admit(&self, job: &str) -> bool {
+        let mut jobs = self.jobs();
+        let planning = jobs
+            .values()
+            .filter(|s| matches!(s, JobState::Planning))
+            .count();
+        if !self.limits.admits(planning) {
+            return false;
+        }
+        jobs.insert(job.to_string(), JobState::Planning);
+        true
+    }
+
+    /// Waits for the plans and the schedule to finish (they stop early once cancelled).
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Runs `task` on the runtime, tracked so that [`ServeState::drain`] waits for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
     }
 }
 
@@ -196,7 +261,24 @@ async fn post_backup(
         );
     }
     let job = uuid::Uuid::new_v4().to_string();
-    state.jobs().insert(job.clone(), JobState::Planning);
+    if !state.admit(&job) {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} backups are waiting to be planned already; retry later",
+                state
+                    .limits
+                    .concurrent
+                    .max(1)
+                    .saturating_add(state.limits.waiting)
+            ),
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("30"),
+        );
+        return response;
+    }
     let mut config = state.config.clone();
     config.backup.containers = vec![request.container.clone()];
     let scoped_to_prefix = request.prefix.as_deref().is_some_and(|p| !p.is_empty());
@@ -220,16 +302,24 @@ async fn post_backup(
         .into_response()
 }
 
-/// Plans a job in the background. The planner's futures borrow across awaits in ways the
-/// compiler cannot prove `Send` for every lifetime, so the plan runs on a blocking-pool
-/// thread that drives it with the runtime's handle.
-fn spawn_plan(
-    state: Arc<ServeState>,
-    config: Config,
-    options: BackupOptions,
-) -> tokio::task::JoinHandle<()> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(plan_job(state, config, options)))
+/// Plans a job in the background, once a planning permit is free. Stopped before its
+/// turn came, the job is marked failed (nothing was enqueued for it).
+fn spawn_plan(state: Arc<ServeState>, config: Config, options: BackupOptions) {
+    let tracked = state.clone();
+    tracked.spawn(async move {
+        let permit = tokio::select! {
+            permit = state.planning.clone().acquire_owned() => permit,
+            _ = state.cancel.cancelled() => {
+                state.jobs().insert(
+                    options.job_id.clone(),
+                    JobState::Failed("stopped before planning began; nothing was enqueued".into()),
+                );
+                return;
+            }
+        };
+        let _permit = permit;
+        plan_job(state, config, options).await;
+    });
 }
 
 /// Plans one job and records it in the ledger.
@@ -318,8 +408,40 @@ pub async fn run_schedule(state: Arc<ServeState>, schedule: croner::Cron, mode: 
         state
             .jobs()
             .insert(options.job_id.clone(), JobState::Planning);
-        if let Err(e) = spawn_plan(state.clone(), state.config.clone(), options).await {
-            tracing::error!(error = %e, "scheduled backup task failed");
-        }
+        // One scheduled run at a time: the next tick waits for this plan to finish.
+        let _permit = tokio::select! {
+            permit = state.planning.clone().acquire_owned() => permit,
+            _ = state.cancel.cancelled() => return,
+        };
+        plan_job(state.clone(), state.config.clone(), options).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_counts_running_and_waiting_plans() {
+        let limits = PlanLimits {
+            concurrent: 2,
+            waiting: 3,
+        };
+        assert!(limits.admits(0));
+        assert!(limits.admits(4));
+        assert!(!limits.admits(5), "2 running + 3 waiting is the most");
+        let none_waiting = PlanLimits {
+            concurrent: 1,
+            waiting: 0,
+        };
+        assert!(none_waiting.admits(0));
+        assert!(!none_waiting.admits(1));
+        // A zero concurrency would deadlock every plan; it counts as one.
+        let zero = PlanLimits {
+            concurrent: 0,
+            waiting: 0,
+        };
+        assert!(zero.admits(0));
+        assert!(!zero.admits(1));
     }
 }

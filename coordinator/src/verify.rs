@@ -5,7 +5,7 @@
 //! a stored MD5 on either side, so a backup altered behind lakevault's back is caught.
 
 use crate::backup::{FailedContainer, SkippedContainer, selected_containers};
-use crate::diff::{DiffError, Pair, join_pairs};
+use crate::diff::{Pair, join_pairs};
 use crate::listing::{ListedBlob, list_blobs};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
@@ -225,7 +225,8 @@ async fn verify_container(
                     Err(e) => report.problem(&name, ProblemKind::Unreadable, e, max),
                 }
             };
-        join_pairs(src, bak, async |pair| {
+        let mut pairs = join_pairs(src, bak);
+        while let Some(pair) = pairs.try_next().await.map_err(|e| e.to_string())? {
             options.progress.inc(1);
             match pair {
                 Pair::SourceOnly(s) => {
@@ -268,10 +269,7 @@ async fn verify_container(
                     }
                 }
             }
-            Ok::<(), DiffError>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        }
         while let Some((name, r)) = hashing.next().await {
             settle(&mut report, name, r);
         }

@@ -1,9 +1,13 @@
 //! The source-versus-backup diff as a merge-join of two listings in the same sorted
 //! order. Memory is constant: only the head of each stream is held, whatever the number
 //! of blobs (a map of one side, as `azcopy sync` keeps, grows without bound).
+//!
+//! The join is a `Send` stream that the caller pulls: it can be spawned on any runtime
+//! thread, and a caller stops it (cancellation) by not pulling any more.
 
 use crate::listing::ListedBlob;
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use lakevault_common::record::BackupRecord;
 use std::cmp::Ordering;
 
@@ -30,8 +34,6 @@ impl Change {
 pub enum DiffError {
     #[error("listing failed: {0}")]
     Listing(#[from] azure_core::Error),
-    #[error("{0}")]
-    Consumer(String),
     #[error(
         "the {side} listing is not in ascending order (`{previous}` came before `{next}`); the merge-join cannot continue"
     )]
@@ -57,34 +59,6 @@ pub fn is_current(source: &ListedBlob, backup: &ListedBlob) -> bool {
         .is_some_and(|r| r.source_etag == source.etag && r.deleted_at.is_none())
 }
 
-/// Pulls the next entry of one side and checks that names strictly increase.
-async fn next_checked<S>(
-    stream: &mut S,
-    previous: &mut Option<String>,
-    side: &'static str,
-) -> Result<Option<ListedBlob>, DiffError>
-where
-    S: Stream<Item = azure_core::Result<ListedBlob>> + Unpin,
-{
-    match stream.next().await {
-        None => Ok(None),
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(b)) => {
-            if let Some(p) = previous
-                && cmp_names(p, &b.name) != Ordering::Less
-            {
-                return Err(DiffError::OutOfOrder {
-                    side,
-                    previous: p.clone(),
-                    next: b.name,
-                });
-            }
-            *previous = Some(b.name.clone());
-            Ok(Some(b))
-        }
-    }
-}
-
 /// One name of a merge-join: in the source only, in both, or in the backup only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pair {
@@ -93,67 +67,107 @@ pub enum Pair {
     BackupOnly(ListedBlob),
 }
 
-/// Merge-joins the two sorted listings, calling `on_pair` for every name, in order.
-pub async fn join_pairs<S, B, F>(source: S, backup: B, mut on_pair: F) -> Result<(), DiffError>
-where
-    S: Stream<Item = azure_core::Result<ListedBlob>>,
-    B: Stream<Item = azure_core::Result<ListedBlob>>,
-    F: AsyncFnMut(Pair) -> Result<(), DiffError>,
-{
-    let mut source = std::pin::pin!(source);
-    let mut backup = std::pin::pin!(backup);
-    let (mut prev_s, mut prev_b) = (None, None);
-    let mut s = next_checked(&mut source, &mut prev_s, "source").await?;
-    let mut b = next_checked(&mut backup, &mut prev_b, "backup").await?;
-    loop {
-        match (s.take(), b.take()) {
-            (None, None) => return Ok(()),
-            (Some(src), None) => {
-                on_pair(Pair::SourceOnly(src)).await?;
-                s = next_checked(&mut source, &mut prev_s, "source").await?;
-            }
-            (None, Some(bak)) => {
-                on_pair(Pair::BackupOnly(bak)).await?;
-                b = next_checked(&mut backup, &mut prev_b, "backup").await?;
-            }
-            (Some(src), Some(bak)) => match cmp_names(&src.name, &bak.name) {
-                Ordering::Less => {
-                    on_pair(Pair::SourceOnly(src)).await?;
-                    s = next_checked(&mut source, &mut prev_s, "source").await?;
-                    b = Some(bak);
-                }
-                Ordering::Greater => {
-                    on_pair(Pair::BackupOnly(bak)).await?;
-                    b = next_checked(&mut backup, &mut prev_b, "backup").await?;
-                    s = Some(src);
-                }
-                Ordering::Equal => {
-                    on_pair(Pair::Both(src, bak)).await?;
-                    s = next_checked(&mut source, &mut prev_s, "source").await?;
-                    b = next_checked(&mut backup, &mut prev_b, "backup").await?;
-                }
-            },
-        }
-    }
-}
-
-/// Merge-joins the two sorted listings, calling `on_change` for every name, in order.
-pub async fn merge_join<S, B, F>(source: S, backup: B, mut on_change: F) -> Result<(), DiffError>
-where
-    S: Stream<Item = azure_core::Result<ListedBlob>>,
-    B: Stream<Item = azure_core::Result<ListedBlob>>,
-    F: AsyncFnMut(Change) -> Result<(), DiffError>,
-{
-    join_pairs(source, backup, async |pair| {
-        let change = match pair {
+impl Pair {
+    /// What the pair means for a backup.
+    pub fn into_change(self) -> Change {
+        match self {
             Pair::SourceOnly(src) => Change::New(src),
             Pair::BackupOnly(bak) => Change::Deleted(bak),
             Pair::Both(src, bak) if is_current(&src, &bak) => Change::Unchanged(src),
             Pair::Both(src, _) => Change::Changed(src),
+        }
+    }
+}
+
+/// One side of the join: its listing, the last name seen (to check the order), the
+/// entry at its head, and whether that head was handed out and must be replaced.
+struct Side<'a> {
+    name: &'static str,
+    listing: BoxStream<'a, azure_core::Result<ListedBlob>>,
+    previous: Option<String>,
+    head: Option<ListedBlob>,
+    consumed: bool,
+}
+
+impl<'a> Side<'a> {
+    fn new(name: &'static str, listing: BoxStream<'a, azure_core::Result<ListedBlob>>) -> Self {
+        Self {
+            name,
+            listing,
+            previous: None,
+            head: None,
+            consumed: true,
+        }
+    }
+
+    /// Replaces a consumed head with the next entry, checking that names strictly increase.
+    /// Pulled lazily, so a listing error surfaces only after every earlier pair was taken.
+    async fn refill(&mut self) -> Result<(), DiffError> {
+        if !self.consumed {
+            return Ok(());
+        }
+        self.head = match self.listing.try_next().await? {
+            None => None,
+            Some(b) => {
+                if let Some(p) = &self.previous
+                    && cmp_names(p, &b.name) != Ordering::Less
+                {
+                    return Err(DiffError::OutOfOrder {
+                        side: self.name,
+                        previous: p.clone(),
+                        next: b.name,
+                    });
+                }
+                self.previous = Some(b.name.clone());
+                Some(b)
+            }
         };
-        on_change(change).await
+        self.consumed = false;
+        Ok(())
+    }
+
+    fn take(&mut self) -> ListedBlob {
+        self.consumed = true;
+        self.head.take().expect("a head to take")
+    }
+}
+
+/// Merge-joins the two sorted listings into one stream of pairs, in name order. The
+/// stream ends after its first error.
+pub fn join_pairs<'a, S, B>(source: S, backup: B) -> BoxStream<'a, Result<Pair, DiffError>>
+where
+    S: Stream<Item = azure_core::Result<ListedBlob>> + Send + 'a,
+    B: Stream<Item = azure_core::Result<ListedBlob>> + Send + 'a,
+{
+    let sides = (
+        Side::new("source", source.boxed()),
+        Side::new("backup", backup.boxed()),
+    );
+    futures::stream::try_unfold(sides, |(mut s, mut b)| async move {
+        s.refill().await?;
+        b.refill().await?;
+        let pair = match (&s.head, &b.head) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => Pair::SourceOnly(s.take()),
+            (None, Some(_)) => Pair::BackupOnly(b.take()),
+            (Some(src), Some(bak)) => match cmp_names(&src.name, &bak.name) {
+                Ordering::Less => Pair::SourceOnly(s.take()),
+                Ordering::Greater => Pair::BackupOnly(b.take()),
+                Ordering::Equal => Pair::Both(s.take(), b.take()),
+            },
+        };
+        Ok(Some((pair, (s, b))))
     })
-    .await
+    .boxed()
+}
+
+/// The diff as a stream of changes, in name order.
+pub fn changes<'a, S, B>(source: S, backup: B) -> BoxStream<'a, Result<Change, DiffError>>
+where
+    S: Stream<Item = azure_core::Result<ListedBlob>> + Send + 'a,
+    B: Stream<Item = azure_core::Result<ListedBlob>> + Send + 'a,
+{
+    join_pairs(source, backup).map_ok(Pair::into_change).boxed()
 }
 
 #[cfg(test)]
@@ -189,17 +203,46 @@ mod tests {
     }
 
     async fn run(src: Vec<ListedBlob>, bak: Vec<ListedBlob>) -> Result<Vec<Change>, DiffError> {
-        let mut out = Vec::new();
-        merge_join(
+        changes(
             futures::stream::iter(src.into_iter().map(Ok)),
             futures::stream::iter(bak.into_iter().map(Ok)),
-            async |c| {
-                out.push(c);
-                Ok(())
-            },
         )
-        .await?;
-        Ok(out)
+        .try_collect()
+        .await
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_diff_is_a_send_stream() {
+        // The point of the stream shape: a scan built on it can be spawned on any
+        // runtime thread, without a blocking thread driving it.
+        let stream = changes(futures::stream::empty(), futures::stream::empty());
+        assert_send(&stream);
+    }
+
+    #[tokio::test]
+    async fn a_listing_error_comes_after_the_pairs_before_it() {
+        let failing = futures::stream::iter(vec![
+            Ok(blob("a", "1")),
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                "connection reset",
+            )),
+        ]);
+        let mut joined = join_pairs(failing, futures::stream::empty());
+        assert!(matches!(
+            joined.next().await,
+            Some(Ok(Pair::SourceOnly(b))) if b.name == "a"
+        ));
+        assert!(matches!(
+            joined.next().await,
+            Some(Err(DiffError::Listing(_)))
+        ));
+        assert!(
+            joined.next().await.is_none(),
+            "the stream ends after an error"
+        );
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! The coordinator runs this for its own shards, and workers run the very same code for
 //! scan tasks, so a plan does not depend on who scanned.
 
-use crate::diff::{Change, DiffError, merge_join};
+use crate::diff::{Change, DiffError, changes};
 use crate::listing::{LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
 use crate::shard::{self, MAX_CHILDREN};
 use azure_storage_blob::BlobContainerClient;
@@ -21,6 +21,7 @@ use lakevault_common::wire::{
     WIRE_VERSION, pack,
 };
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Where a scan reads and writes.
 #[derive(Clone, Copy)]
@@ -66,6 +67,8 @@ pub struct ContainerScan {
     /// Entries per listing page (`None`: 5,000). Shards scanned side by side share one
     /// page budget ([`page_size_for`]), so memory does not grow with parallelism.
     pub page_size: Option<u32>,
+    /// Stops the scan between two entries (shutdown). What was enqueued stays valid.
+    pub cancel: CancellationToken,
 }
 
 /// The listing page size for `parallel` shards scanned at once by one process: together
@@ -135,8 +138,14 @@ pub enum ScanError {
     },
     #[error(transparent)]
     Diff(#[from] DiffError),
+    /// A snapshot or an enqueue failed: the service or the queue was unavailable.
+    #[error("{0}")]
+    Write(String),
     #[error("{0}")]
     Account(String),
+    /// Stopped by shutdown; not a failure of the shard.
+    #[error("scan stopped by shutdown")]
+    Cancelled,
 }
 
 impl ScanError {
@@ -145,8 +154,7 @@ impl ScanError {
         match self {
             ScanError::Listing { class, .. } => *class,
             ScanError::Diff(DiffError::Listing(e)) => classify(e),
-            // Enqueueing or snapshot failures: the queue or service was unavailable.
-            ScanError::Diff(DiffError::Consumer(_)) => FailureClass::Transient,
+            ScanError::Write(_) | ScanError::Cancelled => FailureClass::Transient,
             ScanError::Diff(DiffError::OutOfOrder { .. }) | ScanError::Account(_) => {
                 FailureClass::Permanent
             }
@@ -274,13 +282,13 @@ async fn snapshot_item(
     source: &StorageAccount,
     container: &str,
     mut item: CopyItem,
-) -> Result<Option<CopyItem>, DiffError> {
+) -> Result<Option<CopyItem>, ScanError> {
     let failed = |e: &azure_core::Error| {
-        DiffError::Consumer(format!("snapshot of `{}`: {}", item.name, describe(e)))
+        ScanError::Write(format!("snapshot of `{}`: {}", item.name, describe(e)))
     };
     let client = source
         .blob(container, &item.name)
-        .map_err(|e| DiffError::Consumer(e.to_string()))?;
+        .map_err(|e| ScanError::Account(e.to_string()))?;
     let response = match client.create_snapshot(None).await {
         Ok(r) => r,
         Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
@@ -288,7 +296,7 @@ async fn snapshot_item(
     };
     let snapshot = response.snapshot().map_err(|e| failed(&e))?;
     let Some(snapshot) = snapshot else {
-        return Err(DiffError::Consumer(format!(
+        return Err(ScanError::Write(format!(
             "snapshot of `{}`: the service returned no snapshot id",
             item.name
         )));
@@ -303,14 +311,14 @@ async fn snapshot_item(
     Ok(Some(item))
 }
 
-async fn send(queue: &dyn WorkQueue, dry_run: bool, batch: &CopyBatch) -> Result<(), DiffError> {
+async fn send(queue: &dyn WorkQueue, dry_run: bool, batch: &CopyBatch) -> Result<(), ScanError> {
     if dry_run {
         return Ok(());
     }
     queue
         .send(&batch.encode(), Duration::ZERO)
         .await
-        .map_err(|e| DiffError::Consumer(format!("enqueueing to `{}` failed: {e}", queue.name())))
+        .map_err(|e| ScanError::Write(format!("enqueueing to `{}` failed: {e}", queue.name())))
 }
 
 /// Lists one shard of source and backup, diffs them, and enqueues copy batches for what is
@@ -358,8 +366,18 @@ pub async fn scan_shard(
     let mut result = ShardScan::default();
     let mut builder = BatchBuilder::new(scan.header(MessageKind::Copy), MAX_MESSAGE_BYTES);
     let counts = &mut result.counts;
-    let (sample, tombstones) = (&mut result.sample, &mut result.tombstones);
-    merge_join(source_listing, backup_listing, async |change| {
+    let mut diff = changes(source_listing, backup_listing);
+    loop {
+        // Between two entries, shutdown wins: batches already sent stay valid, the items
+        // of the unsent batch are planned again by the next scan.
+        let change = tokio::select! {
+            biased;
+            _ = scan.cancel.cancelled() => return Err(ScanError::Cancelled),
+            next = diff.try_next() => match next? {
+                Some(change) => change,
+                None => break,
+            },
+        };
         scan.progress.inc(1);
         match &change {
             Change::New(_) => counts.new += 1,
@@ -371,42 +389,41 @@ pub async fn scan_shard(
                 Some(_) => {
                     counts.deleted_in_source += 1;
                     if counts.deleted_in_source > scan.max_tombstones {
-                        *tombstones = Vec::new();
+                        result.tombstones = Vec::new();
                     } else {
-                        tombstones.push(copy_item(backup.clone()));
+                        result.tombstones.push(copy_item(backup.clone()));
                     }
                 }
             },
         }
-        if let Change::New(blob) | Change::Changed(blob) = change {
-            counts.bytes_to_copy += blob.size;
-            if sample.len() < scan.sample {
-                sample.push(blob.name.clone());
-            }
-            let mut item = copy_item(blob);
-            if scan.snapshot && !scan.dry_run {
-                match snapshot_item(accounts.source, &scan.container, item).await? {
-                    Some(snapshotted) => item = snapshotted,
-                    None => {
-                        counts.vanished += 1;
-                        return Ok(());
-                    }
-                }
-            }
-            match builder.push(item) {
-                Ok(Some(full)) => {
-                    counts.messages += 1;
-                    send(accounts.queue, scan.dry_run, &full).await?;
-                }
-                Ok(None) => {}
-                Err(item) => {
-                    tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped")
+        let (Change::New(blob) | Change::Changed(blob)) = change else {
+            continue;
+        };
+        counts.bytes_to_copy += blob.size;
+        if result.sample.len() < scan.sample {
+            result.sample.push(blob.name.clone());
+        }
+        let mut item = copy_item(blob);
+        if scan.snapshot && !scan.dry_run {
+            match snapshot_item(accounts.source, &scan.container, item).await? {
+                Some(snapshotted) => item = snapshotted,
+                None => {
+                    counts.vanished += 1;
+                    continue;
                 }
             }
         }
-        Ok(())
-    })
-    .await?;
+        match builder.push(item) {
+            Ok(Some(full)) => {
+                counts.messages += 1;
+                send(accounts.queue, scan.dry_run, &full).await?;
+            }
+            Ok(None) => {}
+            Err(item) => {
+                tracing::error!(blob = %item.name, "blob entry too large for a queue message; skipped")
+            }
+        }
+    }
     if let Some(last) = builder.finish() {
         result.counts.messages += 1;
         send(accounts.queue, scan.dry_run, &last).await?;

@@ -22,6 +22,8 @@ pub enum Fault {
     Status(u16, &'static str),
     /// Forward, then cut the response body off after its headers (a reset connection).
     Reset,
+    /// Never answer: the request hangs until the client gives up (a stalled network).
+    Hang,
 }
 
 /// Faults `fault` on requests matching `method`, every `contains` fragment of the path
@@ -224,6 +226,9 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     if let Some(Fault::Status(status, code)) = fault {
         return error_response(status, code);
+    }
+    if matches!(fault, Some(Fault::Hang)) {
+        std::future::pending::<()>().await;
     }
     let url = format!("{}{}", shared.upstream, target);
     let mut headers = HeaderMap::new();

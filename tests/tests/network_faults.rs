@@ -5,6 +5,8 @@
 //!   copies already enqueued stay valid; and a re-run completes the backup.
 //! - A source the backup service cannot reach (but the worker can): every item is
 //!   poisoned with that explanation — never counted as deleted in the source.
+//! - A worker stuck on a stalled source: the first SIGTERM drains, the second ends the
+//!   process at once (exit 130); the held messages come back and nothing is lost.
 
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::SOURCE_ACCOUNT;
@@ -290,4 +292,102 @@ async fn with_stream_fallback_an_unreachable_source_is_copied_through_the_worker
         .expect("verify");
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
     assert_eq!(verified.blobs, 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
+    let lab = Lab::start("second-signal", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 6,
+        large_bytes: 0,
+        seed: 21,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    let planned = checked(
+        coordinator(&lab.path)
+            .expect("bin")
+            .args(["backup", "--output", "json"])
+            .output()
+            .expect("plan"),
+        "plan",
+    )
+    .expect("plan");
+    assert!(planned.status.success());
+
+    // The worker reaches the source through a proxy that never answers a blob request.
+    let proxy = start_proxy(&lab).await;
+    let path = through_proxy(&lab, &proxy);
+    proxy.add(Rule::new(Fault::Hang).containing(format!("/{SOURCE_ACCOUNT}/data/")));
+    let mut child = lakevault_tests::scenario::worker(&path)
+        .expect("bin")
+        .args([
+            "run",
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "1",
+            // Long: only the second signal can end the drain early.
+            "--drain-timeout-secs",
+            "600",
+            "--visibility-timeout-secs",
+            "5",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while proxy.faulted() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the worker never reached the source"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let signal = |child: &std::process::Child| {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    };
+    signal(&child);
+    // The first signal drains: the stuck copy keeps the worker alive.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "a drain waits for work in flight"
+    );
+    signal(&child);
+    let stopped_at = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < std::time::Duration::from_secs(30),
+            "the second signal did not end the worker"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+
+    // The held message reappears after its visibility timeout; a worker on the direct
+    // path finishes the backup.
+    drop(proxy);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let rest = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!(rest.poisoned, 0, "{rest:?}");
+    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
+        .await
+        .expect("verify");
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    assert_eq!(verified.blobs, 6);
 }

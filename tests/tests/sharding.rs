@@ -11,7 +11,7 @@ use lakevault_common::wire::{CopyBatch, MessageKind, WorkMessage};
 use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{checked, coordinator, drain};
-use lakevault_worker::scan::{ScanEngine, Scanner, SharedScanEngine};
+use lakevault_worker::scan::{ScanEngine, Scanner};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,17 +237,20 @@ async fn sharded_and_distributed_scans_plan_what_one_listing_plans() {
         "a distributed plan enqueues only scan tasks"
     );
     assert_eq!(scans.len() as u64, shards);
-    let engine = SharedScanEngine::new(ScanEngine::new(
+    let engine = ScanEngine::new(
         vec![lab.src.clone(), lab.bak.clone()],
         lab.bak.clone(),
         work.clone(),
-    ));
+    );
     scans.reverse();
     for (id, message) in &scans {
         let WorkMessage::Scan(task) = message else {
             unreachable!()
         };
-        engine.scan(task, id).await.expect("scan task");
+        engine
+            .scan(task, id, &Default::default())
+            .await
+            .expect("scan task");
     }
     let (plan_distributed, rest) = take_all(&work).await;
     assert!(rest.is_empty());

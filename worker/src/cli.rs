@@ -188,8 +188,10 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));
-    let scanner = Arc::new(crate::scan::SharedScanEngine::new(
-        crate::scan::ScanEngine::new(accounts.clone(), queue_account.clone(), queue.clone()),
+    let scanner = Arc::new(crate::scan::ScanEngine::new(
+        accounts.clone(),
+        queue_account.clone(),
+        queue.clone(),
     ));
     let ledger = Some(queue_account.clone());
     let ctx = Arc::new(Context {

@@ -15,19 +15,24 @@ async fn main() {
     let telemetry = lakevault_common::telemetry::init(
         &cli.common.telemetry("lakevault-worker", serves_metrics),
     );
-    let stop = lakevault_common::shutdown::cancel_on_signals(
+    let signals = lakevault_common::shutdown::cancel_on_signals(
         "stopping: finishing work in flight (send the signal again to exit now)",
         "second signal: exiting now; unfinished messages reappear after their visibility timeout",
     );
-    let code = match run(cli, stop).await {
-        Ok(code) => code,
-        Err(e) => {
+    let outcome = tokio::select! {
+        outcome = run(cli, signals.stop) => Some(outcome),
+        _ = signals.abort.cancelled() => None,
+    };
+    let code = match outcome {
+        Some(Ok(code)) => code,
+        Some(Err(e)) => {
             eprintln!(
                 "error: {}",
                 lakevault_common::secret::scrub(&format!("{e:#}"))
             );
             lakevault_common::exit::code_for(&e)
         }
+        None => lakevault_common::shutdown::ABORTED,
     };
     // Flushes spans and metrics: `exit` runs no destructors.
     drop(telemetry);

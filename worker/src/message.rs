@@ -413,7 +413,7 @@ async fn process_scan(
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
     let span = tracing::info_span!("shard", job = %task.job, container = %task.source.container, shard = task.shard_index, prefix = %task.shard);
     let outcome = tokio::select! {
-        r = scanner.scan(&task, &message.id).instrument(span) => Some(r),
+        r = scanner.scan(&task, &message.id, cancel).instrument(span) => Some(r),
         _ = cancel.cancelled() => None,
     };
     let receipt = keeper.finish().await;
@@ -880,7 +880,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Scanner for ScriptedScanner {
-        async fn scan(&self, task: &ScanTask, _message_id: &str) -> Result<u64, ItemFailure> {
+        async fn scan(
+            &self,
+            task: &ScanTask,
+            _message_id: &str,
+            _cancel: &CancellationToken,
+        ) -> Result<u64, ItemFailure> {
             match task.shard.prefix.as_str() {
                 "ok/" => Ok(7),
                 "transient/" => Err(ItemFailure::new(FailureClass::Transient, "HTTP 503")),

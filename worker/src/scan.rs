@@ -17,6 +17,7 @@ use lakevault_plan::watermark;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Blob names kept per shard and container as a sample.
 const SAMPLE: usize = 10;
@@ -26,7 +27,13 @@ const SAMPLE: usize = 10;
 pub trait Scanner: Send + Sync {
     /// Scans the task's shard, records its result, and finishes the container if this was
     /// its last shard. `message_id` identifies the task across redeliveries.
-    async fn scan(&self, task: &ScanTask, message_id: &str) -> Result<u64, ItemFailure>;
+    /// `cancel` stops the scan between two entries (shutdown); what it enqueued stays valid.
+    async fn scan(
+        &self,
+        task: &ScanTask,
+        message_id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ItemFailure>;
     /// Records that the shard cannot be scanned (poisoned), so the container still
     /// finishes, as failed.
     async fn give_up(&self, task: &ScanTask, message_id: &str, reason: &str);
@@ -63,7 +70,12 @@ impl ScanEngine {
         })
     }
 
-    async fn run(&self, task: &ScanTask, message_id: &str) -> Result<u64, ItemFailure> {
+    async fn run(
+        &self,
+        task: &ScanTask,
+        message_id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ItemFailure> {
         let source = self.account(&task.source.account)?;
         let destination = self.account(&task.destination.account)?;
         let modified_since = task
@@ -85,7 +97,7 @@ impl ScanEngine {
             .exists()
             .await
             .map_err(|e| ItemFailure::from_sdk("checking the backup container", &e))?;
-        let container_scan = container_scan(task, modified_since, backup_exists);
+        let container_scan = container_scan(task, modified_since, backup_exists, cancel.clone());
         let accounts = Accounts {
             source,
             destination,
@@ -271,6 +283,7 @@ fn container_scan(
     task: &ScanTask,
     modified_since: Option<time::OffsetDateTime>,
     backup_exists: bool,
+    cancel: CancellationToken,
 ) -> ContainerScan {
     ContainerScan {
         job: task.job.clone(),
@@ -289,86 +302,28 @@ fn container_scan(
         progress: Default::default(),
         // One shard per scan task: full pages, as a single pass.
         page_size: None,
-    }
-}
-
-/// The scanner a worker runs: cheap to clone, one engine shared by all message tasks.
-#[derive(Clone, Debug)]
-pub struct SharedScanEngine(Arc<ScanEngine>);
-
-impl SharedScanEngine {
-    pub fn new(engine: ScanEngine) -> Self {
-        Self(Arc::new(engine))
-    }
-
-    /// Runs `work` on a blocking-pool thread driven by the runtime: the scan's futures
-    /// borrow across awaits in ways the compiler cannot prove `Send` for a spawned message
-    /// task. Dropping the returned future (shutdown) stops the work at its next await.
-    async fn off_task<T, F>(&self, work: F) -> Result<T, ItemFailure>
-    where
-        T: Send + 'static,
-        F: for<'a> FnOnce(
-                &'a ScanEngine,
-            )
-                -> futures::future::LocalBoxFuture<'a, Result<T, ItemFailure>>
-            + Send
-            + 'static,
-    {
-        let engine = self.0.clone();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let _stop_on_drop = stop.clone().drop_guard();
-        let handle = tokio::runtime::Handle::current();
-        // The blocking thread does not inherit the current span.
-        let span = tracing::Span::current();
-        let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(tracing::Instrument::instrument(
-                async {
-                    tokio::select! {
-                        r = work(&engine) => Some(r),
-                        _ = stop.cancelled() => None,
-                    }
-                },
-                span,
-            ))
-        })
-        .await;
-        match joined {
-            Ok(Some(r)) => r,
-            Ok(None) => Err(ItemFailure::new(
-                FailureClass::Transient,
-                "scan interrupted",
-            )),
-            Err(e) => Err(ItemFailure::new(
-                FailureClass::Permanent,
-                format!("scan task panicked: {e}"),
-            )),
-        }
+        cancel,
     }
 }
 
 #[async_trait]
-impl Scanner for SharedScanEngine {
-    async fn scan(&self, task: &ScanTask, message_id: &str) -> Result<u64, ItemFailure> {
-        let (task, id) = (task.clone(), message_id.to_string());
-        self.off_task(move |engine| Box::pin(async move { engine.run(&task, &id).await }))
-            .await
+impl Scanner for ScanEngine {
+    async fn scan(
+        &self,
+        task: &ScanTask,
+        message_id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<u64, ItemFailure> {
+        self.run(task, message_id, cancel).await
     }
 
     async fn give_up(&self, task: &ScanTask, message_id: &str, reason: &str) {
-        let (task, id, reason) = (task.clone(), message_id.to_string(), reason.to_string());
-        let _ = self
-            .off_task(move |engine| {
-                Box::pin(async move {
-                    engine.give_up(&task, &id, &reason).await;
-                    Ok(())
-                })
-            })
-            .await;
+        self.record_failure(task, message_id, reason).await
     }
 }
 
 impl ScanEngine {
-    async fn give_up(&self, task: &ScanTask, message_id: &str, reason: &str) {
+    async fn record_failure(&self, task: &ScanTask, message_id: &str, reason: &str) {
         let result = ShardResult {
             error: Some(reason.to_string()),
             ..shard_result(task)
@@ -376,7 +331,7 @@ impl ScanEngine {
         let finished = async {
             self.record(&result).await?;
             let destination = self.account(&task.destination.account)?;
-            let scan = container_scan(task, None, true);
+            let scan = container_scan(task, None, true, CancellationToken::new());
             self.finish_if_last(task, message_id, &scan, destination)
                 .await
         };
