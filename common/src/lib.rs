@@ -20,6 +20,7 @@ pub mod select;
 pub mod shared_key;
 pub mod shutdown;
 pub mod storage;
+pub mod store;
 pub mod telemetry;
 pub mod throttle;
 pub mod wire;

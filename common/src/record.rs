@@ -94,6 +94,25 @@ const TAG_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 pub struct TooManyTags(pub usize);
 
 /// The `x-ms-tags` header value: the source's own tags plus the record.
+/// One key or value of an `x-ms-tags` header, percent-encoded.
+pub fn encode_tag_part(part: &str) -> String {
+    utf8_percent_encode(part, TAG_ENCODE).to_string()
+}
+
+/// The complete tag set of a backup blob: the user's tags and lakevault's record, or
+/// [`TooManyTags`] when the user's leave no room for the record.
+pub fn tag_set(
+    user_tags: &BTreeMap<String, String>,
+    record: &BackupRecord,
+) -> Result<BTreeMap<String, String>, TooManyTags> {
+    let mut tags = self::user_tags(user_tags);
+    if tags.len() + 1 > MAX_TAGS {
+        return Err(TooManyTags(tags.len()));
+    }
+    tags.insert(RECORD_TAG.to_string(), record.to_tag_value());
+    Ok(tags)
+}
+
 pub fn tags_header(
     user_tags: &BTreeMap<String, String>,
     record: &BackupRecord,

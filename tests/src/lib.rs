@@ -2,6 +2,7 @@
 //! sample data lake (seed, modify, verify), and helpers that run the real binaries.
 
 pub mod azurite;
+pub mod conformance;
 pub mod fault_proxy;
 pub mod lake;
 pub mod scenario;
