@@ -36,6 +36,12 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// Reads a time written by [`rfc3339`] (or by the service: snapshot ids and listings are
+/// RFC 3339 too); `None` if it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Strips the quotes that response headers (but not listings) put around ETags.
 pub fn normalise_etag(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()

@@ -11,6 +11,7 @@ use lakevault_common::progress::{self, Progress};
 use lakevault_common::queue::AzureQueue;
 use lakevault_common::record::rfc3339;
 use lakevault_common::storage::StorageAccount;
+use lakevault_common::store::azure::AzureStore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -361,6 +362,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 ),
             };
             let started_at = rfc3339(time::OffsetDateTime::now_utc());
+            let (backup, target) = (AzureStore::new(backup), AzureStore::new(target));
             let report = crate::restore::run(&backup, Some(&target), &queue, &options).await;
             options.progress.finish();
             let report = report.context("restore planning failed")?;
@@ -416,6 +418,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                 dry_run: args.dry_run,
                 sample: args.sample,
             };
+            let destination = AzureStore::new(destination);
             let report = crate::purge::run(&config, &source, &destination, &options)
                 .await
                 .context("purge failed")?;
@@ -435,6 +438,11 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<i32> {
                                 format!(
                                     " — MORE THAN --max-deletes {}: nothing deleted",
                                     args.max_deletes
+                                )
+                            } else if c.changed_since_listed > 0 {
+                                format!(
+                                    "; {} deletions done, {} tombstoned blobs kept: backed up again since listed",
+                                    c.deleted, c.changed_since_listed
                                 )
                             } else {
                                 format!("; {} deletions done", c.deleted)

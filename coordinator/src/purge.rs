@@ -5,20 +5,14 @@
 //! longer than `--tombstones-for`. Like tombstoning, a cap protects the backup: a container
 //! that would lose more than `--max-deletes` blobs and versions in one run loses nothing.
 
-use crate::backup::{FailedContainer, SkippedContainer, selected_containers};
-use azure_storage_blob::models::{
-    BlobClientDeleteOptions, BlobContainerClientListBlobsOptions, DeleteSnapshotsOptionType,
-    ListBlobsIncludeItem,
-};
+use crate::backup::{BackupError, FailedContainer, SkippedContainer, selected_containers};
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
-use lakevault_common::error::describe;
-use lakevault_common::record::BackupRecord;
 use lakevault_common::storage::StorageAccount;
+use lakevault_common::store::{BlobRef, BlobStore, Condition, ListOptions, StorageErrorCode};
+use lakevault_plan::versions::{self, Retention};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Debug, Clone)]
 pub struct PurgeOptions {
@@ -46,6 +40,9 @@ pub struct ContainerPurge {
     pub deleted: u64,
     /// The container crossed `max_deletes`: nothing was deleted.
     pub capped: bool,
+    /// Tombstoned blobs left alone because they changed after the listing (backed up
+    /// again: the source came back).
+    pub changed_since_listed: u64,
     pub sample: Vec<String>,
 }
 
@@ -84,22 +81,19 @@ pub fn parse_window(text: &str) -> Result<time::Duration, String> {
     }
 }
 
-fn parse_time(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
-}
-
 /// What will go, held until the container has been listed completely (at most
 /// `max_deletes + 1` entries).
 #[derive(Debug, Default)]
 struct Doomed {
     /// (name, snapshot) versions.
     versions: Vec<(String, String)>,
-    /// Tombstoned base blobs, deleted with their snapshots.
-    blobs: Vec<String>,
+    /// Tombstoned base blobs with the ETag they were listed with, deleted with their
+    /// snapshots only if still at that ETag.
+    blobs: Vec<(String, String)>,
 }
 
 async fn purge_container(
-    destination: &StorageAccount,
+    backup: &dyn BlobStore,
     container: &str,
     options: &PurgeOptions,
     now: OffsetDateTime,
@@ -108,96 +102,55 @@ async fn purge_container(
         container: container.to_string(),
         ..Default::default()
     };
-    let client = destination
-        .container(container)
-        .map_err(|e| e.to_string())?;
-    if !client.exists().await.map_err(|e| describe(&e))? {
-        return Ok(report);
-    }
-    let list_options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![
-            ListBlobsIncludeItem::Snapshots,
-            ListBlobsIncludeItem::Tags,
-        ]),
-        ..Default::default()
+    let retention = Retention {
+        now,
+        keep_versions_for: options.keep_versions_for,
+        tombstones_for: options.tombstones_for,
     };
-    let mut pager = client
-        .list_blobs(Some(list_options))
-        .map_err(|e| describe(&e))?;
+    let listing = backup.list(
+        container,
+        ListOptions {
+            tags: true,
+            snapshots: true,
+            ..Default::default()
+        },
+    );
+    let mut groups = std::pin::pin!(versions::by_name(listing));
     let mut doomed = Doomed::default();
-    let version_cutoff = now - options.keep_versions_for;
-    // The versions of one name come together in the listing; the base blob's record says
-    // whether the whole name goes (tombstone past its window).
-    let mut group: Option<(String, Vec<String>, bool)> = None;
     let mut over_cap = false;
-    let flush = |group: Option<(String, Vec<String>, bool)>,
-                 doomed: &mut Doomed,
-                 report: &mut ContainerPurge,
-                 over_cap: &mut bool| {
-        let Some((name, snapshots, tombstone_expired)) = group else {
-            return;
+    loop {
+        let group = match groups.try_next().await {
+            Ok(Some(group)) => group,
+            Ok(None) => break,
+            // A backup container that does not exist has nothing to purge.
+            Err(e) if e.has_code(StorageErrorCode::ContainerNotFound) => return Ok(report),
+            Err(e) => return Err(e.to_string()),
         };
-        if report.sample.len() < options.sample && (tombstone_expired || !snapshots.is_empty()) {
+        let name = group[0].listed.name.clone();
+        let choice = versions::choose_for_purge(&group, retention);
+        if report.sample.len() < options.sample
+            && (choice.whole_blob.is_some() || !choice.snapshots.is_empty())
+        {
             report.sample.push(name.clone());
         }
-        if tombstone_expired {
+        if let Some(etag) = choice.whole_blob {
             report.tombstoned_blobs += 1;
-            report.tombstoned_versions += snapshots.len() as u64;
-            if !*over_cap {
-                doomed.blobs.push(name.clone());
+            report.tombstoned_versions += choice.versions_with_blob;
+            if !over_cap {
+                doomed.blobs.push((name.clone(), etag));
             }
-        } else {
-            for snapshot in snapshots {
-                report.versions += 1;
-                if !*over_cap {
-                    doomed.versions.push((name.clone(), snapshot));
-                }
+        }
+        for snapshot in choice.snapshots {
+            report.versions += 1;
+            if !over_cap {
+                doomed.versions.push((name.clone(), snapshot));
             }
         }
         if report.planned() > options.max_deletes {
-            *over_cap = true;
-            *doomed = Doomed::default();
-        }
-    };
-    while let Some(item) = pager.try_next().await.map_err(|e| describe(&e))? {
-        let Some(name) = item.name.clone() else {
-            continue;
-        };
-        if group.as_ref().is_none_or(|(n, _, _)| *n != name) {
-            flush(group.take(), &mut doomed, &mut report, &mut over_cap);
-            group = Some((name.clone(), Vec::new(), false));
-        }
-        let Some((_, snapshots, tombstone_expired)) = group.as_mut() else {
-            continue;
-        };
-        match &item.snapshot {
-            Some(snapshot) => {
-                // A snapshot stopped being current when it was taken.
-                if parse_time(snapshot).is_some_and(|t| t < version_cutoff) {
-                    snapshots.push(snapshot.clone());
-                }
-            }
-            None => {
-                let tags: BTreeMap<String, String> = item
-                    .blob_tags
-                    .and_then(|t| t.blob_tag_set)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|t| Some((t.key?, t.value?)))
-                    .collect();
-                if let (Some(window), Some(record)) =
-                    (options.tombstones_for, BackupRecord::from_tags(&tags))
-                {
-                    *tombstone_expired = record
-                        .deleted_at
-                        .as_deref()
-                        .and_then(parse_time)
-                        .is_some_and(|t| t < now - window);
-                }
-            }
+            over_cap = true;
+            doomed = Doomed::default();
         }
     }
-    flush(group.take(), &mut doomed, &mut report, &mut over_cap);
     if over_cap {
         report.capped = true;
         tracing::error!(
@@ -212,36 +165,26 @@ async fn purge_container(
         return Ok(report);
     }
     for (name, snapshot) in &doomed.versions {
-        let blob = destination
-            .blob(container, name)
-            .map_err(|e| e.to_string())?
-            .with_snapshot(snapshot)
-            .map_err(|e| describe(&e))?;
-        match blob.delete(None).await {
-            Ok(_) => report.deleted += 1,
-            Err(e) if e.http_status().map(u16::from) == Some(404) => {}
-            Err(e) => {
-                return Err(format!(
-                    "deleting {name} version {snapshot}: {}",
-                    describe(&e)
-                ));
-            }
+        // A snapshot cannot change: no condition is needed.
+        let version = BlobRef::new(container, name).at_snapshot(Some(snapshot));
+        match backup.delete(version, Condition::None, false).await {
+            Ok(()) => report.deleted += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(format!("deleting {name} version {snapshot}: {e}")),
         }
     }
-    for name in &doomed.blobs {
-        let options = BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        };
-        match destination
-            .blob(container, name)
-            .map_err(|e| e.to_string())?
-            .delete(Some(options))
+    for (name, etag) in &doomed.blobs {
+        // Only the tombstone that was judged: a blob backed up again since the listing
+        // (the source came back) has another ETag and stays.
+        let blob = BlobRef::new(container, name);
+        match backup
+            .delete(blob, Condition::IfMatch(etag.clone()), true)
             .await
         {
-            Ok(_) => report.deleted += 1,
-            Err(e) if e.http_status().map(u16::from) == Some(404) => {}
-            Err(e) => return Err(format!("deleting tombstoned {name}: {}", describe(&e))),
+            Ok(()) => report.deleted += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_condition_not_met() => report.changed_since_listed += 1,
+            Err(e) => return Err(format!("deleting tombstoned {name}: {e}")),
         }
     }
     Ok(report)
@@ -251,9 +194,9 @@ async fn purge_container(
 pub async fn run(
     config: &Config,
     source: &StorageAccount,
-    destination: &StorageAccount,
+    backup: &dyn BlobStore,
     options: &PurgeOptions,
-) -> anyhow::Result<PurgeReport> {
+) -> Result<PurgeReport, BackupError> {
     let mut report = PurgeReport {
         dry_run: options.dry_run,
         ..Default::default()
@@ -262,7 +205,7 @@ pub async fn run(
         selected_containers(config, source, &mut report.skipped, &mut report.failed).await?;
     let now = OffsetDateTime::now_utc();
     for (_, dest_name) in containers {
-        match purge_container(destination, &dest_name, options, now).await {
+        match purge_container(backup, &dest_name, options, now).await {
             Ok(c) => report.containers.push(c),
             Err(reason) => report.failed.push(FailedContainer {
                 container: dest_name,
@@ -276,6 +219,121 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lakevault_common::record::{BackupRecord, RECORD_TAG, rfc3339};
+    use lakevault_common::store::memory::{MemoryStore, Op, World};
+    use std::collections::BTreeMap;
+
+    fn record(deleted_at: Option<OffsetDateTime>) -> BTreeMap<String, String> {
+        let record = BackupRecord {
+            source_etag: "0x1".into(),
+            source_last_modified: "2026-01-01T00:00:00Z".into(),
+            backed_up_at: "2026-01-01T00:00:00Z".into(),
+            job: "j".into(),
+            deleted_at: deleted_at.map(rfc3339),
+        };
+        BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())])
+    }
+
+    async fn backed_up(store: &MemoryStore, name: &str, deleted_at: Option<OffsetDateTime>) {
+        store.write("data", name, name.as_bytes(), &[]);
+        store
+            .set_tags(
+                BlobRef::new("data", name),
+                &record(deleted_at),
+                Condition::None,
+            )
+            .await
+            .unwrap();
+    }
+
+    fn options(max_deletes: u64) -> PurgeOptions {
+        PurgeOptions {
+            // Every snapshot taken in this test is already past the window.
+            keep_versions_for: time::Duration::seconds(-60),
+            tombstones_for: Some(time::Duration::days(1)),
+            max_deletes,
+            dry_run: false,
+            sample: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn old_versions_and_expired_tombstones_go_the_rest_stays() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
+        backed_up(&bak, "live.csv", None).await;
+        bak.snapshot(BlobRef::new("data", "live.csv"))
+            .await
+            .unwrap();
+        backed_up(&bak, "gone.csv", Some(long_ago)).await;
+        bak.snapshot(BlobRef::new("data", "gone.csv"))
+            .await
+            .unwrap();
+        backed_up(&bak, "recently-gone.csv", Some(OffsetDateTime::now_utc())).await;
+        let report = purge_container(&bak, "data", &options(10), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!((report.versions, report.tombstoned_blobs), (1, 1));
+        assert_eq!(report.tombstoned_versions, 1);
+        assert_eq!(report.deleted, 2);
+        assert!(bak.snapshot_ids("data", "live.csv").is_empty());
+        assert!(bak.content(BlobRef::new("data", "live.csv")).is_some());
+        assert!(bak.content(BlobRef::new("data", "gone.csv")).is_none());
+        assert!(
+            bak.content(BlobRef::new("data", "recently-gone.csv"))
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_nothing_is_deleted() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
+        for n in ["a", "b", "c"] {
+            backed_up(&bak, n, Some(long_ago)).await;
+        }
+        let report = purge_container(&bak, "data", &options(2), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert!(report.capped);
+        assert_eq!(report.deleted, 0);
+        assert_eq!(world.calls("bak", Op::Delete), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_backed_up_again_after_the_listing_is_kept() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
+        backed_up(&bak, "back.csv", Some(long_ago)).await;
+        // The delete waits until the source came back and a backup rewrote the blob.
+        let gate = world.pause(Op::Delete, |f| f.name("back.csv"));
+        let purging = {
+            let bak = bak.clone();
+            tokio::spawn(async move {
+                purge_container(&bak, "data", &options(10), OffsetDateTime::now_utc()).await
+            })
+        };
+        gate.arrived().await;
+        backed_up(&bak, "back.csv", None).await;
+        gate.release();
+        let report = purging.await.unwrap().unwrap();
+        assert_eq!(report.tombstoned_blobs, 1, "judged expired when listed");
+        assert_eq!((report.deleted, report.changed_since_listed), (0, 1));
+        assert!(bak.content(BlobRef::new("data", "back.csv")).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_missing_backup_container_has_nothing_to_purge() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let report = purge_container(&bak, "never", &options(10), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!(report.planned(), 0);
+    }
 
     #[test]
     fn windows_parse_with_units() {

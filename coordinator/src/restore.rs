@@ -9,24 +9,19 @@
 //! a name first backed up after T is not restored. Without `--as-of`, T is now: the
 //! current, live version of every name.
 
-use crate::listing::ListedBlob;
-use azure_storage_blob::models::{
-    BlobContainerClientListBlobsOptions, BlobItem, ListBlobsIncludeItem,
-};
 use futures::TryStreamExt;
 use lakevault_common::config::Config;
-use lakevault_common::error::describe;
 use lakevault_common::ledger::{JobPlan, PlannedContainer};
 use lakevault_common::queue::WorkQueue;
-use lakevault_common::record::{BackupRecord, rfc3339, user_tags};
-use lakevault_common::storage::StorageAccount;
+use lakevault_common::record::rfc3339;
+use lakevault_common::store::{BlobStore, ListOptions, StorageErrorCode, StoreError};
 use lakevault_common::wire::{
-    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
+    BatchBuilder, CopyBatch, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
 };
+use lakevault_plan::versions::{self, RestoreChoice};
 use serde::Serialize;
 use std::time::Duration;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Where a restore writes: an account alias, a container, and a prefix for the names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,86 +127,36 @@ pub fn source_container_of(config: &Config, backup_container: &str) -> Option<St
     Some(middle.to_string())
 }
 
-/// One version of a backup blob.
-struct Version {
-    blob: ListedBlob,
-    snapshot: Option<String>,
-    record: Option<BackupRecord>,
+/// Why a restore could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("backup container `{container}` does not exist in account `{account}`")]
+    NoBackupContainer { account: String, container: String },
+    #[error("reading backup container `{container}`: {source}")]
+    Backup {
+        container: String,
+        source: StoreError,
+    },
+    #[error("creating restore container `{container}`: {source}")]
+    Target {
+        container: String,
+        source: StoreError,
+    },
+    #[error("queue `{queue}`: {message}")]
+    Queue { queue: String, message: String },
+    #[error("`{0}` does not fit in a queue message")]
+    TooLarge(String),
 }
 
-fn version_of(item: BlobItem) -> Option<Version> {
-    let snapshot = item.snapshot.clone();
-    let blob = ListedBlob::from_item(item)?;
-    let record = BackupRecord::from_tags(&blob.tags);
-    Some(Version {
-        blob,
-        snapshot,
-        record,
-    })
-}
-
-fn parse_time(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
-}
-
-/// What the versions of one name say for time `at`.
-enum Choice {
-    Restore(CopyItem, bool),
-    NotYet,
-    Deleted,
-    Unrecorded,
-}
-
-fn choose(versions: Vec<Version>, at: OffsetDateTime) -> Choice {
-    let mut best: Option<(OffsetDateTime, Version)> = None;
-    let mut any_record = false;
-    for v in versions {
-        let Some(record) = &v.record else { continue };
-        any_record = true;
-        let Some(start) = parse_time(&record.backed_up_at) else {
-            continue;
-        };
-        if start <= at && best.as_ref().is_none_or(|(t, _)| start > *t) {
-            best = Some((start, v));
-        }
-    }
-    let Some((_, v)) = best else {
-        return if any_record {
-            Choice::NotYet
-        } else {
-            Choice::Unrecorded
-        };
-    };
-    let deleted = v
-        .record
-        .as_ref()
-        .and_then(|r| r.deleted_at.as_deref())
-        .and_then(parse_time)
-        .is_some_and(|d| d <= at);
-    if deleted {
-        return Choice::Deleted;
-    }
-    let older = v.snapshot.is_some();
-    Choice::Restore(
-        CopyItem {
-            name: v.blob.name.clone(),
-            etag: v.blob.etag.clone(),
-            size: v.blob.size,
-            last_modified: v.blob.last_modified.clone(),
-            tags: user_tags(&v.blob.tags),
-            snapshot: v.snapshot,
-        },
-        older,
-    )
-}
-
-/// Plans (and unless dry-run, enqueues) a restore.
+/// Plans (and unless dry-run, enqueues) a restore: lists every version of the backup
+/// container (base blobs and snapshots, with tags), groups them by name, and enqueues the
+/// version chosen for `as_of` (`versions::choose_for_restore`).
 pub async fn run(
-    backup: &StorageAccount,
-    target: Option<&StorageAccount>,
+    backup: &dyn BlobStore,
+    target: Option<&dyn BlobStore>,
     queue: &dyn WorkQueue,
     options: &RestoreOptions,
-) -> anyhow::Result<RestoreReport> {
+) -> Result<RestoreReport, RestoreError> {
     let started = std::time::Instant::now();
     let at = options.as_of.unwrap_or_else(OffsetDateTime::now_utc);
     let mut report = RestoreReport {
@@ -232,32 +177,6 @@ pub async fn run(
         as_of: options.as_of.map(rfc3339),
         ..Default::default()
     };
-    let container = backup.container(&options.from_container)?;
-    if !container
-        .exists()
-        .await
-        .map_err(|e| anyhow::anyhow!(describe(&e)))?
-    {
-        anyhow::bail!(
-            "backup container `{}` does not exist in account `{}`",
-            options.from_container,
-            options.from_account
-        );
-    }
-    if !options.dry_run {
-        queue
-            .ensure_exists()
-            .await
-            .map_err(|e| anyhow::anyhow!("queue `{}`: {e}", queue.name()))?;
-        if let Some(target) = target {
-            target
-                .ensure_container(&options.to.container)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("creating `{}`: {}", options.to.container, describe(&e))
-                })?;
-        }
-    }
     let header = CopyBatch {
         v: WIRE_VERSION,
         kind: MessageKind::Restore,
@@ -277,38 +196,41 @@ pub async fn run(
         items: Vec::new(),
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
-    let list_options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![
-            ListBlobsIncludeItem::Snapshots,
-            ListBlobsIncludeItem::Tags,
-        ]),
-        prefix: options.prefix.clone(),
-        ..Default::default()
-    };
-    let mut pager = container.list_blobs(Some(list_options))?;
-    // The versions of one name come together in the listing.
-    let mut group: Vec<Version> = Vec::new();
-    let send = async |batch: CopyBatch, report: &mut RestoreReport| -> anyhow::Result<()> {
-        report.messages += 1;
-        if options.dry_run {
-            return Ok(());
+    let listing = backup.list(
+        &options.from_container,
+        ListOptions {
+            prefix: options.prefix.clone(),
+            tags: true,
+            snapshots: true,
+            page_size: None,
+        },
+    );
+    let mut groups = std::pin::pin!(versions::by_name(listing));
+    let mut prepared = false;
+    while let Some(group) = groups.try_next().await.map_err(|e| {
+        if e.has_code(StorageErrorCode::ContainerNotFound) {
+            RestoreError::NoBackupContainer {
+                account: options.from_account.clone(),
+                container: options.from_container.clone(),
+            }
+        } else {
+            RestoreError::Backup {
+                container: options.from_container.clone(),
+                source: e,
+            }
         }
-        queue
-            .send(&batch.encode(), Duration::ZERO)
-            .await
-            .map_err(|e| anyhow::anyhow!("enqueueing to `{}`: {e}", queue.name()))
-    };
-    let mut decide = async |group: Vec<Version>,
-                            report: &mut RestoreReport|
-           -> anyhow::Result<()> {
-        if group.is_empty() {
-            return Ok(());
+    })? {
+        if !prepared {
+            // Only once the backup container is known to exist.
+            prepare(target, queue, options).await?;
+            prepared = true;
         }
-        match choose(group, at) {
-            Choice::NotYet => report.not_yet_backed_up += 1,
-            Choice::Deleted => report.deleted_at_time += 1,
-            Choice::Unrecorded => report.unrecorded += 1,
-            Choice::Restore(item, older) => {
+        options.progress.inc(group.len() as u64);
+        match versions::choose_for_restore(group, at) {
+            RestoreChoice::NotYet => report.not_yet_backed_up += 1,
+            RestoreChoice::Deleted => report.deleted_at_time += 1,
+            RestoreChoice::Unrecorded => report.unrecorded += 1,
+            RestoreChoice::Restore(item, older) => {
                 report.restore += 1;
                 report.from_older_versions += u64::from(older);
                 report.bytes += item.size;
@@ -316,109 +238,184 @@ pub async fn run(
                     report.sample.push(item.name.clone());
                 }
                 match builder.push(item) {
-                    Ok(Some(full)) => send(full, report).await?,
+                    Ok(Some(full)) => send(queue, options, full, &mut report).await?,
                     Ok(None) => {}
-                    Err(item) => anyhow::bail!("`{}` does not fit in a queue message", item.name),
+                    Err(item) => return Err(RestoreError::TooLarge(item.name)),
                 }
             }
         }
-        Ok(())
-    };
-    while let Some(item) = pager
-        .try_next()
-        .await
-        .map_err(|e| anyhow::anyhow!(describe(&e)))?
-    {
-        options.progress.inc(1);
-        let Some(version) = version_of(item) else {
-            continue;
-        };
-        if group
-            .first()
-            .is_some_and(|g| g.blob.name != version.blob.name)
-        {
-            decide(std::mem::take(&mut group), &mut report).await?;
-        }
-        group.push(version);
     }
-    decide(group, &mut report).await?;
+    if !prepared {
+        // An empty (or missing) backup container: a missing one is an error.
+        if !container_exists(backup, &options.from_container).await? {
+            return Err(RestoreError::NoBackupContainer {
+                account: options.from_account.clone(),
+                container: options.from_container.clone(),
+            });
+        }
+        prepare(target, queue, options).await?;
+    }
     if let Some(last) = builder.finish() {
-        send(last, &mut report).await?;
+        send(queue, options, last, &mut report).await?;
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// Whether a container exists: an empty listing cannot tell, a 404 can.
+async fn container_exists(store: &dyn BlobStore, container: &str) -> Result<bool, RestoreError> {
+    let mut listing = store.list(
+        container,
+        ListOptions {
+            page_size: Some(1),
+            ..Default::default()
+        },
+    );
+    match listing.try_next().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.has_code(StorageErrorCode::ContainerNotFound) => Ok(false),
+        Err(source) => Err(RestoreError::Backup {
+            container: container.to_string(),
+            source,
+        }),
+    }
+}
+
+/// The queue and the target container, unless this is a dry run.
+async fn prepare(
+    target: Option<&dyn BlobStore>,
+    queue: &dyn WorkQueue,
+    options: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    if options.dry_run {
+        return Ok(());
+    }
+    queue
+        .ensure_exists()
+        .await
+        .map_err(|e| RestoreError::Queue {
+            queue: queue.name().to_string(),
+            message: e.to_string(),
+        })?;
+    if let Some(target) = target {
+        target
+            .create_container(&options.to.container)
+            .await
+            .map_err(|source| RestoreError::Target {
+                container: options.to.container.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+async fn send(
+    queue: &dyn WorkQueue,
+    options: &RestoreOptions,
+    batch: CopyBatch,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    report.messages += 1;
+    if options.dry_run {
+        return Ok(());
+    }
+    queue
+        .send(&batch.encode(), Duration::ZERO)
+        .await
+        .map_err(|e| RestoreError::Queue {
+            queue: queue.name().to_string(),
+            message: e.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lakevault_common::queue::MemoryQueue;
+    use lakevault_common::record::{BackupRecord, RECORD_TAG};
+    use lakevault_common::store::memory::World;
+    use lakevault_common::store::{BlobRef, Condition};
+    use lakevault_common::wire::WorkMessage;
     use std::collections::BTreeMap;
 
-    fn version(at: &str, deleted: Option<&str>, snapshot: Option<&str>) -> Version {
-        let record = BackupRecord {
-            source_etag: "0x1".into(),
-            source_last_modified: at.into(),
-            backed_up_at: at.into(),
-            job: "j".into(),
-            deleted_at: deleted.map(str::to_string),
-        };
-        let mut tags = BTreeMap::new();
-        tags.insert("team".to_string(), "data".to_string());
-        Version {
-            blob: ListedBlob {
-                name: "n".into(),
-                etag: format!("e-{at}"),
-                size: 1,
-                last_modified: at.into(),
-                blob_type: None,
-                tags,
-                content_md5: None,
-            },
-            snapshot: snapshot.map(str::to_string),
-            record: Some(record),
+    fn options(as_of: Option<OffsetDateTime>) -> RestoreOptions {
+        RestoreOptions {
+            job_id: "r".into(),
+            from_account: "bak".into(),
+            from_container: "data".into(),
+            prefix: None,
+            as_of,
+            to: Target::parse("src/restored").unwrap(),
+            overwrite: false,
+            dry_run: false,
+            sample: 0,
+            progress: Default::default(),
         }
     }
 
-    fn t(s: &str) -> OffsetDateTime {
-        parse_time(s).unwrap()
+    #[tokio::test]
+    async fn a_restore_plans_the_version_current_at_the_time() {
+        let world = World::new();
+        let (bak, src) = (world.account("bak"), world.account("src"));
+        let tags = |backed_up: &str| {
+            let record = BackupRecord {
+                source_etag: "0x1".into(),
+                source_last_modified: backed_up.into(),
+                backed_up_at: backed_up.into(),
+                job: "j".into(),
+                deleted_at: None,
+            };
+            BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())])
+        };
+        let blob = BlobRef::new("data", "a.csv");
+        bak.write("data", "a.csv", b"v1", &[]);
+        bak.set_tags(blob, &tags("2026-11-01T00:00:00Z"), Condition::None)
+            .await
+            .unwrap();
+        let kept = bak.snapshot(blob).await.unwrap();
+        bak.write("data", "a.csv", b"v2", &[]);
+        bak.set_tags(blob, &tags("2026-11-03T00:00:00Z"), Condition::None)
+            .await
+            .unwrap();
+        bak.write("data", "unrecorded.csv", b"?", &[]);
+        let queue = MemoryQueue::new("q");
+        let at = lakevault_common::record::parse_rfc3339("2026-11-02T00:00:00Z");
+        let report = run(&bak, Some(&src), &queue, &options(at)).await.unwrap();
+        assert_eq!((report.restore, report.from_older_versions), (1, 1));
+        assert_eq!(report.unrecorded, 1);
+        let texts = queue.texts();
+        assert_eq!(texts.len(), 1);
+        let Ok(WorkMessage::Batch(batch)) = WorkMessage::decode(&texts[0]) else {
+            panic!("a restore batch: {}", texts[0]);
+        };
+        assert_eq!(batch.kind, MessageKind::Restore);
+        assert_eq!(
+            batch.items[0].snapshot.as_deref(),
+            Some(kept.snapshot.as_str())
+        );
+        assert_eq!(batch.items[0].etag, kept.etag);
+        // The target container was made ready for the workers.
+        assert!(
+            src.list("restored", ListOptions::default())
+                .try_next()
+                .await
+                .is_ok()
+        );
     }
 
-    #[test]
-    fn the_version_current_at_the_time_is_chosen() {
-        let versions = || {
-            vec![
-                version("2026-01-01T00:00:00Z", None, Some("s1")),
-                version(
-                    "2026-01-03T00:00:00Z",
-                    Some("2026-01-04T00:00:00Z"),
-                    Some("s2"),
-                ),
-                version("2026-01-05T00:00:00Z", None, None),
-            ]
-        };
-        assert!(matches!(
-            choose(versions(), t("2025-12-31T00:00:00Z")),
-            Choice::NotYet
-        ));
-        match choose(versions(), t("2026-01-02T00:00:00Z")) {
-            Choice::Restore(item, older) => {
-                assert_eq!(item.snapshot.as_deref(), Some("s1"));
-                assert!(older);
-                assert_eq!(item.tags.get("team").map(String::as_str), Some("data"));
-            }
-            _ => panic!("restored from the first version"),
-        }
-        assert!(matches!(
-            choose(versions(), t("2026-01-04T12:00:00Z")),
-            Choice::Deleted
-        ));
-        match choose(versions(), t("2026-01-06T00:00:00Z")) {
-            Choice::Restore(item, older) => {
-                assert_eq!(item.snapshot, None);
-                assert!(!older);
-            }
-            _ => panic!("restored from the base blob"),
-        }
+    #[tokio::test]
+    async fn a_missing_backup_container_is_an_error_that_names_it() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let queue = MemoryQueue::new("q");
+        let err = run(&bak, None, &queue, &options(None))
+            .await
+            .expect_err("no backup container");
+        assert!(
+            matches!(err, RestoreError::NoBackupContainer { ref container, .. } if container == "data"),
+            "{err}"
+        );
+        assert!(queue.texts().is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Streaming flat and hierarchical listings (`listing`), the merge-join diff of source
 //! against backup in constant memory (`diff`), shard planning (`shard`), scanning one
-//! shard: list, diff, snapshot, batch, enqueue (`scan`), and incremental watermarks
-//! (`watermark`). The coordinator runs scans itself; workers run them as scan tasks of a
+//! shard: list, diff, snapshot, batch, enqueue (`scan`), incremental watermarks
+//! (`watermark`), and which versions a restore or a purge takes (`versions`). The coordinator runs scans itself; workers run them as scan tasks of a
 //! distributed scan. Neither binary's HTTP service, CLI or table printing lives here, so
 //! the worker links the planning engine without linking the coordinator.
 
@@ -11,4 +11,5 @@ pub mod diff;
 pub mod listing;
 pub mod scan;
 pub mod shard;
+pub mod versions;
 pub mod watermark;

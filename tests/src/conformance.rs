@@ -253,6 +253,39 @@ async fn snapshots_keep_the_old_version(store: &dyn BlobStore, c: &str) {
         .delete(b, Condition::None, false)
         .await
         .expect("delete without snapshots");
+    // Deletes are conditional like writes: a blob rewritten since it was judged stays.
+    let judged = store
+        .put(b, b"judged".to_vec(), Condition::None)
+        .await
+        .expect("put");
+    store.snapshot(b).await.expect("snapshot");
+    store
+        .put(b, b"rewritten".to_vec(), Condition::None)
+        .await
+        .expect("put");
+    let stale = store
+        .delete(b, Condition::IfMatch(judged), true)
+        .await
+        .expect_err("a delete under a stale ETag");
+    assert!(stale.is_condition_not_met(), "{stale}");
+    let current = store.properties(b).await.expect("still there").etag;
+    store
+        .delete(b, Condition::IfMatch(current), true)
+        .await
+        .expect("a delete with its snapshots under the current ETag");
+    assert!(store.properties(b).await.expect_err("gone").is_not_found());
+    let listed: Vec<_> = store
+        .list(
+            c,
+            ListOptions {
+                snapshots: true,
+                ..Default::default()
+            },
+        )
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "the snapshots went with it: {listed:?}");
 }
 
 async fn copy_from_url_carries_content_and_honours_conditions(

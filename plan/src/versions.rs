@@ -1,0 +1,345 @@
+//! Version choice for restore and purge: the versions of one backup name (the base blob
+//! and the snapshots kept before each overwrite), grouped as a listing with snapshots
+//! returns them, and what each command does with a group.
+//!
+//! Every version carries lakevault's record of its time (when it was backed up, and when
+//! the source was seen deleted), so both decisions are pure functions of the group and a
+//! time, tested here without a service.
+
+use futures::{Stream, StreamExt};
+use lakevault_common::record::{BackupRecord, parse_rfc3339, user_tags};
+use lakevault_common::store::Listed;
+use lakevault_common::wire::CopyItem;
+use time::OffsetDateTime;
+
+/// One version of a backup blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub listed: Listed,
+    pub record: Option<BackupRecord>,
+}
+
+impl Version {
+    pub fn new(listed: Listed) -> Self {
+        let record = BackupRecord::from_tags(&listed.tags);
+        Self { listed, record }
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        self.listed.snapshot.is_some()
+    }
+}
+
+/// The versions of each name, in listing order. A listing with snapshots returns the
+/// versions of one name next to each other (in which order is not relied on), so one
+/// group at a time is held.
+pub fn by_name<S, E>(listing: S) -> impl Stream<Item = Result<Vec<Version>, E>>
+where
+    S: Stream<Item = Result<Listed, E>>,
+{
+    let listing = Box::pin(listing.fuse());
+    futures::stream::unfold(
+        (listing, None::<Vec<Version>>, false),
+        |(mut listing, mut group, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match listing.next().await {
+                    Some(Ok(listed)) => {
+                        let version = Version::new(listed);
+                        match group.as_mut() {
+                            Some(g) if g[0].listed.name == version.listed.name => g.push(version),
+                            Some(_) => {
+                                let full = group.replace(vec![version]);
+                                return Some((
+                                    Ok(full.unwrap_or_default()),
+                                    (listing, group, false),
+                                ));
+                            }
+                            None => group = Some(vec![version]),
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (listing, None, true))),
+                    None => {
+                        return group.map(|g| (Ok(g), (listing, None, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// What the versions of one name say for a restore to time `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreChoice {
+    /// Restore this version; `true` when it is an older version (a snapshot).
+    Restore(CopyItem, bool),
+    /// First backed up after `at`.
+    NotYet,
+    /// The version current at `at` was already marked deleted in the source.
+    Deleted,
+    /// No version carries a lakevault record.
+    Unrecorded,
+}
+
+/// For time `at`, the version with the latest backup time at or before `at`, unless it was
+/// already marked deleted at `at`. Versions whose record has no readable backup time are
+/// never chosen.
+pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> RestoreChoice {
+    let mut best: Option<(OffsetDateTime, Version)> = None;
+    let mut any_record = false;
+    for v in versions {
+        let Some(record) = &v.record else { continue };
+        any_record = true;
+        let Some(backed_up) = parse_rfc3339(&record.backed_up_at) else {
+            continue;
+        };
+        if backed_up <= at && best.as_ref().is_none_or(|(t, _)| backed_up > *t) {
+            best = Some((backed_up, v));
+        }
+    }
+    let Some((_, v)) = best else {
+        return if any_record {
+            RestoreChoice::NotYet
+        } else {
+            RestoreChoice::Unrecorded
+        };
+    };
+    let deleted = v
+        .record
+        .as_ref()
+        .and_then(|r| r.deleted_at.as_deref())
+        .and_then(parse_rfc3339)
+        .is_some_and(|d| d <= at);
+    if deleted {
+        return RestoreChoice::Deleted;
+    }
+    let older = v.is_snapshot();
+    let l = v.listed;
+    RestoreChoice::Restore(
+        CopyItem {
+            tags: user_tags(&l.tags),
+            name: l.name,
+            etag: l.etag,
+            size: l.size,
+            last_modified: l.last_modified,
+            snapshot: l.snapshot,
+        },
+        older,
+    )
+}
+
+/// Retention windows, measured back from `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub now: OffsetDateTime,
+    /// Old versions that stopped being current longer ago than this go.
+    pub keep_versions_for: time::Duration,
+    /// Tombstoned blobs deleted in the source longer ago than this go, with every version.
+    pub tombstones_for: Option<time::Duration>,
+}
+
+/// What purge does with the versions of one name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PurgeChoice {
+    /// Old versions past the window (snapshot ids), when the name itself stays.
+    pub snapshots: Vec<String>,
+    /// The name goes with all its versions: its tombstone is past the window. The ETag
+    /// is the base blob's as listed, so the delete applies to exactly that blob.
+    pub whole_blob: Option<String>,
+    /// Versions that go with the whole blob.
+    pub versions_with_blob: u64,
+}
+
+/// The current version is never touched by the version window; a snapshot stopped being
+/// current when it was taken (its id is that time). A snapshot whose id is not a time
+/// is kept.
+pub fn choose_for_purge(versions: &[Version], retention: Retention) -> PurgeChoice {
+    let version_cutoff = retention.now - retention.keep_versions_for;
+    let base = versions.iter().find(|v| !v.is_snapshot());
+    let tombstone_expired = match (
+        retention.tombstones_for,
+        base.and_then(|b| b.record.as_ref()),
+    ) {
+        (Some(window), Some(record)) => record
+            .deleted_at
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .is_some_and(|t| t < retention.now - window),
+        _ => false,
+    };
+    let snapshots = versions.iter().filter_map(|v| v.listed.snapshot.as_deref());
+    if tombstone_expired {
+        return PurgeChoice {
+            snapshots: Vec::new(),
+            whole_blob: base.map(|b| b.listed.etag.clone()),
+            versions_with_blob: snapshots.count() as u64,
+        };
+    }
+    PurgeChoice {
+        snapshots: snapshots
+            .filter(|s| parse_rfc3339(s).is_some_and(|t| t < version_cutoff))
+            .map(str::to_string)
+            .collect(),
+        whole_blob: None,
+        versions_with_blob: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakevault_common::record::RECORD_TAG;
+    use std::collections::BTreeMap;
+
+    fn t(s: &str) -> OffsetDateTime {
+        parse_rfc3339(s).expect("time")
+    }
+
+    fn version(snapshot: Option<&str>, backed_up: &str, deleted: Option<&str>) -> Version {
+        let record = BackupRecord {
+            source_etag: "0x1".into(),
+            source_last_modified: backed_up.into(),
+            backed_up_at: backed_up.into(),
+            job: "j".into(),
+            deleted_at: deleted.map(str::to_string),
+        };
+        let mut tags = BTreeMap::from([("team".to_string(), "data".to_string())]);
+        tags.insert(RECORD_TAG.into(), record.to_tag_value());
+        Version::new(Listed {
+            name: "a.csv".into(),
+            snapshot: snapshot.map(str::to_string),
+            etag: format!("etag-{backed_up}"),
+            size: 3,
+            last_modified: backed_up.into(),
+            tags,
+            content_md5: None,
+        })
+    }
+
+    fn history() -> Vec<Version> {
+        vec![
+            // The base blob: backed up on the 3rd, its source deleted on the 5th.
+            version(None, "2026-11-03T00:00:00Z", Some("2026-11-05T00:00:00Z")),
+            // Kept versions, each taken when the next backup overwrote it.
+            version(
+                Some("2026-11-02T00:00:00.0000000Z"),
+                "2026-11-01T00:00:00Z",
+                None,
+            ),
+            version(
+                Some("2026-11-03T00:00:00.0000000Z"),
+                "2026-11-02T00:00:00Z",
+                None,
+            ),
+        ]
+    }
+
+    #[test]
+    fn restore_takes_the_version_current_at_the_time() {
+        let pick = |at: &str| choose_for_restore(history(), t(at));
+        assert_eq!(pick("2026-10-31T00:00:00Z"), RestoreChoice::NotYet);
+        match pick("2026-11-01T12:00:00Z") {
+            RestoreChoice::Restore(item, older) => {
+                assert!(older);
+                assert_eq!(item.etag, "etag-2026-11-01T00:00:00Z");
+                assert_eq!(
+                    item.snapshot.as_deref(),
+                    Some("2026-11-02T00:00:00.0000000Z")
+                );
+                assert!(!item.tags.contains_key(RECORD_TAG), "no record is restored");
+                assert_eq!(item.tags.get("team").map(String::as_str), Some("data"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match pick("2026-11-04T00:00:00Z") {
+            RestoreChoice::Restore(item, older) => {
+                assert!(!older);
+                assert_eq!(item.snapshot, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // At the exact backup time the version counts; at the deletion time it is gone.
+        assert!(matches!(
+            pick("2026-11-02T00:00:00Z"),
+            RestoreChoice::Restore(ref item, true) if item.etag == "etag-2026-11-02T00:00:00Z"
+        ));
+        assert_eq!(pick("2026-11-05T00:00:00Z"), RestoreChoice::Deleted);
+        assert_eq!(pick("2026-12-01T00:00:00Z"), RestoreChoice::Deleted);
+    }
+
+    #[test]
+    fn restore_ignores_blobs_without_a_record() {
+        let mut v = version(None, "2026-11-01T00:00:00Z", None);
+        v.record = None;
+        assert_eq!(
+            choose_for_restore(vec![v], t("2026-12-01T00:00:00Z")),
+            RestoreChoice::Unrecorded
+        );
+    }
+
+    #[test]
+    fn purge_keeps_the_current_version_and_recent_ones() {
+        let keep = |now: &str, days: i64| {
+            choose_for_purge(
+                &history()[..],
+                Retention {
+                    now: t(now),
+                    keep_versions_for: time::Duration::days(days),
+                    tombstones_for: None,
+                },
+            )
+        };
+        assert_eq!(keep("2026-11-04T00:00:00Z", 30), PurgeChoice::default());
+        let choice = keep("2026-11-04T00:00:00Z", 1);
+        assert_eq!(
+            choice.snapshots,
+            vec!["2026-11-02T00:00:00.0000000Z".to_string()]
+        );
+        assert_eq!(
+            choice.whole_blob, None,
+            "the base blob is never in the version window"
+        );
+    }
+
+    #[test]
+    fn purge_takes_a_tombstoned_name_whole_once_past_its_window() {
+        let retention = |now: &str| Retention {
+            now: t(now),
+            keep_versions_for: time::Duration::days(365),
+            tombstones_for: Some(time::Duration::days(10)),
+        };
+        assert_eq!(
+            choose_for_purge(&history(), retention("2026-11-10T00:00:00Z")),
+            PurgeChoice::default()
+        );
+        let choice = choose_for_purge(&history(), retention("2026-11-20T00:00:00Z"));
+        assert_eq!(
+            choice.whole_blob.as_deref(),
+            Some("etag-2026-11-03T00:00:00Z")
+        );
+        assert_eq!(choice.versions_with_blob, 2);
+        assert!(choice.snapshots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn versions_are_grouped_by_name_whatever_their_order_within() {
+        let mut a = history();
+        a.swap(0, 2);
+        let mut b = version(None, "2026-11-03T00:00:00Z", None);
+        b.listed.name = "b.csv".into();
+        let listing = a.into_iter().chain([b]).map(|v| Ok::<_, ()>(v.listed));
+        let groups: Vec<Vec<Version>> = by_name(futures::stream::iter(listing))
+            .map(|g| g.expect("group"))
+            .collect()
+            .await;
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].len(), 3);
+        assert_eq!(groups[1][0].listed.name, "b.csv");
+        let failing = futures::stream::iter(vec![Ok(history()[0].listed.clone()), Err("boom")]);
+        let out: Vec<_> = by_name(failing).collect().await;
+        assert_eq!(out.len(), 1, "the error ends the stream");
+        assert!(out[0].is_err());
+    }
+}

@@ -1,0 +1,644 @@
+//! The copy engine's decisions on the in-memory store: what it copies, keeps, skips and
+//! refuses, and what it does when a request is paused or fails at a chosen point.
+
+use super::*;
+use lakevault_common::record::{BackupRecord, RECORD_TAG};
+use lakevault_common::store::memory::{Action, Fault, MemoryStore, Op, World};
+use lakevault_common::store::{BlobRef, Condition, StorageErrorCode as Code};
+use lakevault_common::wire::{Location, WIRE_VERSION};
+use std::collections::BTreeMap;
+
+struct Rig {
+    world: World,
+    src: MemoryStore,
+    bak: MemoryStore,
+}
+
+fn rig() -> Rig {
+    let world = World::new();
+    let (src, bak) = (world.account("src"), world.account("bak"));
+    src.create_container("data");
+    bak.create_container("data");
+    Rig { world, src, bak }
+}
+
+fn engine(rig: &Rig, options: CopyOptions) -> CopyEngine {
+    CopyEngine::with_stores(
+        vec![Arc::new(rig.src.clone()), Arc::new(rig.bak.clone())],
+        options,
+    )
+}
+
+fn batch(kind: MessageKind) -> CopyBatch {
+    CopyBatch {
+        v: WIRE_VERSION,
+        kind,
+        job: "job-1".into(),
+        attempt: 0,
+        source: Location {
+            account: "src".into(),
+            container: "data".into(),
+        },
+        destination: Location {
+            account: "bak".into(),
+            container: "data".into(),
+        },
+        lease: false,
+        destination_prefix: None,
+        overwrite: false,
+        items: Vec::new(),
+    }
+}
+
+/// The item a scan would plan for the source blob as it is now.
+async fn planned(rig: &Rig, name: &str) -> CopyItem {
+    let p = rig
+        .src
+        .properties(BlobRef::new("data", name))
+        .await
+        .expect("source blob");
+    CopyItem {
+        name: name.into(),
+        etag: p.etag,
+        size: p.size,
+        last_modified: p.last_modified,
+        tags: rig
+            .src
+            .tags(BlobRef::new("data", name))
+            .await
+            .unwrap_or_default(),
+        snapshot: None,
+    }
+}
+
+async fn record(store: &MemoryStore, name: &str) -> BackupRecord {
+    let tags = store
+        .tags(BlobRef::new("data", name))
+        .await
+        .expect("backup tags");
+    BackupRecord::from_tags(&tags).expect("a record")
+}
+
+fn content(store: &MemoryStore, name: &str) -> Option<Vec<u8>> {
+    store.content(BlobRef::new("data", name))
+}
+
+#[tokio::test]
+async fn a_new_blob_is_copied_with_its_record_and_tags() {
+    let rig = rig();
+    let etag = rig
+        .src
+        .write("data", "a.csv", b"a,b\n1,2\n", &[("owner", "sales")]);
+    let tags = BTreeMap::from([("project".to_string(), "alpha".to_string())]);
+    rig.src
+        .set_tags(BlobRef::new("data", "a.csv"), &tags, Condition::None)
+        .await
+        .unwrap();
+    let item = planned(&rig, "a.csv").await;
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect("copied");
+    assert_eq!(
+        outcome,
+        ItemOutcome::Copied {
+            bytes: 8,
+            source_etag: etag.clone(),
+            kept_previous: false
+        }
+    );
+    assert_eq!(
+        content(&rig.bak, "a.csv").as_deref(),
+        Some(&b"a,b\n1,2\n"[..])
+    );
+    let props = rig
+        .bak
+        .properties(BlobRef::new("data", "a.csv"))
+        .await
+        .unwrap();
+    assert_eq!(
+        props.metadata.get("owner").map(String::as_str),
+        Some("sales")
+    );
+    let backup_tags = rig.bak.tags(BlobRef::new("data", "a.csv")).await.unwrap();
+    assert_eq!(
+        backup_tags.get("project").map(String::as_str),
+        Some("alpha")
+    );
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, etag);
+}
+
+#[tokio::test]
+async fn a_redelivered_item_is_already_current_after_one_tag_read() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let engine = engine(&rig, CopyOptions::default());
+    engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    let (tags_before, copies_before) = (
+        rig.world.calls("bak", Op::Tags),
+        rig.world.calls("bak", Op::CopyFromUrl),
+    );
+    let again = engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(again, ItemOutcome::AlreadyCurrent);
+    assert_eq!(rig.world.calls("bak", Op::Tags), tags_before + 1);
+    assert_eq!(rig.world.calls("bak", Op::CopyFromUrl), copies_before);
+    assert!(
+        rig.bak.snapshot_ids("data", "a.csv").is_empty(),
+        "nothing to keep"
+    );
+}
+
+#[tokio::test]
+async fn a_source_changed_since_planning_is_copied_at_its_new_version() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"old", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let newer = rig.src.write("data", "a.csv", b"newer", &[]);
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ItemOutcome::Copied {
+            bytes: 5,
+            source_etag: newer.clone(),
+            kept_previous: false
+        }
+    );
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"newer"[..]));
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, newer);
+}
+
+#[tokio::test]
+async fn a_source_deleted_since_planning_is_gone_and_nothing_is_written() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    rig.src
+        .delete(BlobRef::new("data", "a.csv"), Condition::None, true)
+        .await
+        .unwrap();
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(outcome, ItemOutcome::SourceGone);
+    assert!(content(&rig.bak, "a.csv").is_none());
+}
+
+#[tokio::test]
+async fn a_404_of_the_backup_account_is_a_failure_not_a_source_gone() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let mut to_missing = batch(MessageKind::Copy);
+    to_missing.destination.container = "removed".into();
+    let failure = engine(&rig, CopyOptions::default())
+        .copy_item(&to_missing, &item)
+        .await
+        .expect_err("the backup container is missing");
+    assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+    assert_eq!(failure.code.as_deref(), Some("ContainerNotFound"));
+}
+
+#[tokio::test]
+async fn the_version_replaced_is_kept_as_a_snapshot() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let first = planned(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &first)
+        .await
+        .unwrap();
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let second = planned(&rig, "a.csv").await;
+    let outcome = engine
+        .copy_item(&batch(MessageKind::Copy), &second)
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        ItemOutcome::Copied {
+            kept_previous: true,
+            ..
+        }
+    ));
+    let kept = rig.bak.snapshot_ids("data", "a.csv");
+    assert_eq!(kept.len(), 1);
+    let old = BlobRef::new("data", "a.csv").at_snapshot(Some(&kept[0]));
+    assert_eq!(rig.bak.content(old).as_deref(), Some(&b"v1"[..]));
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+}
+
+#[tokio::test]
+async fn without_history_the_backup_is_overwritten_in_place() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(
+        &rig,
+        CopyOptions {
+            keep_history: false,
+            ..Default::default()
+        },
+    );
+    let first = planned(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &first)
+        .await
+        .unwrap();
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let second = planned(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &second)
+        .await
+        .unwrap();
+    assert!(rig.bak.snapshot_ids("data", "a.csv").is_empty());
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+}
+
+#[tokio::test]
+async fn a_source_rewritten_while_the_copy_waits_is_followed_to_its_newest_version() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let item = planned(&rig, "a.csv").await;
+    // The copy request is held before the service acts on it; meanwhile a writer
+    // replaces the source.
+    let gate = rig.world.pause(Op::CopyFromUrl, |f| f.account("bak"));
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let copying = {
+        let (engine, item) = (engine.clone(), item.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    let v2 = rig.src.write("data", "a.csv", b"v2", &[]);
+    gate.release();
+    let outcome = copying.await.unwrap().unwrap();
+    assert_eq!(
+        outcome,
+        ItemOutcome::Copied {
+            bytes: 2,
+            source_etag: v2.clone(),
+            kept_previous: false
+        },
+        "the stale read failed its source condition and the newer version was copied"
+    );
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, v2);
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+}
+
+#[tokio::test]
+async fn a_throttled_copy_is_transient_and_writes_nothing() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    rig.world
+        .inject(Fault::on(Op::CopyFromUrl, Action::Fail(503, Code::ServerBusy)).account("bak"));
+    let failure = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect_err("throttled");
+    assert_eq!(failure.class, FailureClass::Transient);
+    assert!(content(&rig.bak, "a.csv").is_none());
+}
+
+#[tokio::test]
+async fn a_copy_whose_answer_was_lost_is_already_current_when_retried() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    rig.world.inject(
+        Fault::on(Op::CopyFromUrl, Action::FailAfter(500, Code::InternalError)).account("bak"),
+    );
+    let engine = engine(&rig, CopyOptions::default());
+    let failure = engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect_err("the answer was lost");
+    assert_eq!(failure.class, FailureClass::Transient);
+    let retried = engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(retried, ItemOutcome::AlreadyCurrent);
+    assert!(rig.bak.snapshot_ids("data", "a.csv").is_empty());
+}
+
+#[tokio::test]
+async fn large_blobs_go_by_blocks_with_their_headers_and_metadata() {
+    let rig = rig();
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    rig.src
+        .write("data", "big.bin", &bytes, &[("origin", "lake")]);
+    let item = planned(&rig, "big.bin").await;
+    let engine = engine(
+        &rig,
+        CopyOptions {
+            sync_copy_max: 1024,
+            block_size: 3000,
+            ..Default::default()
+        },
+    );
+    engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(content(&rig.bak, "big.bin"), Some(bytes));
+    assert_eq!(rig.world.calls("bak", Op::StageBlockFromUrl), 4);
+    assert_eq!(rig.world.calls("bak", Op::CopyFromUrl), 0);
+    let props = rig
+        .bak
+        .properties(BlobRef::new("data", "big.bin"))
+        .await
+        .unwrap();
+    assert_eq!(
+        props.metadata.get("origin").map(String::as_str),
+        Some("lake")
+    );
+    assert_eq!(record(&rig.bak, "big.bin").await.source_etag, item.etag);
+}
+
+#[tokio::test]
+async fn a_source_the_service_cannot_read_is_refused_or_streamed_through_the_worker() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"through the worker", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let unreadable = || {
+        Fault::on(
+            Op::CopyFromUrl,
+            Action::Fail(403, Code::CannotVerifyCopySource),
+        )
+        .account("bak")
+    };
+    rig.world.inject(unreadable());
+    let failure = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect_err("the service cannot read the source");
+    assert_eq!(failure.class, FailureClass::Permanent);
+    assert!(failure.reason.contains("--stream-fallback"), "{failure:?}");
+    rig.world.inject(unreadable());
+    let outcome = engine(
+        &rig,
+        CopyOptions {
+            stream_fallback: true,
+            ..Default::default()
+        },
+    )
+    .copy_item(&batch(MessageKind::Copy), &item)
+    .await
+    .unwrap();
+    assert!(matches!(outcome, ItemOutcome::Copied { bytes: 18, .. }));
+    assert_eq!(
+        content(&rig.bak, "a.csv").as_deref(),
+        Some(&b"through the worker"[..])
+    );
+}
+
+#[tokio::test]
+async fn lease_mode_waits_for_another_writers_lease_and_releases_its_own() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"x", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let mut leased = batch(MessageKind::Copy);
+    leased.lease = true;
+    let blob = BlobRef::new("data", "a.csv");
+    let other = "11111111-2222-4333-8444-555555555555";
+    rig.src
+        .acquire_lease(blob, std::time::Duration::from_secs(15), other)
+        .await
+        .unwrap();
+    let engine = engine(&rig, CopyOptions::default());
+    let failure = engine
+        .copy_item(&leased, &item)
+        .await
+        .expect_err("leased by another writer");
+    assert_eq!(failure.class, FailureClass::Transient);
+    rig.src.release_lease(blob, other).await.unwrap();
+    assert!(matches!(
+        engine.copy_item(&leased, &item).await.unwrap(),
+        ItemOutcome::Copied { .. }
+    ));
+    // Released: another writer can lease the source at once.
+    rig.src
+        .acquire_lease(blob, std::time::Duration::from_secs(15), other)
+        .await
+        .expect("the engine's lease was released");
+}
+
+fn tombstone_item(etag: &str, name: &str) -> CopyItem {
+    let record = BackupRecord {
+        source_etag: "0x1".into(),
+        source_last_modified: "2026-01-01T00:00:00Z".into(),
+        backed_up_at: "2026-01-01T00:00:00Z".into(),
+        job: "j".into(),
+        deleted_at: None,
+    };
+    CopyItem {
+        name: name.into(),
+        etag: etag.into(),
+        size: 1,
+        last_modified: String::new(),
+        tags: BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())]),
+        snapshot: None,
+    }
+}
+
+#[tokio::test]
+async fn a_tombstone_is_written_only_on_the_backup_version_planned() {
+    let rig = rig();
+    let etag = rig.bak.write("data", "gone.csv", b"x", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let outcome = engine
+        .copy_item(
+            &batch(MessageKind::Tombstone),
+            &tombstone_item(&etag, "gone.csv"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, ItemOutcome::Tombstoned);
+    assert!(record(&rig.bak, "gone.csv").await.deleted_at.is_some());
+    // The backup blob was rewritten after planning: the mark is not applied.
+    let stale = rig.bak.write("data", "other.csv", b"x", &[]);
+    rig.bak.write("data", "other.csv", b"y", &[]);
+    let outcome = engine
+        .copy_item(
+            &batch(MessageKind::Tombstone),
+            &tombstone_item(&stale, "other.csv"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, ItemOutcome::Superseded);
+    assert!(
+        rig.bak
+            .tags(BlobRef::new("data", "other.csv"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_restore_never_replaces_a_target_blob_without_overwrite() {
+    let rig = rig();
+    // The backup holds v1 as a snapshot and v2 as the base blob.
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    engine
+        .copy_item(&batch(MessageKind::Copy), &planned(&rig, "a.csv").await)
+        .await
+        .unwrap();
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    engine
+        .copy_item(&batch(MessageKind::Copy), &planned(&rig, "a.csv").await)
+        .await
+        .unwrap();
+    let snapshot = rig.bak.snapshot_ids("data", "a.csv").remove(0);
+    let v1 = rig
+        .bak
+        .properties(BlobRef::new("data", "a.csv").at_snapshot(Some(&snapshot)))
+        .await
+        .unwrap();
+    let mut restore = batch(MessageKind::Restore);
+    restore.source = Location {
+        account: "bak".into(),
+        container: "data".into(),
+    };
+    restore.destination = Location {
+        account: "src".into(),
+        container: "restored".into(),
+    };
+    rig.src.create_container("restored");
+    let item = CopyItem {
+        name: "a.csv".into(),
+        etag: v1.etag,
+        size: v1.size,
+        last_modified: v1.last_modified,
+        tags: BTreeMap::new(),
+        snapshot: Some(snapshot),
+    };
+    assert!(matches!(
+        engine.copy_item(&restore, &item).await.unwrap(),
+        ItemOutcome::Copied { .. }
+    ));
+    let target = BlobRef::new("restored", "a.csv");
+    assert_eq!(rig.src.content(target).as_deref(), Some(&b"v1"[..]));
+    assert!(
+        rig.src.tags(target).await.unwrap().is_empty(),
+        "a restored blob carries no backup record"
+    );
+    rig.src.write("restored", "a.csv", b"someone else's", &[]);
+    assert_eq!(
+        engine.copy_item(&restore, &item).await.unwrap(),
+        ItemOutcome::TargetExists
+    );
+    assert_eq!(
+        rig.src.content(target).as_deref(),
+        Some(&b"someone else's"[..])
+    );
+    restore.overwrite = true;
+    engine.copy_item(&restore, &item).await.unwrap();
+    assert_eq!(rig.src.content(target).as_deref(), Some(&b"v1"[..]));
+}
+
+#[tokio::test]
+async fn an_unknown_account_alias_is_refused_with_its_own_code() {
+    let rig = rig();
+    let mut b = batch(MessageKind::Copy);
+    b.source.account = "nope".into();
+    let failure = engine(&rig, CopyOptions::default())
+        .copy_item(&b, &tombstone_item("0x1", "a"))
+        .await
+        .expect_err("unknown alias");
+    assert_eq!(
+        failure.code.as_deref(),
+        Some(Refusal::UnknownAccount.code())
+    );
+    assert_eq!(failure.class, FailureClass::Permanent);
+}
+
+#[test]
+fn block_ids_cover_the_blob_and_have_equal_length() {
+    let ids = block_ids("a.bin", "0x1", 300 * 1024 * 1024, 64 * 1024 * 1024);
+    assert_eq!(ids.len(), 5);
+    assert!(ids.iter().all(|i| i.len() == ids[0].len()));
+    let other = block_ids("a.bin", "0x2", 300 * 1024 * 1024, 64 * 1024 * 1024);
+    assert_ne!(ids[0], other[0]);
+    assert_eq!(block_ids("x", "e", 0, 10).len(), 1);
+}
+
+#[test]
+fn block_size_grows_to_stay_within_50000_blocks() {
+    const MIB: u64 = 1024 * 1024;
+    assert_eq!(effective_block_size(300 * MIB, 64 * MIB).unwrap(), 64 * MIB);
+    // 4 TiB with 64 MiB blocks would be 65,536 blocks.
+    let size = 4 * 1024 * 1024 * MIB;
+    let grown = effective_block_size(size, 64 * MIB).unwrap();
+    assert!(size.div_ceil(grown) <= MAX_BLOCKS);
+    assert_eq!(grown % MIB, 0);
+    assert!(grown < 90 * MIB);
+    // Exactly at the limit stays as configured.
+    assert_eq!(effective_block_size(MAX_BLOCKS * MIB, MIB).unwrap(), MIB);
+    assert!(effective_block_size(MAX_BLOCKS * MAX_BLOCK_SIZE + 1, MIB).is_err());
+}
+
+fn ten_tags() -> BTreeMap<String, String> {
+    (0..10)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn tags_that_leave_no_room_for_the_record_are_judged_by_the_source_now() {
+    let rig = rig();
+    let blob = BlobRef::new("data", "tagged.csv");
+    rig.src.write("data", "tagged.csv", b"x", &[]);
+    rig.src
+        .set_tags(blob, &ten_tags(), Condition::None)
+        .await
+        .unwrap();
+    let stale = planned(&rig, "tagged.csv").await;
+    let engine = engine(&rig, CopyOptions::default());
+    let refused = engine
+        .copy_item(&batch(MessageKind::Copy), &stale)
+        .await
+        .expect_err("ten user tags and the record do not fit");
+    assert_eq!(
+        refused.code.as_deref(),
+        Some(Refusal::NoRoomForRecord.code())
+    );
+    assert_eq!(refused.class, FailureClass::Permanent);
+    // Fixed at the source (a new version with one tag); the planned item still carries
+    // the ten tags and the old ETag, as a redriven item does.
+    let fixed = rig.src.write("data", "tagged.csv", b"fixed", &[]);
+    rig.src
+        .set_tags(
+            blob,
+            &BTreeMap::from([("team".to_string(), "data".to_string())]),
+            Condition::None,
+        )
+        .await
+        .unwrap();
+    let outcome = engine
+        .copy_item(&batch(MessageKind::Copy), &stale)
+        .await
+        .expect("copied at the source's current version");
+    assert!(
+        matches!(outcome, ItemOutcome::Copied { ref source_etag, .. } if *source_etag == fixed)
+    );
+    let tags = rig
+        .bak
+        .tags(BlobRef::new("data", "tagged.csv"))
+        .await
+        .unwrap();
+    assert_eq!(tags.get("team").map(String::as_str), Some("data"));
+    assert_eq!(tags.len(), 2, "the user's tag and the record: {tags:?}");
+}
