@@ -67,6 +67,21 @@ pub fn error_code(err: &azure_core::Error) -> Option<&str> {
     }
 }
 
+/// An error and its causes on one line (`outer: cause: root cause`), for reports and logs.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A one-line description of an SDK error safe to log or to store in a poison record:
 /// status, code, and message with every SAS signature redacted.
 pub fn describe(err: &azure_core::Error) -> String {

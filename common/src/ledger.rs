@@ -194,12 +194,51 @@ pub struct JobRecord {
     pub finishes: Vec<ScanFinish>,
 }
 
+/// Where a job stands, as `status` and the API report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// No plan in the ledger yet.
+    #[default]
+    Planning,
+    /// A distributed scan: some containers' shards are still being scanned by workers.
+    Scanning,
+    /// Planned work is still pending.
+    Running,
+    /// Everything planned is done.
+    Completed,
+    /// Done, but items were poisoned or containers failed.
+    CompletedWithFailures,
+}
+
+impl JobState {
+    /// Nothing more will happen to the job.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Completed | JobState::CompletedWithFailures)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Planning => "planning",
+            JobState::Scanning => "scanning",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::CompletedWithFailures => "completed_with_failures",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A job's progress, derived from its plan and outcomes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobStatus {
     pub job: String,
-    /// `planning`, `running`, `completed`, `completed_with_failures`.
-    pub state: String,
+    pub state: JobState,
     /// Distributed scans: shards scanned by workers so far, of how many.
     #[serde(skip_serializing_if = "is_zero")]
     pub shards_scanned: u64,
@@ -248,7 +287,7 @@ impl JobStatus {
             }
         }
         match &plan {
-            None => s.state = "planning".into(),
+            None => s.state = JobState::Planning,
             Some(p) => {
                 s.failed_containers = p.failed.clone();
                 let mut scanning = false;
@@ -291,12 +330,11 @@ impl JobStatus {
                     s.pending,
                     s.poisoned + s.failed_containers.len() as u64,
                 ) {
-                    (true, _, _) => "scanning",
-                    (false, 0, 0) => "completed",
-                    (false, 0, _) => "completed_with_failures",
-                    _ => "running",
-                }
-                .into();
+                    (true, _, _) => JobState::Scanning,
+                    (false, 0, 0) => JobState::Completed,
+                    (false, 0, _) => JobState::CompletedWithFailures,
+                    _ => JobState::Running,
+                };
             }
         }
         s.plan = plan;
@@ -498,14 +536,14 @@ mod tests {
                 },
             )
         };
-        assert_eq!(from_parts(None, &[outcome(3, 0)]).state, "planning");
+        assert_eq!(from_parts(None, &[outcome(3, 0)]).state, JobState::Planning);
         let s = from_parts(Some(plan(10, 0)), &[outcome(4, 0)]);
-        assert_eq!((s.state.as_str(), s.pending, s.done), ("running", 6, 4));
+        assert_eq!((s.state, s.pending, s.done), (JobState::Running, 6, 4));
         let s = from_parts(Some(plan(10, 0)), &[outcome(4, 0), outcome(6, 0)]);
-        assert_eq!((s.state.as_str(), s.pending), ("completed", 0));
+        assert_eq!((s.state, s.pending), (JobState::Completed, 0));
         let s = from_parts(Some(plan(10, 0)), &[outcome(9, 1)]);
-        assert_eq!(s.state, "completed_with_failures");
+        assert_eq!(s.state, JobState::CompletedWithFailures);
         let s = from_parts(Some(plan(0, 1)), &[]);
-        assert_eq!(s.state, "completed_with_failures");
+        assert_eq!(s.state, JobState::CompletedWithFailures);
     }
 }

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod select;
 pub mod shared_key;
 pub mod shutdown;
+pub mod state;
 pub mod storage;
 pub mod store;
 pub mod telemetry;

@@ -14,9 +14,13 @@ use azure_storage_queue::models::{
     QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions,
     QueueClientSendMessageOptions, QueueMessage,
 };
+#[cfg(any(test, feature = "testkit"))]
 use std::collections::VecDeque;
+#[cfg(any(test, feature = "testkit"))]
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(any(test, feature = "testkit"))]
+use tokio::time::Instant;
 
 pub const POISON_SUFFIX: &str = "-poison";
 
@@ -237,19 +241,25 @@ impl WorkQueue for AzureQueue {
     }
 }
 
-/// An in-memory queue with the same visibility semantics, for unit tests.
+/// An in-memory queue with the same visibility semantics, for unit tests. Its clock is
+/// tokio's, so a test with paused time moves visibility timeouts and delays forward at
+/// once (`tokio::time::advance`). Built with the `testkit` feature (and in this crate's
+/// own tests).
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     name: String,
     inner: Mutex<MemoryState>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Default)]
 struct MemoryState {
     next_id: u64,
     messages: VecDeque<MemoryMessage>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Clone)]
 struct MemoryMessage {
     id: String,
@@ -259,6 +269,7 @@ struct MemoryMessage {
     dequeue_count: u64,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl MemoryQueue {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -282,6 +293,7 @@ impl MemoryQueue {
 }
 
 #[async_trait]
+#[cfg(any(test, feature = "testkit"))]
 impl WorkQueue for MemoryQueue {
     fn name(&self) -> &str {
         &self.name
@@ -392,5 +404,64 @@ mod tests {
         ));
         q.delete(&got[0].id, &new_receipt).await.unwrap();
         assert_eq!(q.approximate_len().await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_and_visibility_timeouts_run_on_tokio_time() {
+        let q = MemoryQueue::new("q");
+        q.send("later", Duration::from_secs(60)).await.unwrap();
+        assert!(
+            q.receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(
+            q.receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let got = q.receive(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!((got.len(), got[0].dequeue_count), (1, 1));
+        // Held for 30 s: invisible until then, then delivered again with a new count.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(
+            q.receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let again = q.receive(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(
+            (again[0].id.as_str(), again[0].dequeue_count),
+            (got[0].id.as_str(), 2)
+        );
+        // The first receipt no longer owns the message.
+        assert!(matches!(
+            q.delete(&got[0].id, &got[0].pop_receipt).await,
+            Err(QueueError::Lost(_))
+        ));
+        // Extending keeps it invisible past its first timeout.
+        let receipt = q
+            .extend(
+                &again[0].id,
+                &again[0].pop_receipt,
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            q.receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        q.delete(&again[0].id, &receipt).await.unwrap();
+        assert_eq!(q.approximate_len().await.unwrap(), 0);
     }
 }

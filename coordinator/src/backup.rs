@@ -324,7 +324,7 @@ pub async fn run(
             Err(e) => {
                 // Work already enqueued for this container stays valid; the next run
                 // plans the rest.
-                let reason = format!("{:#}", anyhow::Error::from(e));
+                let reason = lakevault_common::error::chain(&e);
                 tracing::error!(container = %container, %reason, "container could not be planned");
                 report.failed.push(FailedContainer { container, reason });
                 continue;

@@ -43,7 +43,7 @@ pub struct ServeState {
     pub token: SecretString,
     pub defaults: BackupOptions,
     /// Jobs accepted by this process whose plan is not in the ledger yet.
-    jobs: Mutex<HashMap<String, JobState>>,
+    jobs: Mutex<HashMap<String, Accepted>>,
     cancel: CancellationToken,
     /// Every plan task and the schedule: awaited before the process exits, so no plan is
     /// cut off between enqueueing its work and writing its ledger record.
@@ -78,8 +78,9 @@ impl Default for PlanLimits {
     }
 }
 
+/// A job accepted by this process, before its plan is in the ledger.
 #[derive(Debug, Clone)]
-enum JobState {
+enum Accepted {
     Planning,
     Failed(String),
 }
@@ -119,7 +120,7 @@ impl ServeState {
         }
     }
 
-    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobState>> {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Accepted>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -128,12 +129,12 @@ impl ServeState {
         let mut jobs = self.jobs();
         let planning = jobs
             .values()
-            .filter(|s| matches!(s, JobState::Planning))
+            .filter(|s| matches!(s, Accepted::Planning))
             .count();
         if !self.limits.admits(planning) {
             return false;
         }
-        jobs.insert(job.to_string(), JobState::Planning);
+        jobs.insert(job.to_string(), Accepted::Planning);
         true
     }
 
@@ -312,7 +313,7 @@ fn spawn_plan(state: Arc<ServeState>, config: Config, options: BackupOptions) {
             _ = state.cancel.cancelled() => {
                 state.jobs().insert(
                     options.job_id.clone(),
-                    JobState::Failed("stopped before planning began; nothing was enqueued".into()),
+                    Accepted::Failed("stopped before planning began; nothing was enqueued".into()),
                 );
                 return;
             }
@@ -345,14 +346,14 @@ async fn plan_job(state: Arc<ServeState>, config: Config, options: BackupOptions
                 Err(e) => {
                     let reason =
                         format!("planned, but the ledger was not written: {}", describe(&e));
-                    state.jobs().insert(job, JobState::Failed(reason));
+                    state.jobs().insert(job, Accepted::Failed(reason));
                 }
             }
         }
         Err(e) => {
-            let reason = format!("{:#}", anyhow::Error::from(e));
+            let reason = lakevault_common::error::chain(&e);
             tracing::error!(%job, %reason, "planning failed");
-            state.jobs().insert(job, JobState::Failed(reason));
+            state.jobs().insert(job, Accepted::Failed(reason));
         }
     }
 }
@@ -366,7 +367,7 @@ async fn get_job(
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let pending = state.jobs().get(&id).cloned();
-    if let Some(JobState::Failed(reason)) = pending {
+    if let Some(Accepted::Failed(reason)) = pending {
         return Json(serde_json::json!({ "job": id, "state": "failed", "reason": reason }))
             .into_response();
     }
@@ -407,7 +408,7 @@ pub async fn run_schedule(state: Arc<ServeState>, schedule: croner::Cron, mode: 
         lakevault_common::metrics::job_started("schedule");
         state
             .jobs()
-            .insert(options.job_id.clone(), JobState::Planning);
+            .insert(options.job_id.clone(), Accepted::Planning);
         // One scheduled run at a time: the next tick waits for this plan to finish.
         let _permit = tokio::select! {
             permit = state.planning.clone().acquire_owned() => permit,

@@ -4,7 +4,7 @@
 //! `--deep` also hashes the content of both sides (SHA-256, streamed) for blobs that lack
 //! a stored MD5 on either side, so a backup altered behind lakevault's back is caught.
 
-use crate::backup::{FailedContainer, SkippedContainer, selected_containers};
+use crate::backup::{BackupError, FailedContainer, SkippedContainer, selected_containers};
 use crate::diff::{Pair, join_pairs};
 use crate::listing::{ListedBlob, list_blobs};
 use futures::stream::FuturesUnordered;
@@ -283,7 +283,7 @@ pub async fn run(
     source: &StorageAccount,
     destination: &StorageAccount,
     options: &VerifyOptions,
-) -> anyhow::Result<VerifyReport> {
+) -> Result<VerifyReport, BackupError> {
     let mut report = VerifyReport {
         deep: options.deep,
         ..Default::default()

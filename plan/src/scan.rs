@@ -257,11 +257,7 @@ pub async fn plan_shards(
 /// Whether a listed blob was modified after `t` (an unparsable time counts as modified:
 /// copying too much is safe, missing a change is not).
 fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
-    time::OffsetDateTime::parse(
-        &blob.last_modified,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_or(true, |m| m > t)
+    lakevault_common::record::parse_rfc3339(&blob.last_modified).is_none_or(|m| m > t)
 }
 
 pub fn copy_item(blob: ListedBlob) -> CopyItem {

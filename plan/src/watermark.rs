@@ -44,12 +44,7 @@ pub async fn read(
         }
         Err(e) => return Err(e),
     };
-    Ok(OffsetDateTime::parse(
-        &mark.scan_started_at,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()
-    .map(|t| (mark, t)))
+    Ok(lakevault_common::record::parse_rfc3339(&mark.scan_started_at).map(|t| (mark, t)))
 }
 
 /// Stores the watermark after a container was planned completely.

@@ -1,5 +1,5 @@
 //! One conformance suite for [`BlobStore`], run against the in-memory store and against
-//! the emulator (`tests/tests/conformance.rs`), so that what the copy engine's unit tests
+//! the emulator (`tests/tests/it/conformance.rs`), so that what the copy engine's unit tests
 //! assume of the in-memory store is what the service does.
 //!
 //! Where Azure and the emulator answer the same failure with different codes, a case

@@ -56,4 +56,37 @@ impl Lab {
             bak,
         })
     }
+
+    /// Runs the coordinator with `args` and `--output json`; fails the test with its
+    /// output unless it exits 0. Returns the JSON report.
+    pub fn coordinator_ok(&self, args: &[&str]) -> serde_json::Value {
+        let out = scenario::coordinator(&self.path)
+            .expect("coordinator binary")
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .expect("running the coordinator");
+        let out = scenario::checked(out, &format!("lakevault-coordinator {}", args.join(" ")))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Verifies blob by blob (content, metadata, tags) that every source blob of each
+    /// `(source, backup)` container pair is in the backup; `blobs` source blobs in all.
+    pub async fn assert_backup_matches(&self, pairs: &[(&str, &str)], blobs: u64) {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(s, b)| (s.to_string(), b.to_string()))
+            .collect();
+        let report = lake::verify(&self.src, &self.bak, &pairs)
+            .await
+            .expect("reading both sides");
+        assert!(
+            report.problems.is_empty(),
+            "the backup does not match: {:#?}",
+            &report.problems[..report.problems.len().min(10)]
+        );
+        assert_eq!(report.blobs, blobs, "source blobs verified");
+    }
 }

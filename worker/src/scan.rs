@@ -10,7 +10,10 @@ use lakevault_common::error::{FailureClass, describe};
 use lakevault_common::ledger::{self, ScanFinish, ShardResult};
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::record::rfc3339;
+use lakevault_common::state::StateStore;
 use lakevault_common::storage::StorageAccount;
+use lakevault_common::store::azure::AzureStore;
+use lakevault_common::store::{BlobStore, Side, StoreError};
 use lakevault_common::wire::ScanTask;
 use lakevault_plan::scan::{self, Accounts, ContainerScan, ContainerTotals, ShardScan};
 use lakevault_plan::watermark;
@@ -44,7 +47,7 @@ pub trait Scanner: Send + Sync {
 pub struct ScanEngine {
     accounts: HashMap<String, StorageAccount>,
     /// Where shard results and finishes are recorded (the queue's account).
-    ledger: StorageAccount,
+    ledger_store: Arc<dyn BlobStore>,
     queue: Arc<dyn WorkQueue>,
 }
 
@@ -56,7 +59,7 @@ impl ScanEngine {
     ) -> Self {
         Self {
             accounts: accounts.into_iter().map(|a| (a.alias.clone(), a)).collect(),
-            ledger,
+            ledger_store: Arc::new(AzureStore::new(ledger)),
             queue,
         }
     }
@@ -122,13 +125,14 @@ impl ScanEngine {
     async fn record(&self, result: &ShardResult) -> Result<(), ItemFailure> {
         let name =
             ledger::shard_result_name(&result.job, &result.source_container, result.shard_index);
-        ledger::put_json(&self.ledger, &name, result)
+        StateStore::new(self.ledger_store.as_ref())
+            .put(&name, result)
             .await
-            .map_err(|e| ItemFailure::from_sdk("recording the shard result", &e))
+            .map_err(|e| ItemFailure::from_store("recording the shard result", Side::State, &e))
     }
 
-    /// Finishes the container if every shard is recorded. Exactly one worker finishes: the
-    /// first to create the claim blob, or the same task redelivered after a crash.
+    /// Finishes the container if this task is elected ([`elect`]): adds up the shard
+    /// results, enqueues the tombstones, writes the watermark and the finish record.
     async fn finish_if_last(
         &self,
         task: &ScanTask,
@@ -136,41 +140,23 @@ impl ScanEngine {
         scan: &ContainerScan,
         destination: &StorageAccount,
     ) -> Result<(), ItemFailure> {
-        let io = |what: &'static str| move |e: azure_core::Error| ItemFailure::from_sdk(what, &e);
-        let base = format!("jobs/{}/scans/{}/", task.job, task.source.container);
-        let recorded = ledger::list_state(&self.ledger, &format!("{base}shards/"))
-            .await
-            .map_err(io("listing shard results"))?;
-        if recorded.len() < task.shard_count as usize {
-            return Ok(());
-        }
-        let claim_name = format!("{base}finisher.json");
-        let claim = Claim {
-            message_id: message_id.to_string(),
+        let io = |what: &'static str| {
+            move |e: StoreError| ItemFailure::from_store(what, Side::State, &e)
         };
-        if !ledger::create_json(&self.ledger, &claim_name, &claim)
+        let state = StateStore::new(self.ledger_store.as_ref());
+        let recorded = match elect(state, task, message_id)
             .await
-            .map_err(io("claiming the container finish"))?
+            .map_err(io("electing the container's finisher"))?
         {
-            let holder = ledger::get_json::<Claim>(&self.ledger, &claim_name)
-                .await
-                .map_err(io("reading the finish claim"))?;
-            if holder.is_none_or(|h| h.message_id != message_id) {
-                return Ok(());
-            }
-        }
+            Election::Won(recorded) => recorded,
+            Election::NotLast | Election::Lost | Election::AlreadyFinished => return Ok(()),
+        };
         let finish_name = ledger::scan_finish_name(&task.job, &task.source.container);
-        if ledger::get_json::<ScanFinish>(&self.ledger, &finish_name)
-            .await
-            .map_err(io("reading the finish record"))?
-            .is_some()
-        {
-            return Ok(());
-        }
         let mut totals = ContainerTotals::default();
         let mut failures = Vec::new();
         for name in &recorded {
-            let Some(result) = ledger::get_json::<ShardResult>(&self.ledger, name)
+            let Some(result) = state
+                .get::<ShardResult>(name)
                 .await
                 .map_err(io("reading a shard result"))?
             else {
@@ -223,7 +209,8 @@ impl ScanEngine {
             failures,
             finished_at: rfc3339(time::OffsetDateTime::now_utc()),
         };
-        ledger::put_json(&self.ledger, &finish_name, &finish)
+        state
+            .put(&finish_name, &finish)
             .await
             .map_err(io("recording the finish"))?;
         tracing::info!(job = %task.job, container = %task.source.container, shards = task.shard_count, copies = finish.counts.copies(), tombstones, "distributed scan finished");
@@ -231,10 +218,7 @@ impl ScanEngine {
     }
 
     async fn write_watermark(&self, task: &ScanTask, destination: &StorageAccount) {
-        let Ok(started) = time::OffsetDateTime::parse(
-            &task.scan_started_at,
-            &time::format_description::well_known::Rfc3339,
-        ) else {
+        let Some(started) = lakevault_common::record::parse_rfc3339(&task.scan_started_at) else {
             tracing::warn!(job = %task.job, value = %task.scan_started_at, "scan_started_at is not RFC 3339; watermark not written");
             return;
         };
@@ -257,6 +241,50 @@ impl ScanEngine {
             tracing::warn!(job = %task.job, container = %task.source.container, error = %describe(&e), "watermark not written");
         }
     }
+}
+
+/// The outcome of a finisher election for one container's distributed scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Election {
+    /// Not every shard has recorded its result yet.
+    NotLast,
+    /// Another task holds the claim.
+    Lost,
+    /// The container was finished already (this task is a late redelivery).
+    AlreadyFinished,
+    /// This task finishes the container; the names of the shard results to add up.
+    Won(Vec<String>),
+}
+
+/// Elects the finisher of a container's distributed scan. Only once every shard recorded
+/// its result does any task compete; exactly one wins: the first to create the claim
+/// (`If-None-Match: *`), or the same task redelivered after a crash, which resumes its
+/// own claim. A container with a finish record is never finished twice.
+pub async fn elect(
+    state: StateStore<'_>,
+    task: &ScanTask,
+    message_id: &str,
+) -> Result<Election, StoreError> {
+    let base = format!("jobs/{}/scans/{}/", task.job, task.source.container);
+    let recorded = state.list(&format!("{base}shards/")).await?;
+    if recorded.len() < task.shard_count as usize {
+        return Ok(Election::NotLast);
+    }
+    let claim_name = format!("{base}finisher.json");
+    let claim = Claim {
+        message_id: message_id.to_string(),
+    };
+    if !state.create(&claim_name, &claim).await? {
+        let holder = state.get::<Claim>(&claim_name).await?;
+        if holder.is_none_or(|h| h.message_id != message_id) {
+            return Ok(Election::Lost);
+        }
+    }
+    let finish_name = ledger::scan_finish_name(&task.job, &task.source.container);
+    if state.get::<ScanFinish>(&finish_name).await?.is_some() {
+        return Ok(Election::AlreadyFinished);
+    }
+    Ok(Election::Won(recorded))
 }
 
 /// A task's shard result with nothing found yet, stamped now.
@@ -338,5 +366,111 @@ impl ScanEngine {
         if let Err(e) = finished.await {
             tracing::error!(job = %task.job, shard = %task.shard, reason = %e.reason, "failed shard not recorded in the ledger");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakevault_common::store::memory::{Op, World};
+    use lakevault_common::wire::{Location, MessageKind, Shard, WIRE_VERSION};
+
+    fn task(shard_index: u32, shard_count: u32) -> ScanTask {
+        ScanTask {
+            v: WIRE_VERSION,
+            kind: MessageKind::Scan,
+            job: "job".into(),
+            source: Location {
+                account: "s".into(),
+                container: "data".into(),
+            },
+            destination: Location {
+                account: "b".into(),
+                container: "data".into(),
+            },
+            shard: Shard::whole(format!("p{shard_index}/")),
+            shard_index,
+            shard_count,
+            filter: Default::default(),
+            modified_since: None,
+            snapshot: false,
+            lease: false,
+            max_tombstones: 10,
+            scan_started_at: "2026-01-01T00:00:00Z".into(),
+            write_watermark: true,
+        }
+    }
+
+    async fn record(state: StateStore<'_>, index: u32, count: u32) {
+        let result = shard_result(&task(index, count));
+        let name = ledger::shard_result_name("job", "data", index);
+        state.put(&name, &result).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn nobody_finishes_before_every_shard_is_in_and_then_exactly_one_does() {
+        let world = World::new();
+        let ops = world.account("ops");
+        let state = StateStore::new(&ops);
+        record(state, 0, 3).await;
+        record(state, 1, 3).await;
+        assert_eq!(
+            elect(state, &task(1, 3), "m1").await.unwrap(),
+            Election::NotLast
+        );
+        record(state, 2, 3).await;
+        let won = elect(state, &task(2, 3), "m2").await.unwrap();
+        assert!(
+            matches!(won, Election::Won(ref names) if names.len() == 3),
+            "{won:?}"
+        );
+        // A late task of the same container loses; the winner redelivered after a crash
+        // resumes its own claim.
+        assert_eq!(
+            elect(state, &task(0, 3), "m0").await.unwrap(),
+            Election::Lost
+        );
+        assert!(matches!(
+            elect(state, &task(2, 3), "m2").await.unwrap(),
+            Election::Won(_)
+        ));
+        // Once the finish is recorded, nobody finishes again.
+        let finish = ScanFinish {
+            v: 1,
+            job: "job".into(),
+            source_container: "data".into(),
+            ..Default::default()
+        };
+        state
+            .put(&ledger::scan_finish_name("job", "data"), &finish)
+            .await
+            .unwrap();
+        assert_eq!(
+            elect(state, &task(2, 3), "m2").await.unwrap(),
+            Election::AlreadyFinished
+        );
+    }
+
+    #[tokio::test]
+    async fn two_last_shards_racing_elect_one_finisher() {
+        let world = World::new();
+        let ops = world.account("ops");
+        for index in 0..2 {
+            record(StateStore::new(&ops), index, 2).await;
+        }
+        // Worker A's claim is held on its way to the service while worker B claims.
+        let gate = world.pause(Op::Put, |f| f.name("jobs/job/scans/data/finisher.json"));
+        let a = {
+            let ops = ops.clone();
+            tokio::spawn(async move { elect(StateStore::new(&ops), &task(0, 2), "a").await })
+        };
+        gate.arrived().await;
+        let b = elect(StateStore::new(&ops), &task(1, 2), "b")
+            .await
+            .unwrap();
+        gate.release();
+        let a = a.await.unwrap().unwrap();
+        assert!(matches!(b, Election::Won(_)), "{b:?}");
+        assert_eq!(a, Election::Lost, "the claim that arrives second loses");
     }
 }

@@ -12,6 +12,7 @@
 //! backup from a 404 of the source.
 
 pub mod azure;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 
 use crate::error::FailureClass;

@@ -8,7 +8,7 @@ use lakevault_common::queue::{AzureQueue, WorkQueue};
 use lakevault_common::wire::PoisonRecord;
 use lakevault_tests::Lab;
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{checked, coordinator, drain, plan};
+use lakevault_tests::scenario::{drain, plan};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,16 +63,7 @@ async fn redrive_brings_poisoned_work_back_once_the_cause_is_fixed() {
         )
         .await
         .expect("rewrite");
-    let out = checked(
-        coordinator(&lab.path)
-            .expect("bin")
-            .args(["redrive", "--output", "json"])
-            .output()
-            .expect("redrive"),
-        "redrive",
-    )
-    .expect("redrive");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = lab.coordinator_ok(&["redrive"]);
     assert_eq!(
         (
             report["redriven"].as_u64(),
@@ -84,11 +75,7 @@ async fn redrive_brings_poisoned_work_back_once_the_cause_is_fixed() {
     );
     let second = drain(&lab.path, 1, &[]).expect("workers");
     assert_eq!((second.copied, second.poisoned), (1, 0));
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 11);
+    lab.assert_backup_matches(&[("data", "data")], 11).await;
     let left = poison
         .receive(32, Duration::from_secs(1))
         .await

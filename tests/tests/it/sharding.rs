@@ -300,11 +300,7 @@ async fn distributed_scan_by_worker_processes_backs_up_and_reports() {
     let job = report["job_id"].as_str().expect("job").to_string();
     let pass = drain(&lab.path, 2, &[]).expect("workers");
     assert_eq!((pass.copied, pass.poisoned), (200, 0));
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 200);
+    lab.assert_backup_matches(&[("data", "data")], 200).await;
 
     let status = checked(
         coordinator(&lab.path)

@@ -2,6 +2,10 @@
 //! item, then settle it. The original message is deleted only after every item's outcome
 //! is durable: copied, re-enqueued for a retry, or recorded in the poison queue.
 
+mod decide;
+
+pub use decide::{Decision, ItemResult, Release};
+
 use crate::copy::{Copier, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
 use crate::scan::Scanner;
@@ -161,7 +165,6 @@ async fn process_message(
     message: ReceivedMessage,
     cancel: &CancellationToken,
 ) -> MessageReport {
-    let mut report = MessageReport::default();
     let poison_ctx = PoisonContext {
         queue: ctx.queue.name().to_string(),
         message_id: message.id.clone(),
@@ -223,100 +226,31 @@ async fn process_message(
     let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
     let results = copy_all(ctx, &batch, cancel).await;
     let receipt = keeper.finish().await;
-
-    let mut retry = Vec::new();
-    let mut failed = Vec::new();
-    let mut interrupted = false;
-    // A credential problem (expired SAS, revoked key) fails every item alike. If others in
-    // the same batch succeeded, the denial is about this blob alone (a name the source
-    // service will not sign for, a per-blob policy): poison it with its reason instead of
-    // stopping the worker.
-    let any_success = results.iter().any(|(_, o)| matches!(o, Some(Ok(_))));
-    for (item, outcome) in results {
-        match outcome {
-            None => interrupted = true,
-            Some(Ok(ItemOutcome::Copied {
-                bytes,
-                kept_previous,
-                ..
-            })) => {
-                report.copied += 1;
-                report.bytes += bytes;
-                report.kept_previous += u64::from(kept_previous);
-            }
-            Some(Ok(ItemOutcome::AlreadyCurrent)) => report.already_current += 1,
-            Some(Ok(ItemOutcome::TargetExists)) => report.target_exists += 1,
-            Some(Ok(ItemOutcome::SourceGone)) => report.source_gone += 1,
-            Some(Ok(ItemOutcome::Tombstoned)) => report.tombstoned += 1,
-            Some(Ok(ItemOutcome::Superseded)) => report.superseded += 1,
-            Some(Err(f)) if f.class == FailureClass::Auth && !any_success => {
-                report.auth_failure.get_or_insert(f.reason.clone());
-            }
-            Some(Err(f)) if f.class == FailureClass::Auth => {
-                tracing::warn!(blob = %item.name, reason = %f.reason, "access denied for this blob only");
-                failed.push((
-                    item.clone(),
-                    FailedItem {
-                        name: item.name,
-                        class: "access-denied".into(),
-                        reason: format!(
-                            "access denied for this blob while others in the batch succeeded: {}",
-                            f.reason
-                        ),
-                    },
-                ));
-            }
-            Some(Err(f))
-                if f.class.is_retryable() && batch.attempt + 1 < ctx.policy.max_attempts =>
-            {
-                tracing::info!(blob = %item.name, reason = %f.reason, "copy failed; will retry");
-                retry.push(item)
-            }
-            Some(Err(f)) => {
-                tracing::warn!(blob = %item.name, reason = %f.reason, "copy failed permanently");
-                let class = if f.class.is_retryable() {
-                    "retries-exhausted"
-                } else {
-                    "permanent"
-                };
-                failed.push((
-                    item.clone(),
-                    FailedItem {
-                        name: item.name,
-                        class: class.into(),
-                        reason: f.reason,
-                    },
-                ))
-            }
-        }
-    }
-    if interrupted || report.auth_failure.is_some() {
-        // Leave the whole message for later: everything already copied is idempotent to
-        // redo, and nothing is dropped. A credential failure waits a little before the
-        // message is visible again; a shutdown hands it back at once.
-        let delay = if report.auth_failure.is_some() {
-            ctx.policy.visibility
-        } else {
-            Duration::ZERO
+    let decision = decide::decide(&batch, results, &ctx.policy);
+    let report = decision.report;
+    if let Some(release) = decision.release {
+        // A credential failure waits a little before the message is visible again; a
+        // shutdown hands it back at once.
+        let delay = match release {
+            Release::Credentials(_) => ctx.policy.visibility,
+            Release::Interrupted => Duration::ZERO,
         };
         if let Err(e) = ctx.queue.extend(&message.id, &receipt, delay).await {
             tracing::debug!(message_id = %message.id, error = %e, "release failed; message reappears after its visibility timeout");
         }
-        report.released = true;
         return report;
     }
     let mut retries = Vec::new();
-    if !retry.is_empty() {
-        report.retried = retry.len() as u64;
+    if !decision.retry.is_empty() {
         let (batches, _) = lakevault_common::wire::pack(
             &batch.with_items(Vec::new(), batch.attempt + 1),
-            retry,
+            decision.retry,
             lakevault_common::wire::MAX_MESSAGE_BYTES,
         );
         retries = batches.iter().map(CopyBatch::encode).collect();
     }
-    let mut records = Vec::new();
-    let failures: Vec<OutcomeFailure> = failed
+    let failures: Vec<OutcomeFailure> = decision
+        .poison
         .iter()
         .take(MAX_LEDGER_FAILURES)
         .map(|(_, f)| OutcomeFailure {
@@ -324,10 +258,11 @@ async fn process_message(
             reason: f.reason.clone(),
         })
         .collect();
-    if !failed.is_empty() {
-        report.poisoned = failed.len() as u64;
-        records = poison::for_items(&poison_ctx, "items failed", &batch, failed);
-    }
+    let records = if decision.poison.is_empty() {
+        Vec::new()
+    } else {
+        poison::for_items(&poison_ctx, "items failed", &batch, decision.poison)
+    };
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
     settle_with_delay(ctx, &message, receipt, retries, delay, records).await;
     count_blobs(&batch, &report);
@@ -503,7 +438,7 @@ async fn copy_all(
     ctx: &Context,
     batch: &CopyBatch,
     cancel: &CancellationToken,
-) -> Vec<(CopyItem, Option<Result<ItemOutcome, ItemFailure>>)> {
+) -> Vec<(CopyItem, ItemResult)> {
     // Boxed with an explicit `Send` bound: without it rustc cannot prove these borrowing
     // futures `Send` for every lifetime when the message task is spawned.
     let mut running: futures::stream::FuturesUnordered<futures::future::BoxFuture<'_, _>> =
@@ -512,8 +447,8 @@ async fn copy_all(
         running.push(Box::pin(copy_one(ctx, batch, item, cancel)));
     }
     let mut results = Vec::with_capacity(batch.items.len());
-    while let Some(r) = running.next().await {
-        results.push(r);
+    while let Some((item, r)) = running.next().await {
+        results.push((item, ItemResult::from(r)));
     }
     results
 }

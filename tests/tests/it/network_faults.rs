@@ -122,11 +122,7 @@ async fn a_listing_that_fails_halfway_fails_the_container_and_a_rerun_completes(
     assert_eq!(report["containers"][0]["mode"], "full");
     let rest = drain(&lab.path, 1, &[]).expect("workers");
     assert_eq!(partial.copied + rest.copied, 200, "{rest:?}");
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 200);
+    lab.assert_backup_matches(&[("data", "data")], 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,11 +238,7 @@ async fn a_backup_through_throttling_and_cut_connections_loses_nothing() {
         blob_proxy.faulted(),
         queue_proxy.faulted()
     );
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 1000);
+    lab.assert_backup_matches(&[("data", "data")], 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,11 +279,7 @@ async fn with_stream_fallback_an_unreachable_source_is_copied_through_the_worker
         (Some(13), Some(0)),
         "{summary}"
     );
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 13);
+    lab.assert_backup_matches(&[("data", "data")], 13).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,16 +292,7 @@ async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
         seed: 21,
     };
     lake::seed(&lab.src, &spec).await.expect("seed");
-    let planned = checked(
-        coordinator(&lab.path)
-            .expect("bin")
-            .args(["backup", "--output", "json"])
-            .output()
-            .expect("plan"),
-        "plan",
-    )
-    .expect("plan");
-    assert!(planned.status.success());
+    lab.coordinator_ok(&["backup"]);
 
     // The worker reaches the source through a proxy that never answers a blob request.
     let proxy = start_proxy(&lab).await;
@@ -385,9 +364,5 @@ async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let rest = drain(&lab.path, 1, &[]).expect("workers");
     assert_eq!(rest.poisoned, 0, "{rest:?}");
-    let verified = lake::verify(&lab.src, &lab.bak, &[("data".into(), "data".into())])
-        .await
-        .expect("verify");
-    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
-    assert_eq!(verified.blobs, 6);
+    lab.assert_backup_matches(&[("data", "data")], 6).await;
 }

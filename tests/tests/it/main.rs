@@ -1,0 +1,29 @@
+//! lakevault's integration tests, one binary with a module per area: they run the real
+//! binaries and the SDK against the emulator (started per test on loopback ports by the
+//! harness in `tests/src/azurite.rs`), the fault proxy and the in-memory store.
+
+mod auth;
+mod backup_e2e;
+mod bad_input;
+mod conformance;
+mod deploy_configs;
+mod entra;
+mod faults;
+mod history;
+mod incremental;
+mod lease;
+mod ledger;
+mod names;
+mod network_faults;
+mod purge;
+mod redrive;
+mod restore;
+mod selection;
+mod serve;
+mod sharding;
+mod snapshots;
+mod telemetry;
+mod terminal;
+mod tombstones;
+mod verify;
+mod worker_options;

@@ -1,0 +1,326 @@
+//! What a copy batch's item results mean for its message, decided without any I/O: which
+//! outcomes are counted, which items are retried in a new message, which are poisoned
+//! and why, and whether the whole message is handed back instead (shutdown, credentials).
+//! Settling (queue and ledger writes) is in `mod.rs`; this is table-tested here.
+
+use super::{MessagePolicy, MessageReport};
+use crate::copy::{ItemFailure, ItemOutcome};
+use crate::poison::FailedItem;
+use lakevault_common::error::FailureClass;
+use lakevault_common::wire::{CopyBatch, CopyItem};
+
+/// How one item of a batch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    Done(ItemOutcome),
+    Failed(ItemFailure),
+    /// Stopped by shutdown before or during its copy: not an attempt, never a failure.
+    Cancelled,
+}
+
+impl From<Option<Result<ItemOutcome, ItemFailure>>> for ItemResult {
+    fn from(r: Option<Result<ItemOutcome, ItemFailure>>) -> Self {
+        match r {
+            None => ItemResult::Cancelled,
+            Some(Ok(o)) => ItemResult::Done(o),
+            Some(Err(f)) => ItemResult::Failed(f),
+        }
+    }
+}
+
+/// Why a whole message goes back to the queue untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Shutdown interrupted an item: visible again at once, for another worker.
+    Interrupted,
+    /// Every failing item was denied access and none succeeded: a credential problem.
+    /// The worker stops; the message waits one visibility timeout.
+    Credentials(String),
+}
+
+/// The decision for one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Outcome counts (`retried` and `poisoned` included).
+    pub report: MessageReport,
+    /// Items to enqueue again as a new message (attempt + 1).
+    pub retry: Vec<CopyItem>,
+    /// Items for the poison queue, with their reasons.
+    pub poison: Vec<(CopyItem, FailedItem)>,
+    /// `Some`: hand the message back instead of settling it.
+    pub release: Option<Release>,
+}
+
+/// Decides a batch from its items' results.
+pub fn decide(
+    batch: &CopyBatch,
+    results: Vec<(CopyItem, ItemResult)>,
+    policy: &MessagePolicy,
+) -> Decision {
+    let mut d = Decision::default();
+    // A credential problem (expired SAS, revoked key) fails every item alike. If others in
+    // the same batch succeeded, the denial is about this blob alone (a name the source
+    // service will not sign for, a per-blob policy): poison it with its reason instead of
+    // stopping the worker.
+    let any_success = results
+        .iter()
+        .any(|(_, r)| matches!(r, ItemResult::Done(_)));
+    let mut interrupted = false;
+    let mut denied = None;
+    let r = &mut d.report;
+    for (item, result) in results {
+        match result {
+            ItemResult::Cancelled => interrupted = true,
+            ItemResult::Done(ItemOutcome::Copied {
+                bytes,
+                kept_previous,
+                ..
+            }) => {
+                r.copied += 1;
+                r.bytes += bytes;
+                r.kept_previous += u64::from(kept_previous);
+            }
+            ItemResult::Done(ItemOutcome::AlreadyCurrent) => r.already_current += 1,
+            ItemResult::Done(ItemOutcome::TargetExists) => r.target_exists += 1,
+            ItemResult::Done(ItemOutcome::SourceGone) => r.source_gone += 1,
+            ItemResult::Done(ItemOutcome::Tombstoned) => r.tombstoned += 1,
+            ItemResult::Done(ItemOutcome::Superseded) => r.superseded += 1,
+            ItemResult::Failed(f) if f.class == FailureClass::Auth && !any_success => {
+                denied.get_or_insert(f.reason);
+            }
+            ItemResult::Failed(f) if f.class == FailureClass::Auth => {
+                tracing::warn!(blob = %item.name, reason = %f.reason, "access denied for this blob only");
+                let reason = format!(
+                    "access denied for this blob while others in the batch succeeded: {}",
+                    f.reason
+                );
+                d.poison.push(failed(item, "access-denied", reason));
+            }
+            ItemResult::Failed(f)
+                if f.class.is_retryable() && batch.attempt + 1 < policy.max_attempts =>
+            {
+                tracing::info!(blob = %item.name, reason = %f.reason, "copy failed; will retry");
+                d.retry.push(item);
+            }
+            ItemResult::Failed(f) => {
+                tracing::warn!(blob = %item.name, reason = %f.reason, "copy failed permanently");
+                let class = if f.class.is_retryable() {
+                    "retries-exhausted"
+                } else {
+                    "permanent"
+                };
+                d.poison.push(failed(item, class, f.reason));
+            }
+        }
+    }
+    // Either way the whole message goes back: everything already copied is idempotent to
+    // redo, and nothing is dropped or counted failed. A credential problem is reported
+    // even during a shutdown, so the worker says why it stops.
+    d.release = match (denied, interrupted) {
+        (Some(reason), _) => Some(Release::Credentials(reason)),
+        (None, true) => Some(Release::Interrupted),
+        (None, false) => None,
+    };
+    if let Some(Release::Credentials(reason)) = &d.release {
+        d.report.auth_failure = Some(reason.clone());
+    }
+    if d.release.is_some() {
+        d.report.released = true;
+        d.retry.clear();
+        d.poison.clear();
+        return d;
+    }
+    d.report.retried = d.retry.len() as u64;
+    d.report.poisoned = d.poison.len() as u64;
+    d
+}
+
+fn failed(item: CopyItem, class: &str, reason: String) -> (CopyItem, FailedItem) {
+    let entry = FailedItem {
+        name: item.name.clone(),
+        class: class.into(),
+        reason,
+    };
+    (item, entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakevault_common::wire::{Location, MessageKind, WIRE_VERSION};
+
+    fn batch(attempt: u32) -> CopyBatch {
+        CopyBatch {
+            v: WIRE_VERSION,
+            kind: MessageKind::Copy,
+            job: "j".into(),
+            attempt,
+            source: Location {
+                account: "s".into(),
+                container: "c".into(),
+            },
+            destination: Location {
+                account: "b".into(),
+                container: "c".into(),
+            },
+            lease: false,
+            destination_prefix: None,
+            overwrite: false,
+            items: Vec::new(),
+        }
+    }
+
+    fn item(n: usize) -> CopyItem {
+        CopyItem {
+            name: format!("b{n}"),
+            etag: "0x1".into(),
+            size: 10,
+            last_modified: String::new(),
+            tags: Default::default(),
+            snapshot: None,
+        }
+    }
+
+    fn copied() -> ItemResult {
+        ItemResult::Done(ItemOutcome::Copied {
+            bytes: 10,
+            source_etag: "0x1".into(),
+            kept_previous: true,
+        })
+    }
+
+    fn fail(class: FailureClass) -> ItemResult {
+        ItemResult::Failed(ItemFailure::new(class, format!("{class:?}")))
+    }
+
+    /// (results, attempt) → (copied, retried, poisoned, release, poison classes)
+    #[test]
+    fn decisions() {
+        use FailureClass::*;
+        type Row = (
+            Vec<ItemResult>,
+            u32,
+            (u64, u64, u64),
+            Option<&'static str>,
+            Vec<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            // Everything copied.
+            (vec![copied(), copied()], 0, (2, 0, 0), None, vec![]),
+            // A transient failure is retried while attempts remain...
+            (vec![copied(), fail(Transient)], 0, (1, 1, 0), None, vec![]),
+            // ...and poisoned as retries-exhausted on the last attempt.
+            (
+                vec![copied(), fail(Transient)],
+                4,
+                (1, 0, 1),
+                None,
+                vec!["retries-exhausted"],
+            ),
+            // A permanent failure is poisoned at once.
+            (vec![fail(Permanent)], 0, (0, 0, 1), None, vec!["permanent"]),
+            // Denied while another item succeeded: this blob alone, poisoned.
+            (
+                vec![copied(), fail(Auth)],
+                0,
+                (1, 0, 1),
+                None,
+                vec!["access-denied"],
+            ),
+            // Denied everywhere: a credential problem; nothing retried or poisoned.
+            (
+                vec![fail(Auth), fail(Auth), fail(Transient)],
+                4,
+                (0, 0, 0),
+                Some("credentials"),
+                vec![],
+            ),
+            // Shutdown: the message goes back whole, even with failures beside it.
+            (
+                vec![copied(), ItemResult::Cancelled, fail(Permanent)],
+                0,
+                (1, 0, 0),
+                Some("interrupted"),
+                vec![],
+            ),
+            (
+                vec![ItemResult::Cancelled, fail(Auth)],
+                0,
+                (0, 0, 0),
+                Some("credentials"),
+                vec![],
+            ),
+            // Outcomes that are not copies are counted, never failed.
+            (
+                vec![
+                    ItemResult::Done(ItemOutcome::AlreadyCurrent),
+                    ItemResult::Done(ItemOutcome::SourceGone),
+                    ItemResult::Done(ItemOutcome::Superseded),
+                ],
+                0,
+                (0, 0, 0),
+                None,
+                vec![],
+            ),
+        ];
+        let policy = MessagePolicy::default();
+        for (i, (results, attempt, (copied, retried, poisoned), release, classes)) in
+            rows.into_iter().enumerate()
+        {
+            let n = results.len();
+            let results = results
+                .into_iter()
+                .enumerate()
+                .map(|(k, r)| (item(k), r))
+                .collect();
+            let d = decide(&batch(attempt), results, &policy);
+            let r = &d.report;
+            assert_eq!(
+                (r.copied, r.retried, r.poisoned),
+                (copied, retried, poisoned),
+                "row {i}: {d:?}"
+            );
+            assert_eq!(d.retry.len() as u64, retried, "row {i}");
+            let got_release = d.release.as_ref().map(|r| match r {
+                Release::Interrupted => "interrupted",
+                Release::Credentials(_) => "credentials",
+            });
+            assert_eq!(got_release, release, "row {i}");
+            assert_eq!(r.released, release.is_some(), "row {i}");
+            assert_eq!(
+                r.auth_failure.is_some(),
+                release == Some("credentials"),
+                "row {i}"
+            );
+            let got: Vec<&str> = d.poison.iter().map(|(_, f)| f.class.as_str()).collect();
+            assert_eq!(got, classes, "row {i}");
+            assert!(d.poison.len() + d.retry.len() <= n);
+        }
+    }
+
+    #[test]
+    fn counts_every_kind_of_outcome() {
+        let results = vec![
+            (item(0), copied()),
+            (item(1), ItemResult::Done(ItemOutcome::AlreadyCurrent)),
+            (item(2), ItemResult::Done(ItemOutcome::TargetExists)),
+            (item(3), ItemResult::Done(ItemOutcome::SourceGone)),
+            (item(4), ItemResult::Done(ItemOutcome::Tombstoned)),
+            (item(5), ItemResult::Done(ItemOutcome::Superseded)),
+        ];
+        let r = decide(&batch(0), results, &MessagePolicy::default()).report;
+        assert_eq!(
+            (
+                r.copied,
+                r.bytes,
+                r.kept_previous,
+                r.already_current,
+                r.target_exists,
+                r.source_gone,
+                r.tombstoned,
+                r.superseded
+            ),
+            (1, 10, 1, 1, 1, 1, 1, 1)
+        );
+    }
+}
