@@ -36,7 +36,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
-	bash scripts/check-banned-crates.sh
+	python3 scripts/check-deps.py --selftest
+	python3 scripts/check-deps.py
 
 clean:
 	$(CARGO) clean
