@@ -7,6 +7,7 @@
 //! per shard and `scans/<container>/finish.json` once every shard is in.
 
 use crate::storage::StorageAccount;
+use crate::tally::Tally;
 use crate::wire::{CopyItem, Shard};
 use azure_core::http::RequestContent;
 use futures::StreamExt;
@@ -155,23 +156,8 @@ pub struct BatchOutcome {
     pub attempt: u32,
     pub source_container: String,
     pub items: u64,
-    pub copied: u64,
-    pub bytes: u64,
-    pub source_gone: u64,
-    pub tombstoned: u64,
-    pub superseded: u64,
-    /// Items the backup already held at the planned version (nothing copied).
-    #[serde(default)]
-    pub already_current: u64,
-    /// Copies that kept the replaced backup version as a snapshot.
-    #[serde(default)]
-    pub kept_previous: u64,
-    /// Restore items left alone because the target exists.
-    #[serde(default)]
-    pub target_exists: u64,
-    /// Items handed back to the queue for another attempt (they settle in a later batch).
-    pub retried: u64,
-    pub poisoned: u64,
+    #[serde(flatten)]
+    pub tally: Tally,
     /// The first few failures, with their reasons (the poison queue has all of them).
     #[serde(default)]
     pub failures: Vec<OutcomeFailure>,
@@ -271,15 +257,10 @@ impl JobStatus {
         };
         for o in &outcomes {
             s.batches += 1;
-            s.copied += o.copied;
-            s.bytes += o.bytes;
-            s.done += o.copied
-                + o.source_gone
-                + o.tombstoned
-                + o.superseded
-                + o.already_current
-                + o.target_exists;
-            s.poisoned += o.poisoned;
+            s.copied += o.tally.copied;
+            s.bytes += o.tally.bytes;
+            s.done += o.tally.done();
+            s.poisoned += o.tally.poisoned;
             for f in &o.failures {
                 if s.failures.len() < 50 {
                     s.failures.push(f.clone());
@@ -518,8 +499,11 @@ mod tests {
 
     fn outcome(copied: u64, poisoned: u64) -> BatchOutcome {
         BatchOutcome {
-            copied,
-            poisoned,
+            tally: Tally {
+                copied,
+                poisoned,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }

@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod tally;
 pub mod telemetry;
 pub mod throttle;
 pub mod wire;

@@ -222,6 +222,252 @@ fn normalise_endpoint(u: &Url) -> Url {
     u
 }
 
+/// What one config entry resolves to before any client is built.
+struct Resolved {
+    account_name: Option<String>,
+    blob_endpoint: Url,
+    queue_endpoint: Url,
+    auth: Auth,
+}
+
+fn invalid(alias: &str, message: String) -> AccountError {
+    AccountError::Invalid {
+        alias: alias.to_string(),
+        message,
+    }
+}
+
+/// `kind = "connection_string"`: an account key or a SAS, and the endpoints, from one string.
+fn resolve_connection_string(
+    alias: &str,
+    config: &AccountConfig,
+) -> Result<Resolved, AccountError> {
+    let AccountConfig::ConnectionString {
+        connection_string,
+        connection_string_env,
+        connection_string_file,
+    } = config
+    else {
+        unreachable!("called for connection strings only")
+    };
+    let text = resolve_secret(
+        alias,
+        "connection_string",
+        connection_string,
+        connection_string_env,
+        connection_string_file,
+    )?;
+    let parsed = connection_string::parse(text.expose())
+        .map_err(|e| invalid(alias, format!("`connection_string`: {e}")))?;
+    let auth = match (&parsed.account_key, &parsed.sas_token, &parsed.account_name) {
+        (Some(key), _, Some(_)) => Auth::SharedKey { key: key.clone() },
+        (_, Some(token), _) => Auth::Sas(Arc::new(SasSource::Static(token.clone()))),
+        _ => {
+            return Err(invalid(
+                alias,
+                "`connection_string` has AccountKey but no AccountName".into(),
+            ));
+        }
+    };
+    let (blob_endpoint, queue_endpoint) = endpoint_pair(
+        alias,
+        parsed.account_name.as_deref(),
+        &parsed.blob_endpoint,
+        &parsed.queue_endpoint,
+    )?;
+    Ok(Resolved {
+        account_name: parsed.account_name,
+        blob_endpoint,
+        queue_endpoint,
+        auth,
+    })
+}
+
+/// `kind = "shared_key"`: the account key, checked to be base64.
+fn resolve_shared_key(alias: &str, config: &AccountConfig) -> Result<Resolved, AccountError> {
+    let AccountConfig::SharedKey {
+        account_name,
+        account_key,
+        account_key_env,
+        account_key_file,
+        blob_endpoint,
+        queue_endpoint,
+    } = config
+    else {
+        unreachable!("called for shared keys only")
+    };
+    let key = resolve_secret(
+        alias,
+        "account_key",
+        account_key,
+        account_key_env,
+        account_key_file,
+    )?;
+    if azure_core::base64::decode(key.expose()).is_err() {
+        return Err(invalid(
+            alias,
+            "`account_key` is not valid base64; copy the key exactly as the portal or `az storage account keys list` shows it".into(),
+        ));
+    }
+    let (blob_endpoint, queue_endpoint) =
+        endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+    Ok(Resolved {
+        account_name: Some(account_name.clone()),
+        blob_endpoint,
+        queue_endpoint,
+        auth: Auth::SharedKey { key },
+    })
+}
+
+/// `kind = "sas"`: a token, or a file re-read when it changes; refused if already expired.
+fn resolve_sas(alias: &str, config: &AccountConfig) -> Result<Resolved, AccountError> {
+    let AccountConfig::Sas {
+        account_name,
+        sas_token,
+        sas_token_env,
+        sas_token_file,
+        blob_endpoint,
+        queue_endpoint,
+    } = config
+    else {
+        unreachable!("called for SAS tokens only")
+    };
+    let source = match sas_token_file {
+        Some(path) => SasSource::File {
+            path: path.clone(),
+            cached: Mutex::new(None),
+        },
+        None => SasSource::Static(SecretString::new(
+            resolve_secret(alias, "sas_token", sas_token, sas_token_env, &None)?
+                .expose()
+                .trim_start_matches('?'),
+        )),
+    };
+    let token = source
+        .current()
+        .map_err(|e| invalid(alias, format!("`sas_token_file`: {e}")))?;
+    sas::check_not_expired(token.expose(), OffsetDateTime::now_utc()).map_err(|source| {
+        AccountError::Sas {
+            alias: alias.to_string(),
+            source,
+        }
+    })?;
+    let (blob_endpoint, queue_endpoint) = endpoint_pair(
+        alias,
+        account_name.as_deref(),
+        blob_endpoint,
+        queue_endpoint,
+    )?;
+    Ok(Resolved {
+        account_name: account_name.clone(),
+        blob_endpoint,
+        queue_endpoint,
+        auth: Auth::Sas(Arc::new(source)),
+    })
+}
+
+/// The Entra kinds: a token credential from `azure_identity`, and the account's endpoints.
+fn resolve_entra(alias: &str, config: &AccountConfig) -> Result<Resolved, AccountError> {
+    let failed = |kind: &'static str| {
+        move |e: azure_core::Error| AccountError::Credential {
+            alias: alias.to_string(),
+            kind,
+            message: crate::error::describe(&e),
+        }
+    };
+    let (account_name, blob_endpoint, queue_endpoint, credential): (
+        &String,
+        &Option<Url>,
+        &Option<Url>,
+        Arc<dyn TokenCredential>,
+    ) = match config {
+        AccountConfig::ManagedIdentity {
+            account_name,
+            client_id,
+            blob_endpoint,
+            queue_endpoint,
+            ..
+        } => {
+            let options = azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id
+                    .clone()
+                    .map(azure_identity::UserAssignedId::ClientId),
+                ..Default::default()
+            };
+            let credential = azure_identity::ManagedIdentityCredential::new(Some(options))
+                .map_err(failed("managed_identity"))?;
+            (account_name, blob_endpoint, queue_endpoint, credential)
+        }
+        AccountConfig::WorkloadIdentity {
+            account_name,
+            tenant_id,
+            client_id,
+            token_file,
+            blob_endpoint,
+            queue_endpoint,
+            ..
+        } => {
+            let options = azure_identity::WorkloadIdentityCredentialOptions {
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                token_file_path: token_file.clone(),
+                ..Default::default()
+            };
+            let credential = azure_identity::WorkloadIdentityCredential::new(Some(options))
+                .map_err(failed("workload_identity"))?;
+            (account_name, blob_endpoint, queue_endpoint, credential)
+        }
+        AccountConfig::ClientSecret {
+            account_name,
+            tenant_id,
+            client_id,
+            client_secret,
+            client_secret_env,
+            client_secret_file,
+            blob_endpoint,
+            queue_endpoint,
+            ..
+        } => {
+            let secret = resolve_secret(
+                alias,
+                "client_secret",
+                client_secret,
+                client_secret_env,
+                client_secret_file,
+            )?;
+            let credential = azure_identity::ClientSecretCredential::new(
+                tenant_id,
+                client_id.clone(),
+                azure_core::credentials::Secret::new(secret.expose().to_string()),
+                None,
+            )
+            .map_err(failed("client_secret"))?;
+            (account_name, blob_endpoint, queue_endpoint, credential)
+        }
+        AccountConfig::DeveloperTools {
+            account_name,
+            blob_endpoint,
+            queue_endpoint,
+            ..
+        } => {
+            let credential = azure_identity::DeveloperToolsCredential::new(None)
+                .map_err(failed("developer_tools"))?;
+            (account_name, blob_endpoint, queue_endpoint, credential)
+        }
+        AccountConfig::ConnectionString { .. }
+        | AccountConfig::SharedKey { .. }
+        | AccountConfig::Sas { .. } => unreachable!("called for Entra kinds only"),
+    };
+    let (blob_endpoint, queue_endpoint) =
+        endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
+    Ok(Resolved {
+        account_name: Some(account_name.clone()),
+        blob_endpoint,
+        queue_endpoint,
+        auth: Auth::Token(credential),
+    })
+}
+
 impl StorageAccount {
     /// Resolves an account's credential (reading env vars and files) and endpoints.
     pub fn from_config(
@@ -229,194 +475,28 @@ impl StorageAccount {
         config: &AccountConfig,
         network: NetworkOptions,
     ) -> Result<Self, AccountError> {
-        let invalid = |message: String| AccountError::Invalid {
-            alias: alias.to_string(),
-            message,
-        };
-        let cred_err = |kind: &'static str, e: azure_core::Error| AccountError::Credential {
-            alias: alias.to_string(),
-            kind,
-            message: crate::error::describe(&e),
-        };
-        let (account_name, blob_endpoint, queue_endpoint, auth) = match config {
-            AccountConfig::ConnectionString {
-                connection_string,
-                connection_string_env,
-                connection_string_file,
-            } => {
-                let text = resolve_secret(
-                    alias,
-                    "connection_string",
-                    connection_string,
-                    connection_string_env,
-                    connection_string_file,
-                )?;
-                let parsed = connection_string::parse(text.expose())
-                    .map_err(|e| invalid(format!("`connection_string`: {e}")))?;
-                let auth = match (&parsed.account_key, &parsed.sas_token, &parsed.account_name) {
-                    (Some(key), _, Some(_)) => Auth::SharedKey { key: key.clone() },
-                    (_, Some(token), _) => Auth::Sas(Arc::new(SasSource::Static(token.clone()))),
-                    _ => {
-                        return Err(invalid(
-                            "`connection_string` has AccountKey but no AccountName".into(),
-                        ));
-                    }
-                };
-                let (b, q) = endpoint_pair(
-                    alias,
-                    parsed.account_name.as_deref(),
-                    &parsed.blob_endpoint,
-                    &parsed.queue_endpoint,
-                )?;
-                (parsed.account_name, b, q, auth)
-            }
-            AccountConfig::SharedKey {
-                account_name,
-                account_key,
-                account_key_env,
-                account_key_file,
-                blob_endpoint,
-                queue_endpoint,
-            } => {
-                let key = resolve_secret(
-                    alias,
-                    "account_key",
-                    account_key,
-                    account_key_env,
-                    account_key_file,
-                )?;
-                if azure_core::base64::decode(key.expose()).is_err() {
-                    return Err(invalid(
-                        "`account_key` is not valid base64; copy the key exactly as the portal or `az storage account keys list` shows it".into(),
-                    ));
-                }
-                let (b, q) =
-                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
-                (Some(account_name.clone()), b, q, Auth::SharedKey { key })
-            }
-            AccountConfig::Sas {
-                account_name,
-                sas_token,
-                sas_token_env,
-                sas_token_file,
-                blob_endpoint,
-                queue_endpoint,
-            } => {
-                let source = match sas_token_file {
-                    Some(path) => SasSource::File {
-                        path: path.clone(),
-                        cached: Mutex::new(None),
-                    },
-                    None => SasSource::Static(SecretString::new(
-                        resolve_secret(alias, "sas_token", sas_token, sas_token_env, &None)?
-                            .expose()
-                            .trim_start_matches('?'),
-                    )),
-                };
-                let token = source
-                    .current()
-                    .map_err(|e| invalid(format!("`sas_token_file`: {e}")))?;
-                sas::check_not_expired(token.expose(), OffsetDateTime::now_utc()).map_err(
-                    |source| AccountError::Sas {
-                        alias: alias.to_string(),
-                        source,
-                    },
-                )?;
-                let (b, q) = endpoint_pair(
-                    alias,
-                    account_name.as_deref(),
-                    blob_endpoint,
-                    queue_endpoint,
-                )?;
-                (account_name.clone(), b, q, Auth::Sas(Arc::new(source)))
-            }
-            AccountConfig::ManagedIdentity {
-                account_name,
-                client_id,
-                blob_endpoint,
-                queue_endpoint,
-                ..
-            } => {
-                let options = azure_identity::ManagedIdentityCredentialOptions {
-                    user_assigned_id: client_id
-                        .clone()
-                        .map(azure_identity::UserAssignedId::ClientId),
-                    ..Default::default()
-                };
-                let cred = azure_identity::ManagedIdentityCredential::new(Some(options))
-                    .map_err(|e| cred_err("managed_identity", e))?;
-                let (b, q) =
-                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
-                (Some(account_name.clone()), b, q, Auth::Token(cred))
-            }
-            AccountConfig::WorkloadIdentity {
-                account_name,
-                tenant_id,
-                client_id,
-                token_file,
-                blob_endpoint,
-                queue_endpoint,
-                ..
-            } => {
-                let options = azure_identity::WorkloadIdentityCredentialOptions {
-                    tenant_id: tenant_id.clone(),
-                    client_id: client_id.clone(),
-                    token_file_path: token_file.clone(),
-                    ..Default::default()
-                };
-                let cred = azure_identity::WorkloadIdentityCredential::new(Some(options))
-                    .map_err(|e| cred_err("workload_identity", e))?;
-                let (b, q) =
-                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
-                (Some(account_name.clone()), b, q, Auth::Token(cred))
-            }
-            AccountConfig::ClientSecret {
-                account_name,
-                tenant_id,
-                client_id,
-                client_secret,
-                client_secret_env,
-                client_secret_file,
-                blob_endpoint,
-                queue_endpoint,
-                ..
-            } => {
-                let secret = resolve_secret(
-                    alias,
-                    "client_secret",
-                    client_secret,
-                    client_secret_env,
-                    client_secret_file,
-                )?;
-                let cred = azure_identity::ClientSecretCredential::new(
-                    tenant_id,
-                    client_id.clone(),
-                    azure_core::credentials::Secret::new(secret.expose().to_string()),
-                    None,
-                )
-                .map_err(|e| cred_err("client_secret", e))?;
-                let (b, q) =
-                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
-                (Some(account_name.clone()), b, q, Auth::Token(cred))
-            }
-            AccountConfig::DeveloperTools {
-                account_name,
-                blob_endpoint,
-                queue_endpoint,
-                ..
-            } => {
-                let cred = azure_identity::DeveloperToolsCredential::new(None)
-                    .map_err(|e| cred_err("developer_tools", e))?;
-                let (b, q) =
-                    endpoint_pair(alias, Some(account_name), blob_endpoint, queue_endpoint)?;
-                (Some(account_name.clone()), b, q, Auth::Token(cred))
-            }
+        let Resolved {
+            account_name,
+            blob_endpoint,
+            queue_endpoint,
+            auth,
+        } = match config {
+            AccountConfig::ConnectionString { .. } => resolve_connection_string(alias, config)?,
+            AccountConfig::SharedKey { .. } => resolve_shared_key(alias, config)?,
+            AccountConfig::Sas { .. } => resolve_sas(alias, config)?,
+            AccountConfig::ManagedIdentity { .. }
+            | AccountConfig::WorkloadIdentity { .. }
+            | AccountConfig::ClientSecret { .. }
+            | AccountConfig::DeveloperTools { .. } => resolve_entra(alias, config)?,
         };
         if matches!(auth, Auth::Token(_)) && blob_endpoint.scheme() != "https" {
-            return Err(invalid(format!(
-                "kind `{}` sends Entra tokens, which need an https endpoint (blob endpoint is {blob_endpoint})",
-                config.kind()
-            )));
+            return Err(invalid(
+                alias,
+                format!(
+                    "kind `{}` sends Entra tokens, which need an https endpoint (blob endpoint is {blob_endpoint})",
+                    config.kind()
+                ),
+            ));
         }
         let options = client_options(alias, account_name.as_deref(), &auth, &network)?;
         Ok(Self {

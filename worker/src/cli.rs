@@ -239,10 +239,10 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
             summary.lowest_concurrency = copy_slots.lowest();
             tracing::info!(
                 messages = summary.messages,
-                copied = summary.copied,
-                bytes = summary.bytes,
-                retried = summary.retried,
-                poisoned = summary.poisoned,
+                copied = summary.tally.copied,
+                bytes = summary.tally.bytes,
+                retried = summary.tally.retried,
+                poisoned = summary.tally.poisoned,
                 queue_requests = summary.queue_requests,
                 elapsed_seconds = elapsed,
                 "worker finished"

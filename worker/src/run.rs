@@ -39,16 +39,9 @@ impl Default for RunOptions {
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunSummary {
     pub messages: u64,
-    pub copied: u64,
-    pub bytes: u64,
-    pub source_gone: u64,
-    pub tombstoned: u64,
-    pub superseded: u64,
-    pub already_current: u64,
-    pub kept_previous: u64,
-    pub target_exists: u64,
-    pub retried: u64,
-    pub poisoned: u64,
+    /// Items by outcome, over every message.
+    #[serde(flatten)]
+    pub tally: lakevault_common::tally::Tally,
     pub released: u64,
     /// Scan tasks completed, and the copies they enqueued.
     pub scans: u64,
@@ -62,16 +55,7 @@ pub struct RunSummary {
 impl RunSummary {
     fn add(&mut self, r: &MessageReport) {
         self.messages += 1;
-        self.copied += r.copied;
-        self.bytes += r.bytes;
-        self.source_gone += r.source_gone;
-        self.tombstoned += r.tombstoned;
-        self.superseded += r.superseded;
-        self.already_current += r.already_current;
-        self.kept_previous += r.kept_previous;
-        self.target_exists += r.target_exists;
-        self.retried += r.retried;
-        self.poisoned += r.poisoned;
+        self.tally.add(&r.tally);
         self.released += u64::from(r.released);
         self.scans += r.scans;
         self.scan_copies += r.scan_copies;

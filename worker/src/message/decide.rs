@@ -67,7 +67,7 @@ pub fn decide(
         .any(|(_, r)| matches!(r, ItemResult::Done(_)));
     let mut interrupted = false;
     let mut denied = None;
-    let r = &mut d.report;
+    let r = &mut d.report.tally;
     for (item, result) in results {
         match result {
             ItemResult::Cancelled => interrupted = true,
@@ -130,8 +130,8 @@ pub fn decide(
         d.poison.clear();
         return d;
     }
-    d.report.retried = d.retry.len() as u64;
-    d.report.poisoned = d.poison.len() as u64;
+    d.report.tally.retried = d.retry.len() as u64;
+    d.report.tally.poisoned = d.poison.len() as u64;
     d
 }
 
@@ -274,7 +274,7 @@ mod tests {
                 .map(|(k, r)| (item(k), r))
                 .collect();
             let d = decide(&batch(attempt), results, &policy);
-            let r = &d.report;
+            let r = &d.report.tally;
             assert_eq!(
                 (r.copied, r.retried, r.poisoned),
                 (copied, retried, poisoned),
@@ -286,9 +286,9 @@ mod tests {
                 Release::Credentials(_) => "credentials",
             });
             assert_eq!(got_release, release, "row {i}");
-            assert_eq!(r.released, release.is_some(), "row {i}");
+            assert_eq!(d.report.released, release.is_some(), "row {i}");
             assert_eq!(
-                r.auth_failure.is_some(),
+                d.report.auth_failure.is_some(),
                 release == Some("credentials"),
                 "row {i}"
             );
@@ -308,7 +308,9 @@ mod tests {
             (item(4), ItemResult::Done(ItemOutcome::Tombstoned)),
             (item(5), ItemResult::Done(ItemOutcome::Superseded)),
         ];
-        let r = decide(&batch(0), results, &MessagePolicy::default()).report;
+        let r = decide(&batch(0), results, &MessagePolicy::default())
+            .report
+            .tally;
         assert_eq!(
             (
                 r.copied,

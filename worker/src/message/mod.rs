@@ -13,6 +13,7 @@ use futures::StreamExt;
 use lakevault_common::error::FailureClass;
 use lakevault_common::ledger::{self, BatchOutcome, OutcomeFailure};
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
+use lakevault_common::tally::Tally;
 use lakevault_common::throttle::AdaptiveLimit;
 use lakevault_common::wire::{CopyBatch, CopyItem, ScanTask, WorkMessage};
 use std::sync::{Arc, Mutex};
@@ -46,19 +47,8 @@ impl Default for MessagePolicy {
 /// What happened to one message, for the run summary.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MessageReport {
-    pub copied: u64,
-    pub bytes: u64,
-    pub source_gone: u64,
-    pub tombstoned: u64,
-    pub superseded: u64,
-    /// Items the backup already held at the planned version (no copy).
-    pub already_current: u64,
-    /// Copies that kept the replaced backup version as a snapshot.
-    pub kept_previous: u64,
-    /// Restore items left alone because the target exists (no `overwrite`).
-    pub target_exists: u64,
-    pub retried: u64,
-    pub poisoned: u64,
+    /// Items by outcome.
+    pub tally: Tally,
     /// The message was left in the queue (shutdown, or credentials failing).
     pub released: bool,
     /// Scan tasks completed, and the copies they enqueued.
@@ -297,19 +287,10 @@ fn outcome_label(result: &Result<ItemOutcome, ItemFailure>) -> &'static str {
 fn count_blobs(batch: &CopyBatch, report: &MessageReport) {
     use lakevault_common::metrics;
     let container = batch.source.container.as_str();
-    for (outcome, count) in [
-        ("copied", report.copied),
-        ("already_current", report.already_current),
-        ("target_exists", report.target_exists),
-        ("gone", report.source_gone),
-        ("tombstoned", report.tombstoned),
-        ("superseded", report.superseded),
-        ("retried", report.retried),
-        ("poisoned", report.poisoned),
-    ] {
+    for (outcome, count) in report.tally.by_outcome() {
         metrics::blobs(container, outcome, count);
     }
-    metrics::bytes_copied(container, report.bytes);
+    metrics::bytes_copied(container, report.tally.bytes);
 }
 
 /// Runs a scan task: lists, diffs and enqueues one shard's copies. A transient failure
@@ -387,7 +368,7 @@ async fn process_scan(
             let delay = ctx.policy.retry_delay * 2u32.saturating_pow(exponent);
             tracing::info!(message_id = %message.id, reason = %f.reason, delay_secs = delay.as_secs(), "scan failed; will retry");
             hand_back(delay).await;
-            report.retried = 1;
+            report.tally.retried = 1;
         }
         Some(Err(f)) => return give_up(f.reason).await,
     }
@@ -414,16 +395,7 @@ async fn record_outcome(
         attempt: batch.attempt,
         source_container: batch.source.container.clone(),
         items: batch.items.len() as u64,
-        copied: report.copied,
-        bytes: report.bytes,
-        source_gone: report.source_gone,
-        tombstoned: report.tombstoned,
-        superseded: report.superseded,
-        already_current: report.already_current,
-        kept_previous: report.kept_previous,
-        target_exists: report.target_exists,
-        retried: report.retried,
-        poisoned: report.poisoned,
+        tally: report.tally,
         failures,
         recorded_at: lakevault_common::record::rfc3339(time::OffsetDateTime::now_utc()),
     };
@@ -497,7 +469,10 @@ async fn poison_unprocessed(
     let receipt = message.pop_receipt.clone();
     settle_with_delay(ctx, message, receipt, Vec::new(), Duration::ZERO, records).await;
     MessageReport {
-        poisoned,
+        tally: Tally {
+            poisoned,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -671,7 +646,12 @@ mod tests {
         let rig = rig();
         let r = deliver(&rig, &batch(&["ok-1", "ok-2", "gone-3"], 0).encode()).await;
         assert_eq!(
-            (r.copied, r.bytes, r.source_gone, r.poisoned),
+            (
+                r.tally.copied,
+                r.tally.bytes,
+                r.tally.source_gone,
+                r.tally.poisoned
+            ),
             (2, 20, 1, 0)
         );
         assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
@@ -681,7 +661,7 @@ mod tests {
     async fn transient_failures_come_back_as_a_smaller_message() {
         let rig = rig();
         let r = deliver(&rig, &batch(&["ok-1", "transient-2", "ok-3"], 0).encode()).await;
-        assert_eq!((r.copied, r.retried), (2, 1));
+        assert_eq!((r.tally.copied, r.tally.retried), (2, 1));
         let texts = rig.queue.texts();
         assert_eq!(texts.len(), 1, "original deleted, one retry message");
         let retry = CopyBatch::decode(&texts[0]).unwrap();
@@ -700,7 +680,10 @@ mod tests {
     async fn exhausted_retries_and_permanent_failures_are_poisoned_with_reasons() {
         let rig = rig();
         let r = deliver(&rig, &batch(&["transient-1", "perm-2", "ok-3"], 2).encode()).await;
-        assert_eq!((r.copied, r.poisoned, r.retried), (1, 2, 0));
+        assert_eq!(
+            (r.tally.copied, r.tally.poisoned, r.tally.retried),
+            (1, 2, 0)
+        );
         assert!(rig.queue.texts().is_empty());
         let records = poison_records(&rig);
         assert_eq!(records.len(), 1);
@@ -745,7 +728,7 @@ mod tests {
         let rig = rig();
         let r = deliver(&rig, &batch(&["ok-1", "auth-2"], 0).encode()).await;
         assert!(r.auth_failure.is_none());
-        assert_eq!((r.copied, r.poisoned), (1, 1));
+        assert_eq!((r.tally.copied, r.tally.poisoned), (1, 1));
         assert_eq!(poison_records(&rig)[0].failures[0].class, "access-denied");
     }
 
@@ -753,7 +736,7 @@ mod tests {
     async fn undecodable_and_overdelivered_messages_are_poisoned_without_copying() {
         let rig = rig();
         let r = deliver(&rig, "{\"hello\":1}").await;
-        assert_eq!(r.poisoned, 1);
+        assert_eq!(r.tally.poisoned, 1);
         let rec = &poison_records(&rig)[0];
         assert_eq!(rec.original.as_deref(), Some("{\"hello\":1}"));
         assert!(rec.reason.contains("`v`"), "{}", rec.reason);
@@ -768,7 +751,7 @@ mod tests {
             .remove(0);
         m.dequeue_count = 6;
         let r = process(&rig.ctx, m, &CancellationToken::new()).await;
-        assert_eq!(r.poisoned, 1);
+        assert_eq!(r.tally.poisoned, 1);
         assert_eq!(rig.copier.calls.load(Ordering::SeqCst), 0);
         assert!(rig.queue.texts().is_empty());
     }
@@ -794,7 +777,7 @@ mod tests {
         });
         let r = process(&rig.ctx, m, &cancel).await;
         assert!(r.released);
-        assert_eq!(r.poisoned, 0);
+        assert_eq!(r.tally.poisoned, 0);
         assert!(rig.poison.texts().is_empty());
         // Released with no delay: visible again at once.
         assert_eq!(
@@ -873,7 +856,7 @@ mod tests {
     async fn a_scanned_shard_is_deleted() {
         let (rig, scanner) = scan_rig();
         let r = deliver(&rig, &scan_task("ok/")).await;
-        assert_eq!((r.scans, r.scan_copies, r.poisoned), (1, 7, 0));
+        assert_eq!((r.scans, r.scan_copies, r.tally.poisoned), (1, 7, 0));
         assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
         assert!(scanner.gave_up.lock().unwrap().is_empty());
     }
@@ -882,7 +865,7 @@ mod tests {
     async fn a_transient_scan_failure_hands_the_task_back() {
         let (rig, scanner) = scan_rig();
         let r = deliver(&rig, &scan_task("transient/")).await;
-        assert_eq!((r.scans, r.retried, r.poisoned), (0, 1, 0));
+        assert_eq!((r.scans, r.tally.retried, r.tally.poisoned), (0, 1, 0));
         assert_eq!(rig.queue.texts().len(), 1, "the task stays queued");
         assert!(rig.poison.texts().is_empty());
         assert!(scanner.gave_up.lock().unwrap().is_empty());
@@ -892,7 +875,7 @@ mod tests {
     async fn a_permanent_scan_failure_is_recorded_and_poisoned() {
         let (rig, scanner) = scan_rig();
         let r = deliver(&rig, &scan_task("perm/")).await;
-        assert_eq!(r.poisoned, 1);
+        assert_eq!(r.tally.poisoned, 1);
         assert!(rig.queue.texts().is_empty());
         let records = poison_records(&rig);
         assert!(
@@ -921,7 +904,7 @@ mod tests {
     async fn a_worker_without_a_scanner_poisons_scan_tasks_with_the_reason() {
         let rig = rig();
         let r = deliver(&rig, &scan_task("ok/")).await;
-        assert_eq!(r.poisoned, 1);
+        assert_eq!(r.tally.poisoned, 1);
         assert!(poison_records(&rig)[0].reason.contains("scan"));
     }
 }
