@@ -141,8 +141,8 @@ pub enum ScanError {
     /// A snapshot or an enqueue failed: the service or the queue was unavailable.
     #[error("{0}")]
     Write(String),
-    #[error("{0}")]
-    Account(String),
+    #[error(transparent)]
+    Account(#[from] lakevault_common::storage::AccountError),
     /// Stopped by shutdown; not a failure of the shard.
     #[error("scan stopped by shutdown")]
     Cancelled,
@@ -221,14 +221,10 @@ pub async fn plan_shards(
     if target <= 1 {
         return Ok(roots.into_iter().map(Shard::whole).collect());
     }
-    let source = accounts
-        .source
-        .container(&scan.container)
-        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let source = accounts.source.container(&scan.container)?;
     let backup = accounts
         .destination
-        .container(&scan.destination_container)
-        .map_err(|e| ScanError::Account(e.to_string()))?;
+        .container(&scan.destination_container)?;
     let with_backup = scan.lists_backup();
     shard::plan_shards(roots, target, &scan.filter, |prefix| {
         let (source, backup) = (&source, &backup);
@@ -282,9 +278,7 @@ async fn snapshot_item(
     let failed = |e: &azure_core::Error| {
         ScanError::Write(format!("snapshot of `{}`: {}", item.name, describe(e)))
     };
-    let client = source
-        .blob(container, &item.name)
-        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let client = source.blob(container, &item.name)?;
     let response = match client.create_snapshot(None).await {
         Ok(r) => r,
         Err(e) if e.http_status().map(u16::from) == Some(404) => return Ok(None),
@@ -325,14 +319,10 @@ pub async fn scan_shard(
     scan: &ContainerScan,
     shard: &Shard,
 ) -> Result<ShardScan, ScanError> {
-    let source_client = accounts
-        .source
-        .container(&scan.container)
-        .map_err(|e| ScanError::Account(e.to_string()))?;
+    let source_client = accounts.source.container(&scan.container)?;
     let dest_client = accounts
         .destination
-        .container(&scan.destination_container)
-        .map_err(|e| ScanError::Account(e.to_string()))?;
+        .container(&scan.destination_container)?;
     let filter = &scan.filter;
     let modified_since = scan.modified_since;
     // Both sides go through the same filter, so a backup blob outside the selection is

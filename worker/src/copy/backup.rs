@@ -155,7 +155,7 @@ impl CopyEngine {
             };
             // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
             // service could not read the source, which is not proof the blob is gone.
-            if failure.code.as_deref() == Some(StorageErrorCode::CannotVerifyCopySource.as_ref()) {
+            if failure.has_service_code(StorageErrorCode::CannotVerifyCopySource) {
                 return match diagnose_unreadable_source(source, source_blob, failure).await? {
                     Unreadable::Gone => Ok(ItemOutcome::SourceGone),
                     Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => Err(f),
@@ -200,7 +200,7 @@ impl CopyEngine {
             }
         }
         Err(ItemFailure {
-            code: Some(Refusal::SourceKeptChanging.code().into()),
+            code: Some(super::FailureCode::Refusal(Refusal::SourceKeptChanging)),
             ..ItemFailure::new(
                 FailureClass::Transient,
                 format!("source changed {MAX_SOURCE_CHANGES} times while being copied"),

@@ -32,7 +32,7 @@ pub use blocks::{MAX_BLOCK_SIZE, MAX_BLOCKS, block_ids, effective_block_size};
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::store::azure::AzureStore;
-use lakevault_common::store::{AccessTier, BlobStore, Side, StoreError};
+use lakevault_common::store::{AccessTier, BlobStore, Side, StorageErrorCode, StoreError};
 use lakevault_common::wire::{CopyBatch, CopyItem, MessageKind};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,15 +149,31 @@ impl Refusal {
     }
 }
 
+/// Who said why an item failed: the storage service (its error code), or lakevault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureCode {
+    Service(StorageErrorCode),
+    Refusal(Refusal),
+}
+
+impl FailureCode {
+    /// The code as text, for logs and poison records.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FailureCode::Service(code) => code.as_ref(),
+            FailureCode::Refusal(refusal) => refusal.code(),
+        }
+    }
+}
+
 /// A failed item, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct ItemFailure {
     pub class: FailureClass,
     pub reason: String,
-    /// The storage error code, when the service gave one, or lakevault's own
-    /// ([`Refusal::code`]).
-    pub code: Option<String>,
+    /// Why, when the service gave an error code or lakevault refused the item.
+    pub code: Option<FailureCode>,
 }
 
 impl ItemFailure {
@@ -176,7 +192,7 @@ impl ItemFailure {
     /// lakevault refuses the item (permanent).
     pub fn refused(refusal: Refusal, reason: impl Into<String>) -> Self {
         Self {
-            code: Some(refusal.code().to_string()),
+            code: Some(FailureCode::Refusal(refusal)),
             ..Self::permanent(reason)
         }
     }
@@ -185,7 +201,8 @@ impl ItemFailure {
         Self {
             class: classify(err),
             reason: format!("{context}: {}", describe(err)),
-            code: lakevault_common::error::error_code(err).map(str::to_string),
+            code: lakevault_common::error::error_code(err)
+                .map(|c| FailureCode::Service(c.parse().unwrap_or_else(|e| match e {}))),
         }
     }
 
@@ -194,12 +211,18 @@ impl ItemFailure {
         Self {
             class: err.class(side),
             reason: format!("{context}: {}", err.message),
-            code: err.code_str().map(str::to_string),
+            code: err.code.clone().map(FailureCode::Service),
         }
     }
 
-    fn is(&self, refusal: Refusal) -> bool {
-        self.code.as_deref() == Some(refusal.code())
+    /// Whether lakevault refused the item for this reason.
+    pub fn is(&self, refusal: Refusal) -> bool {
+        self.code == Some(FailureCode::Refusal(refusal))
+    }
+
+    /// Whether the service failed the request with this error code.
+    pub fn has_service_code(&self, code: StorageErrorCode) -> bool {
+        self.code == Some(FailureCode::Service(code))
     }
 }
 

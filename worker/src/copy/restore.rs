@@ -59,14 +59,14 @@ impl CopyEngine {
                 source_etag: etag,
                 kept_previous: false,
             }),
-            Err(f) if f.code.as_deref() == Some(StorageErrorCode::BlobAlreadyExists.as_ref()) => {
+            Err(f) if f.has_service_code(StorageErrorCode::BlobAlreadyExists) => {
                 Ok(ItemOutcome::TargetExists)
             }
             // A failed `If-None-Match: *` may come back as 412 ConditionNotMet, which the
             // emulator also uses for a failed source condition: the target tells which.
             Err(f)
                 if !batch.overwrite
-                    && f.code.as_deref() == Some(StorageErrorCode::ConditionNotMet.as_ref())
+                    && f.has_service_code(StorageErrorCode::ConditionNotMet)
                     && exists(target_store, target_blob).await.unwrap_or(false) =>
             {
                 Ok(ItemOutcome::TargetExists)
