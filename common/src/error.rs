@@ -93,20 +93,8 @@ pub fn describe(err: &azure_core::Error) -> String {
             u16::from(*status),
             error_code.as_deref().unwrap_or("-")
         ),
-        _ => {
-            // Transport failures wrap the cause (refused, DNS, timeout) a few levels down.
-            let mut text = format!("{err}");
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text.push_str(": ");
-                    text.push_str(&cause_text);
-                }
-                source = cause.source();
-            }
-            text
-        }
+        // Transport failures wrap the cause (refused, DNS, timeout) a few levels down.
+        _ => chain(err),
     };
     redact_text(&text.replace('\n', " "))
 }

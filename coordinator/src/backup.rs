@@ -57,6 +57,28 @@ pub struct BackupOptions {
     pub page_size: Option<u32>,
 }
 
+impl Default for BackupOptions {
+    /// A full, unsharded scan that writes watermarks, with the CLI's default limits.
+    fn default() -> Self {
+        Self {
+            job_id: String::new(),
+            dry_run: false,
+            sample: 0,
+            max_tombstones: 1000,
+            mode: Mode::Full,
+            snapshot: false,
+            lease: false,
+            write_watermarks: true,
+            safety_margin: Duration::from_secs(900),
+            shards: 1,
+            scan_parallelism: 1,
+            distributed: false,
+            progress: Progress::hidden(),
+            page_size: None,
+        }
+    }
+}
+
 /// How a container is compared with its backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

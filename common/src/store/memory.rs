@@ -312,6 +312,16 @@ impl State {
             })
     }
 
+    /// The blob a reference names, for a change; 404 unless it (or the snapshot) exists.
+    fn existing(&mut self, alias: &str, blob: BlobRef<'_>) -> Result<&mut Blob, StoreError> {
+        self.version(alias, blob)?;
+        let blobs = self.container(alias, blob.container)?;
+        Ok(&mut blobs
+            .get_mut(&key(blob.name))
+            .expect("the version was found")
+            .1)
+    }
+
     /// The version a reference names: the base blob's current one or a snapshot.
     fn version(&mut self, alias: &str, blob: BlobRef<'_>) -> Result<Version, StoreError> {
         let not_found = || {
@@ -665,9 +675,7 @@ impl BlobStore for MemoryStore {
         self.base_only(blob)?;
         check_tags(&self.alias, Some(tags))?;
         self.call(Op::SetTags, Some(blob.name), |s| {
-            s.version(&self.alias, blob)?;
-            let blobs = s.container(&self.alias, blob.container)?;
-            let (_, b) = blobs.get_mut(&key(blob.name)).expect("version found");
+            let b = s.existing(&self.alias, blob)?;
             check_write(&self.alias, Some(b), &condition)?;
             if let Some(v) = b.current.as_mut() {
                 v.tags = tags.clone();
@@ -915,9 +923,7 @@ impl BlobStore for MemoryStore {
     ) -> Result<String, StoreError> {
         self.base_only(blob)?;
         self.call(Op::AcquireLease, Some(blob.name), |s| {
-            s.version(&self.alias, blob)?;
-            let blobs = s.container(&self.alias, blob.container)?;
-            let (_, b) = blobs.get_mut(&key(blob.name)).expect("version found");
+            let b = s.existing(&self.alias, blob)?;
             if let Some(lease) = b.leased()
                 && lease.id != proposed_id
             {
@@ -939,9 +945,7 @@ impl BlobStore for MemoryStore {
 
     async fn renew_lease(&self, blob: BlobRef<'_>, lease_id: &str) -> Result<(), StoreError> {
         self.call(Op::RenewLease, Some(blob.name), |s| {
-            s.version(&self.alias, blob)?;
-            let blobs = s.container(&self.alias, blob.container)?;
-            let (_, b) = blobs.get_mut(&key(blob.name)).expect("version found");
+            let b = s.existing(&self.alias, blob)?;
             match b.lease.as_mut() {
                 Some(lease) if lease.id == lease_id => {
                     // The duration is not kept; renewals in lakevault use the same one.
@@ -960,9 +964,7 @@ impl BlobStore for MemoryStore {
 
     async fn release_lease(&self, blob: BlobRef<'_>, lease_id: &str) -> Result<(), StoreError> {
         self.call(Op::ReleaseLease, Some(blob.name), |s| {
-            s.version(&self.alias, blob)?;
-            let blobs = s.container(&self.alias, blob.container)?;
-            let (_, b) = blobs.get_mut(&key(blob.name)).expect("version found");
+            let b = s.existing(&self.alias, blob)?;
             match &b.lease {
                 Some(lease) if lease.id == lease_id => {
                     b.lease = None;

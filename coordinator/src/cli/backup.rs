@@ -67,17 +67,13 @@ pub(super) async fn run(env: &Env, args: BackupArgs) -> anyhow::Result<i32> {
         mode: args.mode,
         snapshot: args.snapshot,
         lease: args.lease,
-        write_watermarks: true,
         safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
-        shards: 1,
-        scan_parallelism: 1,
-        distributed: false,
-        page_size: None,
         progress: Progress::counter(
             progress::wanted(args.output == Output::Table),
             "backup",
             "blobs compared",
         ),
+        ..Default::default()
     };
     args.scan.apply(&mut options);
     let started_at = rfc3339(time::OffsetDateTime::now_utc());

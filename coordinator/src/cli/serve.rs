@@ -3,7 +3,6 @@
 use super::{Env, ScanArgs};
 use crate::backup::{BackupOptions, Mode};
 use anyhow::Context;
-use lakevault_common::progress::Progress;
 use lakevault_common::queue::AzureQueue;
 
 #[derive(Debug, clap::Args)]
@@ -76,20 +75,9 @@ pub(super) async fn run(env: &Env, args: ServeArgs) -> anyhow::Result<i32> {
         lakevault_common::secret::SecretString::new(token),
         {
             let mut options = BackupOptions {
-                job_id: String::new(),
-                dry_run: false,
-                sample: 0,
                 max_tombstones: args.max_tombstones,
-                mode: Mode::Full,
-                snapshot: false,
-                lease: false,
-                write_watermarks: true,
                 safety_margin: std::time::Duration::from_secs(args.safety_margin_secs),
-                shards: 1,
-                scan_parallelism: 1,
-                distributed: false,
-                page_size: None,
-                progress: Progress::hidden(),
+                ..Default::default()
             };
             args.scan.apply(&mut options);
             options
