@@ -36,10 +36,15 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Reads a time written by [`rfc3339`] (or by the service: snapshot ids and listings are
-/// RFC 3339 too); `None` if it is not one.
+/// Reads a time written by [`rfc3339`] (or by the service, or an operator: snapshot ids,
+/// listings and `--as-of` are RFC 3339 too). The one place times are parsed.
+pub fn read_rfc3339(text: &str) -> Result<time::OffsetDateTime, time::error::Parse> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+}
+
+/// [`read_rfc3339`], `None` if the text is not a time.
 pub fn parse_rfc3339(text: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    read_rfc3339(text).ok()
 }
 
 /// Strips the quotes that response headers (but not listings) put around ETags.

@@ -253,7 +253,7 @@ pub fn sas_expiry(token: &str) -> Result<OffsetDateTime, SasError> {
     let decoded = percent_encoding::percent_decode_str(se)
         .decode_utf8_lossy()
         .into_owned();
-    if let Ok(t) = OffsetDateTime::parse(&decoded, &Rfc3339) {
+    if let Ok(t) = crate::record::read_rfc3339(&decoded) {
         return Ok(t);
     }
     // Date-only and minute-precision forms are also accepted by the service.

@@ -85,13 +85,12 @@ impl ScanEngine {
             .modified_since
             .as_deref()
             .map(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| {
-                        ItemFailure::new(
-                            FailureClass::Permanent,
-                            format!("modified_since `{t}` is not RFC 3339: {e}"),
-                        )
-                    })
+                lakevault_common::record::read_rfc3339(t).map_err(|e| {
+                    ItemFailure::new(
+                        FailureClass::Permanent,
+                        format!("modified_since `{t}` is not RFC 3339: {e}"),
+                    )
+                })
             })
             .transpose()?;
         let backup_exists = destination

@@ -68,7 +68,7 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
         .as_of
         .as_deref()
         .map(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            lakevault_common::record::read_rfc3339(t)
                 .map_err(|e| anyhow::anyhow!("--as-of `{t}` is not an RFC 3339 time: {e}"))
         })
         .transpose()?;
