@@ -136,6 +136,23 @@ async fn properties_and_not_found(source: &dyn BlobStore, backup: &dyn BlobStore
         .await
         .expect_err("missing container");
     assert!(e.is_not_found(), "{e}");
+    // Purge and restore tell a missing container from an empty one by the listing's code.
+    let listed: Result<Vec<_>, _> = source
+        .list(&format!("{c}-none"), ListOptions::default())
+        .try_collect()
+        .await;
+    let e = listed.expect_err("listing a missing container");
+    assert!(e.has_code(Code::ContainerNotFound), "{e}");
+    source
+        .create_container(&format!("{c}-empty"))
+        .await
+        .expect("container");
+    let empty: Vec<_> = source
+        .list(&format!("{c}-empty"), ListOptions::default())
+        .try_collect()
+        .await
+        .expect("an empty container lists");
+    assert!(empty.is_empty());
 }
 
 async fn tags_do_not_change_the_etag(store: &dyn BlobStore, c: &str, quirks: Quirks) {
