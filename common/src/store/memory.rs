@@ -182,6 +182,8 @@ struct Version {
 struct Lease {
     id: String,
     until: tokio::time::Instant,
+    /// A renewal restarts the lease for the duration it was acquired with.
+    duration: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -933,10 +935,11 @@ impl BlobStore for MemoryStore {
                     "There is already a lease present.",
                 ));
             }
-            let seconds = duration.as_secs().clamp(15, 60);
+            let duration = Duration::from_secs(duration.as_secs().clamp(15, 60));
             b.lease = Some(Lease {
                 id: proposed_id.to_string(),
-                until: tokio::time::Instant::now() + Duration::from_secs(seconds),
+                until: tokio::time::Instant::now() + duration,
+                duration,
             });
             Ok(proposed_id.to_string())
         })
@@ -948,8 +951,7 @@ impl BlobStore for MemoryStore {
             let b = s.existing(&self.alias, blob)?;
             match b.lease.as_mut() {
                 Some(lease) if lease.id == lease_id => {
-                    // The duration is not kept; renewals in lakevault use the same one.
-                    lease.until = tokio::time::Instant::now() + Duration::from_secs(60);
+                    lease.until = tokio::time::Instant::now() + lease.duration;
                     Ok(())
                 }
                 _ => Err(lease_conflict(

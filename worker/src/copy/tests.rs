@@ -639,3 +639,42 @@ async fn tags_that_leave_no_room_for_the_record_are_judged_by_the_source_now() {
     assert_eq!(tags.get("team").map(String::as_str), Some("data"));
     assert_eq!(tags.len(), 2, "the user's tag and the record: {tags:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_that_outlasts_its_lease_keeps_it_by_renewing() {
+    let rig = rig();
+    rig.src.write("data", "slow.bin", b"x", &[]);
+    let item = planned(&rig, "slow.bin").await;
+    let mut leased = batch(MessageKind::Copy);
+    leased.lease = true;
+    // The copy request is held for far longer than the 30 s lease.
+    let gate = rig.world.pause(Op::CopyFromUrl, |f| f.account("bak"));
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let copying = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.copy_item(&leased, &item).await })
+    };
+    gate.arrived().await;
+    tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+    assert!(
+        rig.world.calls("src", Op::RenewLease) >= 10,
+        "renewed every 15 s"
+    );
+    let other = "11111111-2222-4333-8444-555555555555";
+    let blob = BlobRef::new("data", "slow.bin");
+    let refused = rig
+        .src
+        .acquire_lease(blob, std::time::Duration::from_secs(15), other)
+        .await
+        .expect_err("the source is still leased five minutes in");
+    assert!(refused.is_conflict(), "{refused}");
+    gate.release();
+    assert!(matches!(
+        copying.await.unwrap().unwrap(),
+        ItemOutcome::Copied { .. }
+    ));
+    rig.src
+        .acquire_lease(blob, std::time::Duration::from_secs(15), other)
+        .await
+        .expect("released once the copy is done");
+}
