@@ -6,6 +6,7 @@ mod auth;
 mod backup_e2e;
 mod bad_input;
 mod conformance;
+mod data_safety;
 mod deploy_configs;
 mod entra;
 mod faults;

@@ -678,3 +678,63 @@ async fn a_copy_that_outlasts_its_lease_keeps_it_by_renewing() {
         .await
         .expect("released once the copy is done");
 }
+
+#[tokio::test]
+async fn a_large_restore_never_replaces_a_target_that_appears_while_it_copies() {
+    let rig = rig();
+    let bytes: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    rig.bak.write("data", "big.bin", &bytes, &[]);
+    let v = rig
+        .bak
+        .properties(BlobRef::new("data", "big.bin"))
+        .await
+        .unwrap();
+    rig.src.create_container("restored");
+    let mut restore = batch(MessageKind::Restore);
+    restore.source = Location {
+        account: "bak".into(),
+        container: "data".into(),
+    };
+    restore.destination = Location {
+        account: "src".into(),
+        container: "restored".into(),
+    };
+    let item = CopyItem {
+        name: "big.bin".into(),
+        etag: v.etag,
+        size: v.size,
+        last_modified: v.last_modified,
+        tags: BTreeMap::new(),
+        snapshot: None,
+    };
+    // The block path: the target is checked, blocks are staged, then committed. Someone
+    // writes the target after the check, while the commit waits.
+    let gate = rig.world.pause(Op::CommitBlocks, |f| f.account("src"));
+    let engine = Arc::new(engine(
+        &rig,
+        CopyOptions {
+            sync_copy_max: 1024,
+            block_size: 2048,
+            ..Default::default()
+        },
+    ));
+    let restoring = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.copy_item(&restore, &item).await })
+    };
+    gate.arrived().await;
+    rig.src
+        .write("restored", "big.bin", b"written meanwhile", &[]);
+    gate.release();
+    assert_eq!(
+        restoring.await.unwrap().unwrap(),
+        ItemOutcome::TargetExists,
+        "the commit is conditional on the target being absent"
+    );
+    assert_eq!(
+        rig.src
+            .content(BlobRef::new("restored", "big.bin"))
+            .as_deref(),
+        Some(&b"written meanwhile"[..])
+    );
+}
