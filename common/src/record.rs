@@ -104,7 +104,6 @@ const TAG_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 )]
 pub struct TooManyTags(pub usize);
 
-/// The `x-ms-tags` header value: the source's own tags plus the record.
 /// One key or value of an `x-ms-tags` header, percent-encoded.
 pub fn encode_tag_part(part: &str) -> String {
     utf8_percent_encode(part, TAG_ENCODE).to_string()
@@ -124,52 +123,7 @@ pub fn tag_set(
     Ok(tags)
 }
 
-pub fn tags_header(
-    user_tags: &BTreeMap<String, String>,
-    record: &BackupRecord,
-) -> Result<String, TooManyTags> {
-    let user: Vec<(&String, &String)> = user_tags
-        .iter()
-        .filter(|(k, _)| k.as_str() != RECORD_TAG)
-        .collect();
-    if user.len() + 1 > MAX_TAGS {
-        return Err(TooManyTags(user.len()));
-    }
-    let record_value = record.to_tag_value();
-    let pairs = user
-        .into_iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(std::iter::once((RECORD_TAG, record_value.as_str())));
-    Ok(pairs
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(k, TAG_ENCODE),
-                utf8_percent_encode(v, TAG_ENCODE)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&"))
-}
-
 /// The user's tags on a backup blob: all of them but the record.
-/// The `x-ms-tags` value for user tags alone (lakevault's record left out), as a restored
-/// blob gets them; `None` when there are none.
-pub fn user_tags_header(tags: &BTreeMap<String, String>) -> Option<String> {
-    let pairs: Vec<String> = tags
-        .iter()
-        .filter(|(k, _)| k.as_str() != RECORD_TAG)
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(k, TAG_ENCODE),
-                utf8_percent_encode(v, TAG_ENCODE)
-            )
-        })
-        .collect();
-    (!pairs.is_empty()).then(|| pairs.join("&"))
-}
-
 pub fn user_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags.iter()
         .filter(|(k, _)| k.as_str() != RECORD_TAG)
@@ -218,10 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn header_encodes_and_limits() {
+    fn the_tag_set_encodes_and_leaves_room_for_the_record() {
         let mut user = BTreeMap::new();
         user.insert("Project Name".to_string(), "a&b=c".to_string());
-        let h = tags_header(&user, &record()).unwrap();
+        let set = tag_set(&user, &record()).unwrap();
+        let h = crate::store::azure::tags_header(&set).unwrap();
         assert!(
             h.starts_with("Project%20Name=a%26b%3Dc&lakevault=v1%20etag%3D0x8DC1234ABCD"),
             "{h}"
@@ -229,7 +184,7 @@ mod tests {
         for i in 0..9 {
             user.insert(format!("k{i}"), "v".into());
         }
-        assert_eq!(tags_header(&user, &record()), Err(TooManyTags(10)));
+        assert_eq!(tag_set(&user, &record()), Err(TooManyTags(10)));
     }
 
     #[test]

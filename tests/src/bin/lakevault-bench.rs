@@ -16,7 +16,7 @@ use azure_core::http::RequestContent;
 use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
 use clap::Parser;
 use futures::StreamExt;
-use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tags_header};
+use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tag_set};
 use lakevault_common::storage::StorageAccount;
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::repo_root;
@@ -299,7 +299,9 @@ fn record_tags(source_etag: &str, source_modified: &str) -> anyhow::Result<Strin
         job: "bench-seed".to_string(),
         deleted_at: None,
     };
-    Ok(tags_header(&BTreeMap::new(), &record)?)
+    let tags = tag_set(&BTreeMap::new(), &record)?;
+    lakevault_common::store::azure::tags_header(&tags)
+        .ok_or_else(|| anyhow::anyhow!("a record tag set is never empty"))
 }
 
 /// Seeds source slot `i` (and its backup unless it is new); returns the uploads made.
