@@ -47,6 +47,21 @@ pub fn parse_rfc3339(text: &str) -> Option<time::OffsetDateTime> {
     read_rfc3339(text).ok()
 }
 
+/// Longest job id accepted.
+pub const MAX_JOB_ID: usize = 64;
+
+/// A job id is written into every backup blob's record tag and names the job's ledger
+/// documents, so it keeps to characters both allow: 1 to 64 of `A-Z a-z 0-9 . _ : -`.
+pub fn validate_job_id(id: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+    if id.is_empty() || id.len() > MAX_JOB_ID || !id.chars().all(allowed) {
+        return Err(format!(
+            "`{id}` is not a job id: use 1 to {MAX_JOB_ID} of A-Z a-z 0-9 . _ : - (no spaces)"
+        ));
+    }
+    Ok(id.to_string())
+}
+
 /// Strips the quotes that response headers (but not listings) put around ETags.
 pub fn normalise_etag(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()
@@ -71,8 +86,10 @@ impl BackupRecord {
             return None;
         }
         let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-        for p in parts {
-            let (k, v) = p.split_once('=')?;
+        // A token without `=` is the tail of a value with a space in it (a job id from a
+        // version that did not check them): it is skipped, so the fields that matter
+        // (ETag, times, deletion) still read.
+        for (k, v) in parts.filter_map(|p| p.split_once('=')) {
             fields.insert(k, v);
         }
         Some(Self {
@@ -185,6 +202,32 @@ mod tests {
             user.insert(format!("k{i}"), "v".into());
         }
         assert_eq!(tag_set(&user, &record()), Err(TooManyTags(10)));
+    }
+
+    #[test]
+    fn a_record_with_a_job_it_did_not_write_still_reads() {
+        // Written by a version that accepted any job id: the etag, times and tombstone
+        // must still be read, or the blob looks unrecorded and is copied every run.
+        let value = "v1 etag=0x8D1 mtime=2026-11-22T03:07:23Z at=2026-11-22T04:00:00Z job=nightly run deleted=2026-11-23T00:00:00Z";
+        let r = BackupRecord::parse(value).expect("a record");
+        assert_eq!(r.source_etag, "0x8D1");
+        assert_eq!(r.job, "nightly");
+        assert_eq!(r.deleted_at.as_deref(), Some("2026-11-23T00:00:00Z"));
+    }
+
+    #[test]
+    fn job_ids_are_checked() {
+        for ok in [
+            "nightly-2026-12-03",
+            "6f1c2b1e-0000-4000-8000-000000000000",
+            "a.b_c:d",
+        ] {
+            assert_eq!(validate_job_id(ok), Ok(ok.to_string()), "{ok}");
+        }
+        for bad in ["", "nightly run", "a/b", "naïve", &"x".repeat(65)] {
+            let err = validate_job_id(bad).expect_err(bad);
+            assert!(err.contains("A-Z"), "the error says what is allowed: {err}");
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub struct BackupArgs {
     /// Print the plan, enqueue nothing.
     #[arg(long, env = "LAKEVAULT_DRY_RUN")]
     pub dry_run: bool,
-    /// Job id to use (default: a new UUID).
-    #[arg(long, env = "LAKEVAULT_JOB_ID")]
+    /// Job id to use (default: a new UUID): 1 to 64 of A-Z a-z 0-9 . _ : -.
+    #[arg(long, env = "LAKEVAULT_JOB_ID", value_parser = lakevault_common::record::validate_job_id)]
     pub job_id: Option<String>,
     /// Output format of the plan on stdout.
     #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]

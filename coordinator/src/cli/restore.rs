@@ -32,8 +32,8 @@ pub struct RestoreArgs {
     /// Print the plan, enqueue nothing.
     #[arg(long, env = "LAKEVAULT_DRY_RUN")]
     pub dry_run: bool,
-    /// Job id to use (default: a new UUID).
-    #[arg(long, env = "LAKEVAULT_JOB_ID")]
+    /// Job id to use (default: a new UUID): 1 to 64 of A-Z a-z 0-9 . _ : -.
+    #[arg(long, env = "LAKEVAULT_JOB_ID", value_parser = lakevault_common::record::validate_job_id)]
     pub job_id: Option<String>,
     /// Blob names listed in the plan.
     #[arg(long, env = "LAKEVAULT_SAMPLE", default_value_t = 0)]

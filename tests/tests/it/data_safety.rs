@@ -40,3 +40,24 @@ async fn a_backup_container_removed_after_planning_is_a_failure_not_a_source_gon
     assert_eq!(status["poisoned"], 30, "{status}");
     assert_eq!(out.status.code(), Some(1), "a job with failures exits 1");
 }
+
+#[test]
+fn a_job_id_that_records_cannot_hold_is_refused_before_anything_runs() {
+    for command in ["backup", "restore"] {
+        let mut args = vec![command, "--job-id", "nightly run"];
+        if command == "restore" {
+            args.extend(["--from", "data"]);
+        }
+        let out = coordinator(std::path::Path::new("/nonexistent/lakevault.toml"))
+            .expect("coordinator binary")
+            .args(&args)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("--job-id") && stderr.contains("A-Z a-z 0-9"),
+            "{command}: the error names the flag and what it accepts: {stderr}"
+        );
+    }
+}
