@@ -47,8 +47,10 @@ pub struct ContainerPurge {
 }
 
 impl ContainerPurge {
+    /// Deletions planned: old versions, tombstoned blobs, and the versions that go with
+    /// those blobs (each is a blob the backup loses, so each counts toward the cap).
     pub fn planned(&self) -> u64 {
-        self.versions + self.tombstoned_blobs
+        self.versions + self.tombstoned_blobs + self.tombstoned_versions
     }
 }
 
@@ -323,6 +325,30 @@ mod tests {
         assert_eq!(report.tombstoned_blobs, 1, "judged expired when listed");
         assert_eq!((report.deleted, report.changed_since_listed), (0, 1));
         assert!(bak.content(BlobRef::new("data", "back.csv")).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_every_version_that_goes_with_a_tombstoned_blob() {
+        let world = World::new();
+        let bak = world.account("bak");
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
+        backed_up(&bak, "many.csv", None).await;
+        for _ in 0..3 {
+            bak.snapshot(BlobRef::new("data", "many.csv"))
+                .await
+                .unwrap();
+        }
+        backed_up(&bak, "many.csv", Some(long_ago)).await;
+        // One blob and its three kept versions: four deletions, over a cap of three.
+        let report = purge_container(&bak, "data", &options(3), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.tombstoned_blobs, report.tombstoned_versions),
+            (1, 3)
+        );
+        assert!(report.capped, "{report:?}");
+        assert_eq!(world.calls("bak", Op::Delete), 0);
     }
 
     #[tokio::test]
