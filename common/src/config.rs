@@ -215,14 +215,15 @@ impl Config {
             path: PathBuf::from("<inline>"),
             message,
         };
-        let document = toml::Deserializer::parse(text).map_err(|e| parse_error(e.to_string()))?;
+        let document =
+            toml::Deserializer::parse(text).map_err(|e| parse_error(toml_error(text, &e)))?;
         // The path of the offending field leads the message (`queue.name: invalid type`):
-        // the TOML snippet alone shows the key but not which table it is in.
+        // the position alone does not say which table it is in.
         let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
             let field = e.path().to_string();
-            let inner = e.into_inner();
+            let inner = toml_error(text, &e.into_inner());
             parse_error(if field == "." || field.is_empty() {
-                inner.to_string()
+                inner
             } else {
                 format!("`{field}`: {inner}")
             })
@@ -464,8 +465,34 @@ pub fn validate_queue_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A TOML error as its message and position, never the offending line itself: that line
+/// may hold a secret (`client_secret = "…`).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message().trim())
+        }
+        None => e.message().trim().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn syntax_errors_do_not_echo_the_line_that_may_hold_a_secret() {
+        let text =
+            "[accounts.a]\nkind = \"client_secret\"\nclient_secret = \"s3cr3t-Value-123\nx = 1\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("line 3"), "the error says where: {err}");
+        let typed = "[accounts.a]\nkind = \"shared_key\"\naccount_name = \"a\"\naccount_key = [\"s3cr3t-Value-123\"]\n";
+        let err = Config::parse(typed).unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

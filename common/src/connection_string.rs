@@ -26,6 +26,10 @@ pub enum ConnectionStringError {
     Malformed(String),
     #[error("connection string has an unknown key `{0}`")]
     UnknownKey(String),
+    #[error(
+        "this is not a connection string (a part of {0} characters, not shown, has no key name); an account key goes in `account_key` with kind = \"shared_key\", a SAS in `sas_token` with kind = \"sas\""
+    )]
+    NotAConnectionString(usize),
     #[error("connection string key `{key}` has an invalid URL: {reason}")]
     BadUrl { key: String, reason: String },
     #[error(
@@ -73,7 +77,7 @@ pub fn parse(text: &str) -> Result<ParsedConnectionString, ConnectionStringError
             "queueendpoint" => out.queue_endpoint = Some(url(value)?),
             // Other services of the account are irrelevant to lakevault but legal.
             "tableendpoint" | "fileendpoint" | "dfsendpoint" => {}
-            _ => return Err(ConnectionStringError::UnknownKey(key.to_string())),
+            _ => return Err(unknown_key(key)),
         }
     }
     if dev_storage {
@@ -116,6 +120,17 @@ pub fn parse(text: &str) -> Result<ParsedConnectionString, ConnectionStringError
         return Err(ConnectionStringError::NoCredential);
     }
     Ok(out)
+}
+
+/// An unknown key, named only if it looks like a key name: a pasted account key or SAS
+/// (base64, with `=` padding) would otherwise be echoed.
+fn unknown_key(key: &str) -> ConnectionStringError {
+    let name_like = key.len() <= 40 && key.chars().all(|c| c.is_ascii_alphabetic());
+    if name_like {
+        ConnectionStringError::UnknownKey(key.to_string())
+    } else {
+        ConnectionStringError::NotAConnectionString(key.chars().count())
+    }
 }
 
 fn key_only(part: &str) -> String {
@@ -180,6 +195,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.sas_token.unwrap().expose(), "sv=1&sig=abc");
+    }
+
+    #[test]
+    fn a_pasted_key_is_never_echoed() {
+        // An account key pasted where a connection string belongs: base64 ending in `=`.
+        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+        let err = parse(key).unwrap_err().to_string();
+        assert!(!err.contains(&key[..8]), "{err}");
+        assert!(
+            err.contains("account_key"),
+            "the error says where a key goes: {err}"
+        );
     }
 
     #[test]
