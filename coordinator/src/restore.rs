@@ -32,7 +32,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `alias/container[/prefix]`.
+    /// Parses `alias/container[/prefix]`; the prefix is a directory the names go below.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = text.splitn(3, '/');
         match (parts.next(), parts.next(), parts.next()) {
@@ -42,7 +42,14 @@ impl Target {
                 Ok(Target {
                     account: account.to_string(),
                     container: container.to_string(),
-                    prefix: prefix.filter(|p| !p.is_empty()).map(str::to_string),
+                    // A directory: `restored/2026` puts `a.csv` at `restored/2026/a.csv`.
+                    prefix: prefix.filter(|p| !p.is_empty()).map(|p| {
+                        if p.ends_with('/') {
+                            p.to_string()
+                        } else {
+                            format!("{p}/")
+                        }
+                    }),
                 })
             }
             _ => Err(format!(
@@ -425,9 +432,15 @@ mod tests {
             Target {
                 account: "lake".into(),
                 container: "raw".into(),
-                prefix: Some("restored/2026".into()),
+                prefix: Some("restored/2026/".into()),
             }
         );
+        // The prefix is a directory: names go below it, never glued to its last segment.
+        assert_eq!(
+            Target::parse("lake/raw/restored/2026/").unwrap().prefix,
+            Some("restored/2026/".into())
+        );
+        assert_eq!(Target::parse("lake/raw/").unwrap().prefix, None);
         assert!(Target::parse("lake").is_err());
         assert!(Target::parse("/raw").is_err());
     }

@@ -22,7 +22,8 @@ pub struct RestoreArgs {
     /// default: now.
     #[arg(long, env = "LAKEVAULT_RESTORE_AS_OF")]
     pub as_of: Option<String>,
-    /// Where to write: `<account alias>/<container>[/<prefix>]`. Default: the original
+    /// Where to write: `<account alias>/<container>[/<prefix>]`; names go below the prefix
+    /// as a directory (`.../restored` writes `restored/<name>`). Default: the original
     /// location (the configured source account and the container the backup was made from).
     #[arg(long, env = "LAKEVAULT_RESTORE_TO")]
     pub to: Option<String>,
