@@ -123,12 +123,8 @@ pub enum Refusal {
     TooLarge,
     /// The item names an account this worker does not have.
     UnknownAccount,
-    /// A name or snapshot that makes no valid request.
-    InvalidName,
     /// The backup version to restore changed since the restore was planned.
     RestoreSourceChanged,
-    /// The backup service cannot read the source, although the worker can.
-    UnreadableByService,
     /// The source kept changing while being copied.
     SourceKeptChanging,
 }
@@ -141,9 +137,7 @@ impl Refusal {
             Refusal::NotABlockBlob => "NotABlockBlob",
             Refusal::TooLarge => "TooLargeForBlockBlob",
             Refusal::UnknownAccount => "UnknownAccount",
-            Refusal::InvalidName => "InvalidName",
             Refusal::RestoreSourceChanged => "RestoreSourceChanged",
-            Refusal::UnreadableByService => "CannotVerifyCopySource",
             Refusal::SourceKeptChanging => "SourceKeptChanging",
         }
     }
