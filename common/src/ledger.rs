@@ -405,31 +405,6 @@ pub async fn list_state(account: &StorageAccount, prefix: &str) -> azure_core::R
     Ok(names)
 }
 
-/// Creates a JSON state blob only if it does not exist yet: `Ok(false)` when another
-/// writer got there first. This elects exactly one finisher among racing workers.
-pub async fn create_json<T: Serialize>(
-    account: &StorageAccount,
-    name: &str,
-    value: &T,
-) -> azure_core::Result<bool> {
-    account.ensure_container(STATE_CONTAINER).await?;
-    let body = serde_json::to_vec(value).map_err(other)?;
-    let options = azure_storage_blob::models::BlockBlobClientUploadOptions {
-        if_none_match: Some("*".into()),
-        ..Default::default()
-    };
-    match account
-        .blob(STATE_CONTAINER, name)
-        .map_err(other)?
-        .upload(RequestContent::from(body), Some(options))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.http_status().map(u16::from), Some(409 | 412)) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// A job's plan and every outcome and scan result recorded so far.
 pub async fn read_job(account: &StorageAccount, job: &str) -> azure_core::Result<JobRecord> {
     let mut record = JobRecord {

@@ -103,7 +103,8 @@ pub fn decide(
                 d.retry.push(item);
             }
             ItemResult::Failed(f) => {
-                tracing::warn!(blob = %item.name, reason = %f.reason, "copy failed permanently");
+                let code = f.code.as_ref().map(crate::copy::FailureCode::as_str);
+                tracing::warn!(blob = %item.name, code, reason = %f.reason, "copy failed permanently");
                 let class = if f.class.is_retryable() {
                     "retries-exhausted"
                 } else {
