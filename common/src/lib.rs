@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod progress;
 pub mod queue;
 pub mod record;
+pub mod request_count;
 pub mod sas;
 pub mod sdk_tracing;
 pub mod secret;

@@ -5,6 +5,7 @@
 use crate::config::{AccountConfig, CopySourceAuth};
 use crate::connection_string;
 use crate::extra_headers::ExtraHeadersPolicy;
+use crate::request_count::BlobRequestCounter;
 use crate::sas::{self, SasResource};
 use crate::secret::SecretString;
 use crate::shared_key::SharedKeyPolicy;
@@ -129,6 +130,8 @@ pub struct StorageAccount {
     /// The user delegation key in use (`CopySourceAuth::UserDelegationSas`), shared by
     /// clones and renewed before it expires.
     delegation_key: Arc<tokio::sync::Mutex<Option<sas::DelegationKey>>>,
+    /// Requests sent to the blob endpoint by every client of this account and its clones.
+    blob_requests: Arc<BlobRequestCounter>,
 }
 
 /// The URL a server-side copy reads from, with its authorization. The URL may contain a
@@ -498,7 +501,14 @@ impl StorageAccount {
                 ),
             ));
         }
-        let options = client_options(alias, account_name.as_deref(), &auth, &network)?;
+        let blob_requests = BlobRequestCounter::new(&blob_endpoint);
+        let options = client_options(
+            alias,
+            account_name.as_deref(),
+            &auth,
+            &network,
+            &blob_requests,
+        )?;
         Ok(Self {
             alias: alias.to_string(),
             account_name,
@@ -508,6 +518,7 @@ impl StorageAccount {
             options,
             copy_source_auth: config.copy_source(),
             delegation_key: Default::default(),
+            blob_requests,
         })
     }
 
@@ -528,16 +539,19 @@ impl StorageAccount {
             });
         }
         let auth = Auth::Token(credential);
-        let options = client_options(alias, Some(account_name), &auth, &network)?;
+        let blob_endpoint = normalise_endpoint(&blob_endpoint);
+        let blob_requests = BlobRequestCounter::new(&blob_endpoint);
+        let options = client_options(alias, Some(account_name), &auth, &network, &blob_requests)?;
         Ok(Self {
             alias: alias.to_string(),
             account_name: Some(account_name.to_string()),
-            blob_endpoint: normalise_endpoint(&blob_endpoint),
+            blob_endpoint,
             queue_endpoint: normalise_endpoint(&queue_endpoint),
             auth,
             options,
             copy_source_auth: CopySourceAuth::Bearer,
             delegation_key: Default::default(),
+            blob_requests,
         })
     }
 
@@ -597,6 +611,12 @@ impl StorageAccount {
 
     fn client_options(&self) -> ClientOptions {
         self.options.clone()
+    }
+
+    /// Requests this account's clients (and its clones') have sent to the blob endpoint,
+    /// every try counted.
+    pub fn blob_requests(&self) -> u64 {
+        self.blob_requests.get()
     }
 
     fn token_credential(&self) -> Option<Arc<dyn TokenCredential>> {
@@ -744,6 +764,7 @@ fn client_options(
     account_name: Option<&str>,
     auth: &Auth,
     network: &NetworkOptions,
+    blob_requests: &Arc<BlobRequestCounter>,
 ) -> Result<ClientOptions, AccountError> {
     let mut options = ClientOptions::default();
     let client_error = |message: String| AccountError::Client {
@@ -780,6 +801,7 @@ fn client_options(
         max_delay: time::Duration::seconds(10),
     });
     options.per_call_policies.push(Arc::new(ExtraHeadersPolicy));
+    options.per_try_policies.push(blob_requests.clone());
     // The SDK's spans (one per client method, one per HTTP try), when they go anywhere.
     options.instrumentation.tracer_provider = crate::telemetry::sdk_tracer_provider();
     if network.throttle.limit.is_some() || network.throttle.rate.is_some() {

@@ -45,6 +45,32 @@ pub struct CopyItem {
     /// `etag` and `last_modified` then describe the snapshot's content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// What the plan saw of the backup blob under this name.
+    #[serde(default, skip_serializing_if = "PlannedBackup::is_unknown")]
+    pub backup: PlannedBackup,
+}
+
+/// What the plan saw of the backup blob under an item's name, so that the worker can write
+/// conditionally without reading it first. A hint, never trusted for safety: every write
+/// is conditional on it, and a stale hint costs a conflict and a re-read, never a wrong
+/// write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedBackup {
+    /// Not looked at (an incremental plan lists only the source): the worker reads it.
+    #[default]
+    Unknown,
+    /// No backup blob: the copy is `If-None-Match: *`.
+    Absent,
+    /// A backup blob with this ETag (without quotes) that does not hold the planned
+    /// version: the version it holds is kept and replaced under `If-Match` on it.
+    Etag(String),
+}
+
+impl PlannedBackup {
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, PlannedBackup::Unknown)
+    }
 }
 
 /// A batch of copies between one source container and one backup container.
@@ -398,6 +424,7 @@ mod tests {
             last_modified: "2026-11-22T03:07:23Z".into(),
             tags: BTreeMap::new(),
             snapshot: None,
+            backup: PlannedBackup::Unknown,
         }
     }
 
@@ -405,6 +432,26 @@ mod tests {
     fn round_trips() {
         let b = header().with_items(vec![item("a b/ü \"q\".txt")], 0);
         assert_eq!(CopyBatch::decode(&b.encode()).unwrap(), b);
+        let mut absent = item("new");
+        absent.backup = PlannedBackup::Absent;
+        let mut held = item("changed");
+        held.backup = PlannedBackup::Etag("0x8DC1".into());
+        let b = header().with_items(vec![absent, held], 0);
+        let text = b.encode();
+        assert!(text.contains(r#""backup":"absent""#), "{text}");
+        assert!(text.contains(r#""backup":{"etag":"0x8DC1"}"#), "{text}");
+        assert_eq!(CopyBatch::decode(&text).unwrap(), b);
+    }
+
+    #[test]
+    fn items_without_a_planned_backup_still_decode() {
+        // Messages written before the field existed (or by an incremental plan).
+        let text = r#"{"v":1,"kind":"copy","job":"j","source":{"account":"s","container":"c"},
+            "destination":{"account":"b","container":"c"},
+            "items":[{"name":"n","etag":"e","size":1,"last_modified":"2026-11-22T03:07:23Z"}]}"#;
+        let b = CopyBatch::decode(text).unwrap();
+        assert_eq!(b.items[0].backup, PlannedBackup::Unknown);
+        assert!(!b.encode().contains("backup"));
     }
 
     #[test]

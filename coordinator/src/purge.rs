@@ -265,11 +265,11 @@ mod tests {
         let bak = world.account("bak");
         let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
         backed_up(&bak, "live.csv", None).await;
-        bak.snapshot(BlobRef::new("data", "live.csv"))
+        bak.snapshot(BlobRef::new("data", "live.csv"), Condition::None)
             .await
             .unwrap();
         backed_up(&bak, "gone.csv", Some(long_ago)).await;
-        bak.snapshot(BlobRef::new("data", "gone.csv"))
+        bak.snapshot(BlobRef::new("data", "gone.csv"), Condition::None)
             .await
             .unwrap();
         backed_up(&bak, "recently-gone.csv", Some(OffsetDateTime::now_utc())).await;
@@ -334,7 +334,7 @@ mod tests {
         let long_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
         backed_up(&bak, "many.csv", None).await;
         for _ in 0..3 {
-            bak.snapshot(BlobRef::new("data", "many.csv"))
+            bak.snapshot(BlobRef::new("data", "many.csv"), Condition::None)
                 .await
                 .unwrap();
         }

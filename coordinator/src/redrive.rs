@@ -159,6 +159,7 @@ mod tests {
                 last_modified: "2026-01-01T00:00:00Z".into(),
                 tags: Default::default(),
                 snapshot: None,
+                backup: Default::default(),
             }],
         }
     }

@@ -379,7 +379,7 @@ mod tests {
         bak.set_tags(blob, &tags("2026-11-01T00:00:00Z"), Condition::None)
             .await
             .unwrap();
-        let kept = bak.snapshot(blob).await.unwrap();
+        let kept = bak.snapshot(blob, Condition::None).await.unwrap();
         bak.write("data", "a.csv", b"v2", &[]);
         bak.set_tags(blob, &tags("2026-11-03T00:00:00Z"), Condition::None)
             .await

@@ -16,8 +16,12 @@ use std::cmp::Ordering;
 pub enum Change {
     /// In the source only: copy.
     New(ListedBlob),
-    /// In both, but the backup holds another source version (or has no record): copy.
-    Changed(ListedBlob),
+    /// In both, but the backup holds another source version (or has no record): copy,
+    /// replacing the backup blob as listed (`backup`) and no other.
+    Changed {
+        source: ListedBlob,
+        backup: ListedBlob,
+    },
     /// In both, and the backup's record names the source's current ETag.
     Unchanged(ListedBlob),
     /// In the backup only: the source blob was deleted.
@@ -26,7 +30,7 @@ pub enum Change {
 
 impl Change {
     pub fn needs_copy(&self) -> bool {
-        matches!(self, Change::New(_) | Change::Changed(_))
+        matches!(self, Change::New(_) | Change::Changed { .. })
     }
 }
 
@@ -74,7 +78,7 @@ impl Pair {
             Pair::SourceOnly(src) => Change::New(src),
             Pair::BackupOnly(bak) => Change::Deleted(bak),
             Pair::Both(src, bak) if is_current(&src, &bak) => Change::Unchanged(src),
-            Pair::Both(src, _) => Change::Changed(src),
+            Pair::Both(source, backup) => Change::Changed { source, backup },
         }
     }
 }
@@ -264,7 +268,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Change::New(b) => ("new", b.name.as_str()),
-                Change::Changed(b) => ("changed", b.name.as_str()),
+                Change::Changed { source: b, .. } => ("changed", b.name.as_str()),
                 Change::Unchanged(b) => ("unchanged", b.name.as_str()),
                 Change::Deleted(b) => ("deleted", b.name.as_str()),
             })
@@ -346,7 +350,7 @@ mod tests {
             let mut order = Vec::new();
             for c in &out {
                 match c {
-                    Change::New(b) | Change::Changed(b) => { copy.insert(b.name.clone()); order.push(b.name.clone()); }
+                    Change::New(b) | Change::Changed { source: b, .. } => { copy.insert(b.name.clone()); order.push(b.name.clone()); }
                     Change::Unchanged(b) => { same.insert(b.name.clone()); order.push(b.name.clone()); }
                     Change::Deleted(b) => { deleted.insert(b.name.clone()); order.push(b.name.clone()); }
                 }

@@ -17,8 +17,8 @@ use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339};
 use lakevault_common::select::BlobFilter;
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::wire::{
-    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, Shard,
-    WIRE_VERSION, pack,
+    BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, PlannedBackup,
+    Shard, WIRE_VERSION, pack,
 };
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -264,6 +264,7 @@ pub fn copy_item(blob: ListedBlob) -> CopyItem {
         last_modified: blob.last_modified,
         tags: blob.tags,
         snapshot: None,
+        backup: PlannedBackup::Unknown,
     }
 }
 
@@ -367,7 +368,7 @@ pub async fn scan_shard(
         scan.progress.inc(1);
         match &change {
             Change::New(_) => counts.new += 1,
-            Change::Changed(_) => counts.changed += 1,
+            Change::Changed { .. } => counts.changed += 1,
             Change::Unchanged(_) => counts.unchanged += 1,
             Change::Deleted(backup) => match BackupRecord::from_tags(&backup.tags) {
                 None => counts.unmanaged += 1,
@@ -382,14 +383,22 @@ pub async fn scan_shard(
                 }
             },
         }
-        let (Change::New(blob) | Change::Changed(blob)) = change else {
-            continue;
+        // What the backup holds goes with the item, so the worker's write is conditional
+        // on it without reading it first. An incremental plan does not list the backup.
+        let (blob, planned) = match change {
+            Change::New(blob) if scan.lists_backup() || !scan.backup_exists => {
+                (blob, PlannedBackup::Absent)
+            }
+            Change::New(blob) => (blob, PlannedBackup::Unknown),
+            Change::Changed { source, backup } => (source, PlannedBackup::Etag(backup.etag)),
+            Change::Unchanged(_) | Change::Deleted(_) => continue,
         };
         counts.bytes_to_copy += blob.size;
         if result.sample.len() < scan.sample {
             result.sample.push(blob.name.clone());
         }
         let mut item = copy_item(blob);
+        item.backup = planned;
         if scan.snapshot && !scan.dry_run {
             match snapshot_item(accounts.source, &scan.container, item).await? {
                 Some(snapshotted) => item = snapshotted,

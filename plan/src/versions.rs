@@ -125,6 +125,7 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
             size: l.size,
             last_modified: l.last_modified,
             snapshot: l.snapshot,
+            backup: Default::default(),
         },
         older,
     )

@@ -217,8 +217,17 @@ async fn snapshots_keep_the_old_version(store: &dyn BlobStore, c: &str) {
         .set_tags(b, &tags(&[("v", "1")]), Condition::None)
         .await
         .expect("tags");
-    let snap = store.snapshot(b).await.expect("snapshot");
+    let snap = store
+        .snapshot(b, Condition::IfMatch(etag.clone()))
+        .await
+        .expect("snapshot under the current ETag");
     assert_eq!(snap.etag, etag, "a snapshot has the blob's ETag");
+    // The history kept before an overwrite is of the version that was judged, or none.
+    let stale = store
+        .snapshot(b, Condition::IfMatch("0x8D0000000000000".into()))
+        .await
+        .expect_err("a snapshot under a stale ETag");
+    assert!(stale.is_condition_not_met(), "{stale}");
     store
         .put(b, b"new".to_vec(), Condition::None)
         .await
@@ -275,7 +284,7 @@ async fn snapshots_keep_the_old_version(store: &dyn BlobStore, c: &str) {
         .put(b, b"judged".to_vec(), Condition::None)
         .await
         .expect("put");
-    store.snapshot(b).await.expect("snapshot");
+    store.snapshot(b, Condition::None).await.expect("snapshot");
     store
         .put(b, b"rewritten".to_vec(), Condition::None)
         .await

@@ -109,6 +109,8 @@ pub struct PassReport {
     /// Queue service requests: one per message sent by the coordinator plus every
     /// request the workers made.
     pub queue_requests: u64,
+    /// Blob service requests the workers made (copies, reads, snapshots), every try.
+    pub storage_requests: u64,
     pub seconds: f64,
     /// The lowest copy concurrency any worker went down to (busy service).
     pub lowest_concurrency: Option<u64>,
@@ -163,6 +165,7 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
         report.retried += summary["retried"].as_u64().unwrap_or(0);
         report.queue_requests += summary["queue_requests"].as_u64().unwrap_or(0);
+        report.storage_requests += summary["storage_requests"].as_u64().unwrap_or(0);
         if let Some(low) = summary["lowest_concurrency"].as_u64() {
             report.lowest_concurrency = Some(report.lowest_concurrency.map_or(low, |l| l.min(low)));
         }

@@ -236,6 +236,9 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     match result {
         Ok(mut summary) => {
             summary.queue_requests = queue.requests() + poison.requests();
+            // One entry per configured account (the queue's is among them); clones used by
+            // the copy engine, the scanner and the ledger share its counter.
+            summary.storage_requests = accounts.iter().map(|a| a.blob_requests()).sum();
             summary.lowest_concurrency = copy_slots.lowest();
             tracing::info!(
                 messages = summary.messages,
@@ -244,6 +247,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
                 retried = summary.tally.retried,
                 poisoned = summary.tally.poisoned,
                 queue_requests = summary.queue_requests,
+                storage_requests = summary.storage_requests,
                 elapsed_seconds = elapsed,
                 "worker finished"
             );

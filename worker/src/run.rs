@@ -50,6 +50,9 @@ pub struct RunSummary {
     pub lowest_concurrency: usize,
     /// Requests to the work and poison queues (receive, extend, send, delete, properties).
     pub queue_requests: u64,
+    /// Requests to the blob endpoints of the configured accounts (copies, reads, snapshots,
+    /// scans' listings, ledger writes), every try of a retried request counted.
+    pub storage_requests: u64,
 }
 
 impl RunSummary {

@@ -13,13 +13,13 @@ use azure_core::http::{ClientMethodOptions, Etag, RequestContent};
 use azure_storage_blob::BlobClient;
 use azure_storage_blob::models::{
     BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders,
-    BlobClientCreateSnapshotResultHeaders, BlobClientDeleteOptions, BlobClientDownloadOptions,
-    BlobClientGetPropertiesResultHeaders, BlobClientSetTagsOptions,
-    BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders,
-    BlobContainerClientListBlobsOptions, BlobTag, BlobTags, BlobType,
-    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
-    BlockBlobClientUploadOptions, BlockLookupList, CopyStatus, DeleteSnapshotsOptionType,
-    HttpRange, ListBlobsIncludeItem,
+    BlobClientCreateSnapshotOptions, BlobClientCreateSnapshotResultHeaders,
+    BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlobClientSetTagsOptions, BlobClientStartCopyFromUrlOptions,
+    BlobClientStartCopyFromUrlResultHeaders, BlobContainerClientListBlobsOptions, BlobTag,
+    BlobTags, BlobType, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientUploadOptions, BlockLookupList,
+    CopyStatus, DeleteSnapshotsOptionType, HttpRange, ListBlobsIncludeItem,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -222,10 +222,20 @@ impl BlobStore for AzureStore {
             .map_err(|e| self.error(&e))
     }
 
-    async fn snapshot(&self, blob: BlobRef<'_>) -> Result<SnapshotTaken, StoreError> {
+    async fn snapshot(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<SnapshotTaken, StoreError> {
+        let (if_match, if_none_match) = conditions(&condition);
+        let options = BlobClientCreateSnapshotOptions {
+            if_match,
+            if_none_match,
+            ..Default::default()
+        };
         let response = self
             .client(blob)?
-            .create_snapshot(None)
+            .create_snapshot(Some(options))
             .await
             .map_err(|e| self.error(&e))?;
         let snapshot = response

@@ -263,6 +263,18 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// Storage requests made on account `alias` so far, of any operation. Signing a copy
+    /// source URL is local work (a SAS, or a token the identity service issues), not a
+    /// request to the account.
+    pub fn requests(&self, alias: &str) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|((a, op), _)| a == alias && *op != Op::CopySource)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -687,10 +699,30 @@ impl BlobStore for MemoryStore {
         .await
     }
 
-    async fn snapshot(&self, blob: BlobRef<'_>) -> Result<SnapshotTaken, StoreError> {
+    async fn snapshot(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<SnapshotTaken, StoreError> {
         self.base_only(blob)?;
         self.call(Op::Snapshot, Some(blob.name), |s| {
             let version = s.version(&self.alias, blob)?;
+            // Snapshot Blob takes If-Match / If-None-Match like any write, but no lease:
+            // a leased blob can be snapshotted.
+            // https://learn.microsoft.com/rest/api/storageservices/snapshot-blob
+            let holds = match &condition {
+                Condition::None => true,
+                Condition::IfMatch(e) => *e == version.etag,
+                Condition::IfAbsent => false,
+            };
+            if !holds {
+                return Err(StoreError::answered(
+                    &self.alias,
+                    412,
+                    Code::ConditionNotMet,
+                    "The condition specified using HTTP conditional header(s) is not met.",
+                ));
+            }
             let at = s.next_snapshot_time();
             let id = at
                 .format(time::macros::format_description!(
@@ -850,6 +882,15 @@ impl BlobStore for MemoryStore {
         self.call(Op::CommitBlocks, Some(blob.name), |s| {
             let content = {
                 let blobs = s.container(&self.alias, blob.container)?;
+                // Preconditions are evaluated before the request is acted on (RFC 9110
+                // §13.2.2; https://learn.microsoft.com/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations):
+                // a commit under a stale ETag is 412 even when another writer's commit
+                // has discarded its uncommitted blocks.
+                check_write(
+                    &self.alias,
+                    blobs.get(&key(blob.name)).map(|(_, b)| b),
+                    &commit.condition,
+                )?;
                 let staged = blobs
                     .get(&key(blob.name))
                     .map(|(_, b)| &b.staged)

@@ -272,8 +272,13 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         condition: Condition,
     ) -> Result<(), StoreError>;
 
-    /// Snapshot Blob.
-    async fn snapshot(&self, blob: BlobRef<'_>) -> Result<SnapshotTaken, StoreError>;
+    /// Snapshot Blob, of the base blob as it is when `condition` holds (412
+    /// `ConditionNotMet` otherwise). The snapshot has the base blob's ETag.
+    async fn snapshot(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<SnapshotTaken, StoreError>;
 
     /// Delete Blob (a snapshot when `blob.snapshot` is set). A base blob with snapshots
     /// is refused (409 `SnapshotsPresent`) unless `with_snapshots`.

@@ -15,22 +15,28 @@ fn mib(bytes: u64) -> f64 {
 
 fn print_pass(label: &str, p: &PassReport) {
     println!(
-        "  {label:<28} planned {:>5}  copied {:>5}  {:>8.1} MiB  in {:>5.1}s  ({:>6.1} blobs/s; {} messages, {} queue requests{})",
+        "  {label:<28} planned {:>5}  copied {:>5}  {:>8.1} MiB  in {:>5.1}s  ({:>6.1} blobs/s)",
         p.planned,
         p.copied,
         mib(p.bytes),
         p.seconds,
         p.copied as f64 / p.seconds.max(0.001),
-        p.messages,
-        p.queue_requests,
+    );
+    let per_copied = |n: u64| {
         if p.copied > 0 {
-            format!(
-                ", {:.3} per copied blob",
-                p.queue_requests as f64 / p.copied as f64
-            )
+            format!(" ({:.3} per copied blob)", n as f64 / p.copied as f64)
         } else {
             String::new()
         }
+    };
+    println!(
+        "  {:<28} storage requests by the workers {}{}; queue requests {}{}; {} messages",
+        "",
+        p.storage_requests,
+        per_copied(p.storage_requests),
+        p.queue_requests,
+        per_copied(p.queue_requests),
+        p.messages,
     );
 }
 

@@ -204,6 +204,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
             last_modified: "2026-11-22T00:00:00Z".into(),
             tags: Default::default(),
             snapshot: None,
+            backup: Default::default(),
         })
         .collect();
     let (batches, too_big) = pack(&header, items, MAX_MESSAGE_BYTES);

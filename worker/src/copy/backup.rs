@@ -6,13 +6,14 @@ use super::lease::SourceLease;
 use super::write::{Source, Target};
 use super::{CopyEngine, ItemFailure, ItemOutcome, Refusal};
 use lakevault_common::error::FailureClass;
-use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tag_set};
-use lakevault_common::store::{BlobRef, BlobStore, Condition, Side, StorageErrorCode};
-use lakevault_common::wire::{CopyBatch, CopyItem};
+use lakevault_common::record::{BackupRecord, normalise_etag, parse_rfc3339, rfc3339, tag_set};
+use lakevault_common::store::{BlobRef, BlobStore, Condition, Side, StorageErrorCode, StoreError};
+use lakevault_common::wire::{CopyBatch, CopyItem, PlannedBackup};
 use std::collections::BTreeMap;
 
-/// A blob rewritten continuously could change under every attempt; give up after a few.
-const MAX_SOURCE_CHANGES: usize = 3;
+/// Rounds of judge-and-write one item may take while the source or the backup keeps
+/// changing under it; then it is tried again later.
+const MAX_ROUNDS: usize = 4;
 
 /// Source version being copied.
 #[derive(Debug, Clone)]
@@ -24,33 +25,76 @@ struct SourceVersion {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// What the backup holds under an item's name before the copy.
+/// What the engine knows of the backup blob under an item's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum BackupState {
-    Missing,
-    /// A live lakevault record naming this source ETag.
-    Holds(String),
-    /// A blob without a live record (tombstoned, or not written by lakevault).
-    Unrecorded,
+pub(super) enum Known {
+    /// Nothing yet: read before writing.
+    Unknown,
+    /// No blob: the write is `If-None-Match: *`.
+    Absent,
+    /// A blob that does not hold the version being copied, with its ETag when known.
+    Differs(Option<String>),
 }
 
-/// Reads the backup blob's record (one Get Blob Tags request).
-pub(super) async fn backup_state(
-    backup: &dyn BlobStore,
-    blob: BlobRef<'_>,
-) -> Result<BackupState, ItemFailure> {
-    match backup.tags(blob).await {
-        Ok(tags) => Ok(match BackupRecord::from_tags(&tags) {
-            Some(r) if r.deleted_at.is_none() => BackupState::Holds(r.source_etag),
-            _ => BackupState::Unrecorded,
-        }),
-        Err(e) if e.is_not_found() => Ok(BackupState::Missing),
-        Err(e) => Err(ItemFailure::from_store(
-            "reading the backup blob's record",
-            Side::Backup,
-            &e,
-        )),
+impl Known {
+    fn planned(planned: &PlannedBackup) -> Self {
+        match planned {
+            PlannedBackup::Unknown => Known::Unknown,
+            PlannedBackup::Absent => Known::Absent,
+            PlannedBackup::Etag(e) => Known::Differs(Some(normalise_etag(e))),
+        }
     }
+}
+
+/// What to do with the backup blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// Nothing to write.
+    Done(ItemOutcome),
+    /// Create it: `If-None-Match: *`.
+    Create,
+    /// Replace the version it holds (with this ETag, when known).
+    Replace(Option<String>),
+}
+
+/// How the version a backup record names compares with an immutable source version
+/// (a source snapshot) about to be copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// The record names this very version.
+    Same,
+    /// The record names a version written after it: writing would go back in time.
+    BackupNewer,
+    /// The record names an older version.
+    BackupOlder,
+    /// Both were written in the same second (Last-Modified has whole seconds), or a time
+    /// does not parse: only the source can tell.
+    Unclear,
+}
+
+/// Compares a backup record with the version of a source snapshot.
+pub(super) fn order(record: &BackupRecord, etag: &str, last_modified: &str) -> Order {
+    if record.source_etag == etag {
+        return Order::Same;
+    }
+    match (
+        parse_rfc3339(&record.source_last_modified),
+        parse_rfc3339(last_modified),
+    ) {
+        (Some(held), Some(ours)) if held > ours => Order::BackupNewer,
+        (Some(held), Some(ours)) if held < ours => Order::BackupOlder,
+        _ => Order::Unclear,
+    }
+}
+
+/// Whether a failed write says that the backup or the source is not as judged: read both
+/// again and decide again. The emulator answers a failed source condition with the
+/// destination's code, so the two are not told apart here.
+fn is_conflict(failure: &ItemFailure) -> bool {
+    failure.class == FailureClass::SourceChanged
+        || failure.has_service_code(StorageErrorCode::ConditionNotMet)
+        || failure.has_service_code(StorageErrorCode::SourceConditionNotMet)
+        || failure.has_service_code(StorageErrorCode::BlobAlreadyExists)
 }
 
 /// What reading the source directly says about a `CannotVerifyCopySource`.
@@ -85,10 +129,23 @@ impl CopyEngine {
         if let Some(lease) = lease {
             lease.release().await;
         }
+        // Snapshot mode: the source snapshot has served its purpose once the item has a
+        // final outcome (copied, already current, superseded, source gone). A failed
+        // item keeps it: a retry or a re-drive copies from it.
+        if result.is_ok()
+            && let Some(snapshot) = item.snapshot.as_deref()
+        {
+            let source = self.store(&batch.source.account)?;
+            let blob = BlobRef::new(&batch.source.container, &item.name);
+            self.drop_source_snapshot(source, blob.at_snapshot(Some(snapshot)))
+                .await;
+        }
         result
     }
 
-    /// Copies one item, following the source if it changed since planning.
+    /// Copies one item, following the source if it changed since planning. Every write is
+    /// conditional on the backup blob as judged (`If-Match` on its ETag, `If-None-Match: *`
+    /// for a new one); a conflict means both sides are read again and judged again.
     async fn copy_following_source(
         &self,
         batch: &CopyBatch,
@@ -105,50 +162,68 @@ impl CopyEngine {
             last_modified: item.last_modified.clone(),
             tags: None,
         };
-        let mut kept_previous = false;
-        let mut state = backup_state(backup, backup_blob).await?;
-        for _ in 0..MAX_SOURCE_CHANGES {
-            match &state {
-                BackupState::Missing => {}
-                BackupState::Holds(etag) if *etag == version.etag => {
-                    return Ok(ItemOutcome::AlreadyCurrent);
+        let mut known = Known::planned(&item.backup);
+        // The backup ETag whose version this item already kept as a snapshot: kept once,
+        // however many rounds the item takes.
+        let mut kept: Option<String> = None;
+        for _ in 0..MAX_ROUNDS {
+            let decision = self
+                .decide(source, source_blob, backup, backup_blob, &known, &version)
+                .await?;
+            let replace = match decision {
+                Decision::Done(outcome) => return Ok(outcome),
+                Decision::Create => None,
+                Decision::Replace(etag) => Some(etag),
+            };
+            let tags = match self.backup_tags(batch, item, &version) {
+                Ok(tags) => tags,
+                // The planned tags leave no room for the record. They may be stale (tags
+                // change without a new ETag; a re-driven item carries its planning-time
+                // tags): judge by the source's current tags once.
+                Err(_) if version.tags.is_none() => {
+                    version.tags = Some(read_tags(source, source_blob).await?);
+                    self.backup_tags(batch, item, &version)?
                 }
-                BackupState::Holds(_) | BackupState::Unrecorded if self.options.keep_history => {
-                    keep_previous(backup, backup_blob).await?;
-                    kept_previous = true;
-                    // Kept once; a retry against a newer source version overwrites what
-                    // this attempt may have written, not an older backup.
-                    state = BackupState::Missing;
+                Err(refused) => return Err(refused),
+            };
+            let condition = match replace {
+                None => Condition::IfAbsent,
+                Some(etag) => {
+                    match self
+                        .replace_condition(backup, backup_blob, etag, &mut kept)
+                        .await?
+                    {
+                        Some(condition) => condition,
+                        // Another writer got there first, likely with a newer version.
+                        None => {
+                            if !follow_source(source, source_blob, &mut version).await? {
+                                return Ok(ItemOutcome::SourceGone);
+                            }
+                            known = Known::Unknown;
+                            continue;
+                        }
+                    }
                 }
-                BackupState::Holds(_) | BackupState::Unrecorded => {}
-            }
+            };
             let copy_source = Source {
                 store: source,
                 blob: source_blob,
                 etag: &version.etag,
                 size: version.size,
             };
-            let tags = self.backup_tags(batch, item, &version);
-            let written = match &tags {
-                Ok(tags) => {
-                    let target = Target {
-                        store: backup,
-                        blob: backup_blob,
-                        tags: Some(tags),
-                        tier: self.options.access_tier.clone(),
-                        condition: Condition::None,
-                    };
-                    self.write(copy_source, target).await
-                }
-                Err(refused) => Err(refused.clone()),
+            let target = Target {
+                store: backup,
+                blob: backup_blob,
+                tags: Some(&tags),
+                tier: self.options.access_tier.clone(),
+                condition,
             };
-            let failure = match written {
+            let failure = match self.write(copy_source, target.clone()).await {
                 Ok(()) => {
-                    self.drop_source_snapshot(source, source_blob).await;
                     return Ok(ItemOutcome::Copied {
                         bytes: version.size,
                         source_etag: version.etag,
-                        kept_previous,
+                        kept_previous: kept.is_some(),
                     });
                 }
                 Err(f) => f,
@@ -160,52 +235,157 @@ impl CopyEngine {
                     Unreadable::Gone => Ok(ItemOutcome::SourceGone),
                     Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => Err(f),
                     Unreadable::ByServiceOnly(_) => {
-                        let tags = tags?;
-                        let target = Target {
-                            store: backup,
-                            blob: backup_blob,
-                            tags: Some(&tags),
-                            tier: self.options.access_tier.clone(),
-                            condition: Condition::None,
-                        };
                         let bytes = self.stream_copy(copy_source, target).await?;
                         Ok(ItemOutcome::Copied {
                             bytes,
                             source_etag: version.etag,
-                            kept_previous,
+                            kept_previous: kept.is_some(),
                         })
                     }
                 };
             }
-            match failure.class {
-                FailureClass::SourceMissing => return Ok(ItemOutcome::SourceGone),
-                // The planned tags leave no room for the record. They may be stale (tags
-                // change without a new ETag; a re-driven item carries its planning-time
-                // tags): judge by the source's current tags once.
-                _ if failure.is(Refusal::NoRoomForRecord) && version.tags.is_none() => {
-                    version.tags = Some(read_tags(source, source_blob).await?);
+            if is_conflict(&failure) {
+                tracing::debug!(blob = %item.name, reason = %failure.reason, "conflict; reading source and backup again");
+                if !follow_source(source, source_blob, &mut version).await? {
+                    return Ok(ItemOutcome::SourceGone);
                 }
-                FailureClass::SourceChanged => {
-                    tracing::debug!(blob = %item.name, "source changed during copy; copying the newer version");
-                    match read_source(source, source_blob).await? {
-                        Some(mut v) => {
-                            // The planned tags belong to the old version.
-                            v.tags = Some(read_tags(source, source_blob).await?);
-                            version = v;
-                        }
-                        None => return Ok(ItemOutcome::SourceGone),
-                    }
-                }
-                _ => return Err(failure),
+                known = Known::Unknown;
+                continue;
             }
+            return match failure.class {
+                FailureClass::SourceMissing => Ok(ItemOutcome::SourceGone),
+                _ => Err(failure),
+            };
         }
         Err(ItemFailure {
             code: Some(super::FailureCode::Refusal(Refusal::SourceKeptChanging)),
             ..ItemFailure::new(
                 FailureClass::Transient,
-                format!("source changed {MAX_SOURCE_CHANGES} times while being copied"),
+                format!(
+                    "source or backup changed {MAX_ROUNDS} times while being copied; tried again later"
+                ),
             )
         })
+    }
+
+    /// What to do with the backup blob, reading it when the plan did not say.
+    async fn decide(
+        &self,
+        source: &dyn BlobStore,
+        source_blob: BlobRef<'_>,
+        backup: &dyn BlobStore,
+        backup_blob: BlobRef<'_>,
+        known: &Known,
+        version: &SourceVersion,
+    ) -> Result<Decision, ItemFailure> {
+        let read_failed =
+            |e: &StoreError| ItemFailure::from_store("reading the backup blob", Side::Backup, e);
+        match known {
+            Known::Absent => Ok(Decision::Create),
+            Known::Differs(etag) => Ok(Decision::Replace(etag.clone())),
+            // A live source is copied under `x-ms-source-if-match`, so what lands is its
+            // current version, never older than anything copied before: the record only
+            // says whether there is anything to do (one Get Blob Tags request).
+            Known::Unknown if source_blob.snapshot.is_none() => {
+                match backup.tags(backup_blob).await {
+                    Ok(tags) => Ok(match BackupRecord::from_tags(&tags) {
+                        Some(r) if r.deleted_at.is_none() && r.source_etag == version.etag => {
+                            Decision::Done(ItemOutcome::AlreadyCurrent)
+                        }
+                        _ => Decision::Replace(None),
+                    }),
+                    Err(e) if e.is_not_found() => Ok(Decision::Create),
+                    Err(e) => Err(read_failed(&e)),
+                }
+            }
+            // A source snapshot may be older than what the backup holds now (a re-driven
+            // item, a slow worker): the ETag, then the record of that ETag or a newer one,
+            // and the two versions compared.
+            Known::Unknown => {
+                let etag = match backup.properties(backup_blob).await {
+                    Ok(p) => p.etag,
+                    Err(e) if e.is_not_found() => return Ok(Decision::Create),
+                    Err(e) => return Err(read_failed(&e)),
+                };
+                let tags = match backup.tags(backup_blob).await {
+                    Ok(tags) => tags,
+                    Err(e) if e.is_not_found() => return Ok(Decision::Create),
+                    Err(e) => return Err(read_failed(&e)),
+                };
+                let Some(record) = BackupRecord::from_tags(&tags) else {
+                    return Ok(Decision::Replace(Some(etag)));
+                };
+                Ok(
+                    match order(&record, &version.etag, &version.last_modified) {
+                        Order::Same if record.deleted_at.is_none() => {
+                            Decision::Done(ItemOutcome::AlreadyCurrent)
+                        }
+                        // Marked deleted since: not brought back from an old snapshot.
+                        Order::Same | Order::BackupNewer => Decision::Done(ItemOutcome::Superseded),
+                        Order::BackupOlder => Decision::Replace(Some(etag)),
+                        Order::Unclear => match read_source(source, source_blob).await? {
+                            Some(live) if live.etag == version.etag => {
+                                Decision::Replace(Some(etag))
+                            }
+                            _ => Decision::Done(ItemOutcome::Superseded),
+                        },
+                    },
+                )
+            }
+        }
+    }
+
+    /// The condition of the write that replaces the backup blob (`etag`: as judged, when
+    /// known), after keeping the version it holds as a snapshot when history is kept.
+    /// `None`: the blob changed meanwhile; judge again.
+    async fn replace_condition(
+        &self,
+        backup: &dyn BlobStore,
+        blob: BlobRef<'_>,
+        etag: Option<String>,
+        kept: &mut Option<String>,
+    ) -> Result<Option<Condition>, ItemFailure> {
+        let keep_failed = |e: &StoreError| {
+            ItemFailure::from_store("snapshotting the previous backup", Side::Backup, e)
+        };
+        let history = self.options.keep_history;
+        let etag = match etag {
+            Some(etag) => etag,
+            // Snapshot Blob answers with the ETag of the version it kept: one request keeps
+            // it and gives the condition. (Only for a live source: see `decide`.)
+            None if history && kept.is_none() => {
+                return match backup.snapshot(blob, Condition::None).await {
+                    Ok(taken) => {
+                        *kept = Some(taken.etag.clone());
+                        Ok(Some(Condition::IfMatch(taken.etag)))
+                    }
+                    Err(e) if e.is_not_found() => Ok(Some(Condition::IfAbsent)),
+                    Err(e) => Err(keep_failed(&e)),
+                };
+            }
+            None => match backup.properties(blob).await {
+                Ok(p) => p.etag,
+                Err(e) if e.is_not_found() => return Ok(Some(Condition::IfAbsent)),
+                Err(e) => {
+                    return Err(ItemFailure::from_store(
+                        "reading the backup blob",
+                        Side::Backup,
+                        &e,
+                    ));
+                }
+            },
+        };
+        if history && kept.as_deref() != Some(etag.as_str()) {
+            match backup
+                .snapshot(blob, Condition::IfMatch(etag.clone()))
+                .await
+            {
+                Ok(_) => *kept = Some(etag.clone()),
+                Err(e) if e.is_not_found() || e.is_condition_not_met() => return Ok(None),
+                Err(e) => return Err(keep_failed(&e)),
+            }
+        }
+        Ok(Some(Condition::IfMatch(etag)))
     }
 
     /// The backup blob's tags: the source's user tags (as re-read, or as planned; none
@@ -252,19 +432,26 @@ impl CopyEngine {
     }
 }
 
-/// Keeps the backup blob's current version as a snapshot (content, properties and
-/// metadata of its time) before it is overwritten.
-async fn keep_previous(backup: &dyn BlobStore, blob: BlobRef<'_>) -> Result<(), ItemFailure> {
-    match backup.snapshot(blob).await {
-        Ok(_) => Ok(()),
-        // Gone meanwhile: nothing to keep.
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(ItemFailure::from_store(
-            "snapshotting the previous backup",
-            Side::Backup,
-            &e,
-        )),
+/// After a conflict: a live source is followed to its current version (a snapshot cannot
+/// change). `false`: the source is gone.
+async fn follow_source(
+    source: &dyn BlobStore,
+    blob: BlobRef<'_>,
+    version: &mut SourceVersion,
+) -> Result<bool, ItemFailure> {
+    if blob.snapshot.is_some() {
+        return Ok(true);
     }
+    match read_source(source, blob).await? {
+        Some(current) if current.etag == version.etag => {}
+        Some(mut current) => {
+            // The planned tags belong to the old version.
+            current.tags = Some(read_tags(source, blob).await?);
+            *version = current;
+        }
+        None => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The source's current version (of the base blob), or `None` if it no longer exists.

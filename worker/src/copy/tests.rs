@@ -5,7 +5,7 @@ use super::*;
 use lakevault_common::record::{BackupRecord, RECORD_TAG};
 use lakevault_common::store::memory::{Action, Fault, MemoryStore, Op, World};
 use lakevault_common::store::{BlobRef, Condition, StorageErrorCode as Code};
-use lakevault_common::wire::{Location, WIRE_VERSION};
+use lakevault_common::wire::{Location, PlannedBackup, WIRE_VERSION};
 use std::collections::BTreeMap;
 
 struct Rig {
@@ -68,6 +68,7 @@ async fn planned(rig: &Rig, name: &str) -> CopyItem {
             .await
             .unwrap_or_default(),
         snapshot: None,
+        backup: Default::default(),
     }
 }
 
@@ -452,6 +453,7 @@ fn tombstone_item(etag: &str, name: &str) -> CopyItem {
         last_modified: String::new(),
         tags: BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())]),
         snapshot: None,
+        backup: Default::default(),
     }
 }
 
@@ -527,6 +529,7 @@ async fn a_restore_never_replaces_a_target_blob_without_overwrite() {
         last_modified: v1.last_modified,
         tags: BTreeMap::new(),
         snapshot: Some(snapshot),
+        backup: Default::default(),
     };
     assert!(matches!(
         engine.copy_item(&restore, &item).await.unwrap(),
@@ -706,6 +709,7 @@ async fn a_large_restore_never_replaces_a_target_that_appears_while_it_copies() 
         last_modified: v.last_modified,
         tags: BTreeMap::new(),
         snapshot: None,
+        backup: Default::default(),
     };
     // The block path: the target is checked, blocks are staged, then committed. Someone
     // writes the target after the check, while the commit waits.
@@ -737,4 +741,397 @@ async fn a_large_restore_never_replaces_a_target_that_appears_while_it_copies() 
             .as_deref(),
         Some(&b"written meanwhile"[..])
     );
+}
+
+// Conditional writes (I2: the base backup blob holds the newest version any worker
+// copied; I1: every version reported copied stays restorable).
+
+/// The item for a source blob, as a full scan would plan it against the backup as it is.
+async fn planned_against_backup(rig: &Rig, name: &str) -> CopyItem {
+    let mut item = planned(rig, name).await;
+    item.backup = match rig.bak.properties(BlobRef::new("data", name)).await {
+        Ok(p) => PlannedBackup::Etag(p.etag),
+        Err(_) => PlannedBackup::Absent,
+    };
+    item
+}
+
+/// The versions the backup holds for a name, oldest first: snapshots, then the base blob.
+fn history(rig: &Rig, name: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = rig
+        .bak
+        .snapshot_ids("data", name)
+        .iter()
+        .filter_map(|id| {
+            rig.bak
+                .content(BlobRef::new("data", name).at_snapshot(Some(id)))
+        })
+        .collect();
+    out.extend(content(&rig.bak, name));
+    out
+}
+
+#[tokio::test]
+async fn a_slow_block_copy_of_an_older_version_never_lands_on_top_of_a_newer_one() {
+    let rig = rig();
+    let v1: Vec<u8> = vec![1; 5000];
+    let v2: Vec<u8> = vec![2; 5000];
+    rig.src.write("data", "big.bin", &v1, &[]);
+    let old = planned_against_backup(&rig, "big.bin").await;
+    let options = CopyOptions {
+        sync_copy_max: 1024,
+        block_size: 3000,
+        ..Default::default()
+    };
+    let engine = Arc::new(engine(&rig, options));
+    // Worker A has staged v1's blocks and is about to commit them...
+    let gate = rig
+        .world
+        .pause(Op::CommitBlocks, |f| f.account("bak").times(Some(1)));
+    let slow = {
+        let (engine, old) = (engine.clone(), old.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &old).await })
+    };
+    gate.arrived().await;
+    // ...when the source is rewritten and worker B copies v2 to the end.
+    let v2_etag = rig.src.write("data", "big.bin", &v2, &[]);
+    let new = planned_against_backup(&rig, "big.bin").await;
+    let fast = engine
+        .copy_item(&batch(MessageKind::Copy), &new)
+        .await
+        .expect("v2 copied");
+    assert!(matches!(fast, ItemOutcome::Copied { .. }), "{fast:?}");
+    gate.release();
+    let late = slow.await.unwrap().expect("the slow copy settles");
+    assert_eq!(
+        late,
+        ItemOutcome::AlreadyCurrent,
+        "A's commit was conditional on the backup as planned (absent), failed, and A judged again"
+    );
+    assert_eq!(content(&rig.bak, "big.bin"), Some(v2));
+    assert_eq!(record(&rig.bak, "big.bin").await.source_etag, v2_etag);
+}
+
+#[tokio::test]
+async fn two_workers_replacing_the_same_version_both_keep_it_and_the_newest_wins() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let first = planned_against_backup(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &first)
+        .await
+        .unwrap();
+    // Two plans saw v1 in the backup; the source moved to v2, then v3.
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let to_v2 = planned_against_backup(&rig, "a.csv").await;
+    // Worker A, copying v2, is held just before its copy request.
+    let gate = rig
+        .world
+        .pause(Op::CopyFromUrl, |f| f.account("bak").times(Some(1)));
+    let slow = {
+        let (engine, item) = (engine.clone(), to_v2.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    let v3 = rig.src.write("data", "a.csv", b"v3", &[]);
+    let to_v3 = planned_against_backup(&rig, "a.csv").await;
+    assert_eq!(to_v3.backup, to_v2.backup, "both planned against v1's copy");
+    let fast = engine
+        .copy_item(&batch(MessageKind::Copy), &to_v3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        fast,
+        ItemOutcome::Copied {
+            kept_previous: true,
+            ..
+        }
+    ));
+    gate.release();
+    let late = slow.await.unwrap().unwrap();
+    assert_eq!(late, ItemOutcome::AlreadyCurrent, "{late:?}");
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, v3);
+    // Both workers kept v1 before replacing it: neither can know that the other did
+    // without reading the history. A duplicate, never a loss.
+    assert_eq!(
+        history(&rig, "a.csv"),
+        vec![b"v1".to_vec(), b"v1".to_vec(), b"v3".to_vec()],
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_finds_the_backup_replaced_under_it_judges_again_without_keeping_more() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let first = planned_against_backup(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &first)
+        .await
+        .unwrap();
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let to_v2 = planned_against_backup(&rig, "a.csv").await;
+    // Worker A is held before it keeps v1; worker B copies v3 to the end.
+    let gate = rig
+        .world
+        .pause(Op::Snapshot, |f| f.account("bak").times(Some(1)));
+    let slow = {
+        let (engine, item) = (engine.clone(), to_v2.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    let v3 = rig.src.write("data", "a.csv", b"v3", &[]);
+    let to_v3 = planned_against_backup(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &to_v3)
+        .await
+        .unwrap();
+    gate.release();
+    assert_eq!(slow.await.unwrap().unwrap(), ItemOutcome::AlreadyCurrent);
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, v3);
+    assert_eq!(
+        history(&rig, "a.csv"),
+        vec![b"v1".to_vec(), b"v3".to_vec()],
+        "A's snapshot under v1's ETag failed; it followed the source to v3 and found it copied"
+    );
+}
+
+#[tokio::test]
+async fn two_snapshots_copied_out_of_order_leave_the_newer_on_top() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let older = snapshot_item(&rig, "a.csv").await;
+    let v2 = rig.src.write("data", "a.csv", b"v2", &[]);
+    let newer = snapshot_item(&rig, "a.csv").await;
+    // Both were planned with no backup blob; the older one's copy is held...
+    let gate = rig
+        .world
+        .pause(Op::CopyFromUrl, |f| f.account("bak").times(Some(1)));
+    let slow = {
+        let (engine, item) = (engine.clone(), older.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    // ...while the newer one is copied.
+    engine
+        .copy_item(&batch(MessageKind::Copy), &newer)
+        .await
+        .unwrap();
+    gate.release();
+    assert_eq!(slow.await.unwrap().unwrap(), ItemOutcome::Superseded);
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(record(&rig.bak, "a.csv").await.source_etag, v2);
+}
+
+/// A source snapshot of `content` planned now, as snapshot mode plans it.
+async fn snapshot_item(rig: &Rig, name: &str) -> CopyItem {
+    let mut item = planned_against_backup(rig, name).await;
+    let taken = rig
+        .src
+        .snapshot(BlobRef::new("data", name), Condition::None)
+        .await
+        .unwrap();
+    item.etag = taken.etag;
+    item.last_modified = taken.last_modified;
+    item.snapshot = Some(taken.snapshot);
+    item
+}
+
+#[tokio::test]
+async fn a_redriven_old_snapshot_never_replaces_a_newer_backup() {
+    for hint in ["as planned", "unknown"] {
+        let rig = rig();
+        rig.src.write("data", "a.csv", b"v1", &[]);
+        let engine = engine(&rig, CopyOptions::default());
+        let mut old = snapshot_item(&rig, "a.csv").await;
+        if hint == "unknown" {
+            old.backup = PlannedBackup::Unknown;
+        }
+        // The item fails (say, poisoned); meanwhile the source moves on and v2 is backed up.
+        // Rewriting within the same second leaves the two versions' order unclear from
+        // Last-Modified alone; the engine must still get it right.
+        let v2 = rig.src.write("data", "a.csv", b"v2", &[]);
+        let newer = snapshot_item(&rig, "a.csv").await;
+        engine
+            .copy_item(&batch(MessageKind::Copy), &newer)
+            .await
+            .unwrap();
+        let before = rig.world.calls("bak", Op::Snapshot);
+        let redriven = engine
+            .copy_item(&batch(MessageKind::Copy), &old)
+            .await
+            .unwrap();
+        assert_eq!(redriven, ItemOutcome::Superseded, "{hint}");
+        assert_eq!(
+            content(&rig.bak, "a.csv").as_deref(),
+            Some(&b"v2"[..]),
+            "{hint}"
+        );
+        assert_eq!(record(&rig.bak, "a.csv").await.source_etag, v2, "{hint}");
+        assert_eq!(rig.world.calls("bak", Op::Snapshot), before, "{hint}");
+        assert!(
+            rig.src.snapshot_ids("data", "a.csv").is_empty(),
+            "{hint}: both source snapshots deleted once their items were final"
+        );
+    }
+}
+
+#[test]
+fn a_record_is_ordered_against_a_snapshot_by_last_modified() {
+    let record = |etag: &str, lm: &str| BackupRecord {
+        source_etag: etag.into(),
+        source_last_modified: lm.into(),
+        backed_up_at: "2026-01-01T00:00:00Z".into(),
+        job: "j".into(),
+        deleted_at: None,
+    };
+    let r = record("e2", "2026-05-01T10:00:05Z");
+    assert_eq!(
+        backup::order(&r, "e2", "2026-05-01T10:00:05Z"),
+        backup::Order::Same
+    );
+    assert_eq!(
+        backup::order(&r, "e1", "2026-05-01T10:00:04Z"),
+        backup::Order::BackupNewer
+    );
+    assert_eq!(
+        backup::order(&r, "e3", "2026-05-01T10:00:06Z"),
+        backup::Order::BackupOlder
+    );
+    assert_eq!(
+        backup::order(&r, "e3", "2026-05-01T10:00:05Z"),
+        backup::Order::Unclear
+    );
+    assert_eq!(backup::order(&r, "e3", "yesterday"), backup::Order::Unclear);
+}
+
+#[tokio::test]
+async fn a_planned_new_blob_costs_one_backup_request_and_a_changed_one_two() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    // Requests of both accounts made by one item's copy.
+    let cost = |item: CopyItem| {
+        let engine = &engine;
+        let world = &rig.world;
+        async move {
+            let before = world.requests("bak") + world.requests("src");
+            engine
+                .copy_item(&batch(MessageKind::Copy), &item)
+                .await
+                .unwrap();
+            world.requests("bak") + world.requests("src") - before
+        }
+    };
+    let new = planned_against_backup(&rig, "a.csv").await;
+    assert_eq!(new.backup, PlannedBackup::Absent);
+    // The read SAS is signed locally, not requested.
+    assert_eq!(
+        cost(new).await,
+        1,
+        "Copy Blob From URL (If-None-Match: *) only"
+    );
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let changed = planned_against_backup(&rig, "a.csv").await;
+    assert_eq!(
+        cost(changed).await,
+        2,
+        "Snapshot Blob (If-Match) and Copy Blob From URL (If-Match)"
+    );
+    assert_eq!(history(&rig, "a.csv"), vec![b"v1".to_vec(), b"v2".to_vec()]);
+    // An incremental plan does not list the backup: one tag read says what it holds,
+    // and the snapshot's answer gives the ETag the copy is conditional on.
+    rig.src.write("data", "a.csv", b"v3", &[]);
+    let incremental = planned(&rig, "a.csv").await;
+    assert_eq!(cost(incremental).await, 3);
+    assert_eq!(
+        history(&rig, "a.csv"),
+        vec![b"v1".to_vec(), b"v2".to_vec(), b"v3".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn a_stale_plan_is_read_again_and_judged_again() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    // Planned as new, but another job copied it first.
+    let new = planned_against_backup(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &new)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .copy_item(&batch(MessageKind::Copy), &new)
+            .await
+            .unwrap(),
+        ItemOutcome::AlreadyCurrent
+    );
+    // Planned against v1's copy, but v2 was copied meanwhile: nothing kept twice.
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let changed = planned_against_backup(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &changed)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .copy_item(&batch(MessageKind::Copy), &changed)
+            .await
+            .unwrap(),
+        ItemOutcome::AlreadyCurrent
+    );
+    assert_eq!(history(&rig, "a.csv"), vec![b"v1".to_vec(), b"v2".to_vec()]);
+    // A blob an operator put under the name after planning (replacing v2's copy: that
+    // is the operator's doing) is kept, then replaced.
+    rig.bak.write("data", "a.csv", b"operator's", &[]);
+    rig.src.write("data", "a.csv", b"v3", &[]);
+    let mut stale = planned(&rig, "a.csv").await;
+    stale.backup = changed.backup.clone();
+    engine
+        .copy_item(&batch(MessageKind::Copy), &stale)
+        .await
+        .unwrap();
+    assert_eq!(
+        history(&rig, "a.csv"),
+        vec![b"v1".to_vec(), b"operator's".to_vec(), b"v3".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn snapshot_mode_deletes_the_source_snapshot_on_every_final_outcome() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let item = snapshot_item(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert!(rig.src.snapshot_ids("data", "a.csv").is_empty(), "copied");
+    // Re-planned by an incremental run inside the safety margin: already current, and its
+    // snapshot goes too.
+    let mut again = snapshot_item(&rig, "a.csv").await;
+    again.backup = PlannedBackup::Unknown;
+    assert_eq!(
+        engine
+            .copy_item(&batch(MessageKind::Copy), &again)
+            .await
+            .unwrap(),
+        ItemOutcome::AlreadyCurrent
+    );
+    assert!(rig.src.snapshot_ids("data", "a.csv").is_empty(), "current");
+    // A failed item keeps its snapshot: the retry copies from it.
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let failing = snapshot_item(&rig, "a.csv").await;
+    rig.world
+        .inject(Fault::on(Op::CopyFromUrl, Action::Fail(503, Code::ServerBusy)).account("bak"));
+    engine
+        .copy_item(&batch(MessageKind::Copy), &failing)
+        .await
+        .expect_err("throttled");
+    assert_eq!(rig.src.snapshot_ids("data", "a.csv").len(), 1, "failed");
 }

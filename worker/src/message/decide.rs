@@ -179,6 +179,7 @@ mod tests {
             last_modified: String::new(),
             tags: Default::default(),
             snapshot: None,
+            backup: Default::default(),
         }
     }
 
