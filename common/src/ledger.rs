@@ -333,14 +333,23 @@ pub async fn put_json<T: Serialize>(
     name: &str,
     value: &T,
 ) -> azure_core::Result<()> {
-    account.ensure_container(STATE_CONTAINER).await?;
     let body = serde_json::to_vec(value).map_err(other)?;
-    account
-        .blob(STATE_CONTAINER, name)
-        .map_err(other)?
-        .upload(RequestContent::from(body), None)
+    let client = account.blob(STATE_CONTAINER, name).map_err(other)?;
+    // One request per write: the state container is created on the first write that
+    // finds it missing, not checked before every write.
+    match client
+        .upload(RequestContent::from(body.clone()), None)
         .await
-        .map(|_| ())
+    {
+        Err(e) if crate::error::error_code(&e) == Some("ContainerNotFound") => {
+            account.ensure_container(STATE_CONTAINER).await?;
+            client
+                .upload(RequestContent::from(body), None)
+                .await
+                .map(|_| ())
+        }
+        r => r.map(|_| ()),
+    }
 }
 
 /// Reads a JSON state blob; `None` if it does not exist.

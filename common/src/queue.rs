@@ -12,7 +12,7 @@ use azure_core::http::RequestContent;
 use azure_storage_queue::QueueClient;
 use azure_storage_queue::models::{
     QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions,
-    QueueClientSendMessageOptions, QueueMessage,
+    QueueClientSendMessageOptions, QueueClientUpdateMessageOptions, QueueMessage,
 };
 #[cfg(any(test, feature = "testkit"))]
 use std::collections::VecDeque;
@@ -74,12 +74,15 @@ pub trait WorkQueue: Send + Sync + std::fmt::Debug {
         max: u8,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError>;
-    /// Keeps a message invisible for `visibility` from now; returns the new pop receipt.
+    /// Update Message: keeps a message invisible for `visibility` from now, replacing its
+    /// text when `text` is given (the message keeps its id and dequeue count); returns the
+    /// new pop receipt.
     async fn extend(
         &self,
         id: &str,
         pop_receipt: &str,
         visibility: Duration,
+        text: Option<&str>,
     ) -> Result<String, QueueError>;
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError>;
     /// The approximate number of messages (what autoscalers such as KEDA read).
@@ -198,11 +201,25 @@ impl WorkQueue for AzureQueue {
         id: &str,
         pop_receipt: &str,
         visibility: Duration,
+        text: Option<&str>,
     ) -> Result<String, QueueError> {
         self.count();
+        let options = match text {
+            None => None,
+            Some(text) => Some(QueueClientUpdateMessageOptions {
+                queue_message: Some(
+                    QueueMessage {
+                        message_text: Some(text.to_string()),
+                    }
+                    .try_into()
+                    .map_err(QueueError::from_sdk)?,
+                ),
+                ..Default::default()
+            }),
+        };
         let response = self
             .client
-            .update_message(id, pop_receipt, secs(visibility).max(1), None)
+            .update_message(id, pop_receipt, secs(visibility).max(1), options)
             .await
             .map_err(QueueError::from_sdk)?;
         // Update Message has no body: the new receipt is in a response header.
@@ -349,6 +366,7 @@ impl WorkQueue for MemoryQueue {
         id: &str,
         pop_receipt: &str,
         visibility: Duration,
+        text: Option<&str>,
     ) -> Result<String, QueueError> {
         let mut s = self.lock();
         let m = s
@@ -357,6 +375,9 @@ impl WorkQueue for MemoryQueue {
             .find(|m| m.id == id && m.pop_receipt == pop_receipt)
             .ok_or_else(|| QueueError::Lost(format!("{id}: pop receipt mismatch")))?;
         m.visible_at = Instant::now() + visibility;
+        if let Some(text) = text {
+            m.text = text.to_string();
+        }
         m.pop_receipt = uuid::Uuid::new_v4().to_string();
         Ok(m.pop_receipt.clone())
     }
@@ -395,7 +416,12 @@ mod tests {
                 .is_empty()
         );
         let new_receipt = q
-            .extend(&got[0].id, &got[0].pop_receipt, Duration::from_secs(30))
+            .extend(
+                &got[0].id,
+                &got[0].pop_receipt,
+                Duration::from_secs(30),
+                None,
+            )
             .await
             .unwrap();
         assert!(matches!(
@@ -451,6 +477,7 @@ mod tests {
                 &again[0].id,
                 &again[0].pop_receipt,
                 Duration::from_secs(120),
+                None,
             )
             .await
             .unwrap();

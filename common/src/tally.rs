@@ -29,6 +29,10 @@ pub struct Tally {
 }
 
 impl Tally {
+    pub fn is_empty(&self) -> bool {
+        *self == Tally::default()
+    }
+
     pub fn add(&mut self, other: &Tally) {
         self.copied += other.copied;
         self.bytes += other.bytes;

@@ -10,8 +10,13 @@
 //!            "last_modified":"2026-11-22T03:07:23Z"}]}
 //! ```
 
+use crate::tally::Tally;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// The version this build writes and reads.
 pub const WIRE_VERSION: u32 = 1;
@@ -83,6 +88,16 @@ pub struct CopyBatch {
     /// How many times these items were already tried and handed back for a retry.
     #[serde(default)]
     pub attempt: u32,
+    /// Deliveries of this message that do not count against the dequeue limit: hand-backs
+    /// without a try (credentials failed, shutdown) and deliveries that made progress
+    /// before the worker died. What is left counts the deliveries that died without
+    /// finishing a single item.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_back: u32,
+    /// Outcomes of the items earlier deliveries of this message finished and removed from
+    /// it (progress kept across a crash); added to the message's ledger record.
+    #[serde(default, skip_serializing_if = "Tally::is_empty")]
+    pub carried: Tally,
     pub source: Location,
     pub destination: Location,
     /// Lease mode: hold a lease on each source blob while copying it, so writers that
@@ -194,6 +209,10 @@ pub struct ScanTask {
     pub scan_started_at: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write_watermark: bool,
+    /// Deliveries handed back without a try (credentials failed, shutdown): they do not
+    /// count against the dequeue limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_back: u32,
 }
 
 impl ScanTask {
@@ -304,10 +323,13 @@ impl CopyBatch {
     }
 
     /// A batch with the same header and other items.
+    /// A new message of the same job and locations (its own deliveries, nothing carried).
     pub fn with_items(&self, items: Vec<CopyItem>, attempt: u32) -> Self {
         CopyBatch {
             items,
             attempt,
+            handed_back: 0,
+            carried: Tally::default(),
             ..self.clone()
         }
     }
@@ -413,6 +435,8 @@ mod tests {
             destination_prefix: None,
             overwrite: false,
             items: vec![],
+            handed_back: 0,
+            carried: Default::default(),
         }
     }
 

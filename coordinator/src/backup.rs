@@ -498,6 +498,7 @@ async fn plan_container(
                 max_tombstones: options.max_tombstones,
                 scan_started_at: rfc3339(scan_started),
                 write_watermark: options.write_watermarks,
+                handed_back: 0,
             };
             accounts
                 .queue

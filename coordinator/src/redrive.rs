@@ -99,7 +99,9 @@ pub async fn redrive(
         for m in messages {
             if options.limit.is_some_and(|l| report.redriven >= l) {
                 // Hand it back untouched.
-                poison.extend(&m.id, &m.pop_receipt, Duration::ZERO).await?;
+                poison
+                    .extend(&m.id, &m.pop_receipt, Duration::ZERO, None)
+                    .await?;
                 continue;
             }
             match work_of(&m.text, options.job.as_deref()) {
@@ -120,7 +122,7 @@ pub async fn redrive(
         }
     }
     for (id, receipt) in held {
-        if let Err(e) = poison.extend(&id, &receipt, Duration::ZERO).await {
+        if let Err(e) = poison.extend(&id, &receipt, Duration::ZERO, None).await {
             tracing::debug!(message_id = %id, error = %e, "kept record visible again after its hold");
         }
     }
@@ -161,6 +163,8 @@ mod tests {
                 snapshot: None,
                 backup: Default::default(),
             }],
+            handed_back: 0,
+            carried: Default::default(),
         }
     }
 
@@ -201,6 +205,7 @@ mod tests {
             max_tombstones: 1,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: false,
+            handed_back: 0,
         };
         for text in [
             record(Some(batch("j1", 4)), None),

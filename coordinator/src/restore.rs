@@ -201,6 +201,8 @@ pub async fn run(
         destination_prefix: options.to.prefix.clone(),
         overwrite: options.overwrite,
         items: Vec::new(),
+        handed_back: 0,
+        carried: Default::default(),
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
     let listing = backup.list(

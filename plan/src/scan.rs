@@ -101,6 +101,8 @@ impl ContainerScan {
             destination_prefix: None,
             overwrite: false,
             items: Vec::new(),
+            handed_back: 0,
+            carried: Default::default(),
         }
     }
 

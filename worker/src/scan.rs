@@ -397,6 +397,7 @@ mod tests {
             max_tombstones: 10,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: true,
+            handed_back: 0,
         }
     }
 

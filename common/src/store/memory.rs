@@ -213,6 +213,8 @@ struct State {
     calls: HashMap<(String, Op), usize>,
     etags: u64,
     last_snapshot: Option<time::OffsetDateTime>,
+    /// Added to the wall clock: lets a test move the service's time forward.
+    clock_offset: time::Duration,
 }
 
 /// Every account of one in-memory service; copies between its accounts resolve here.
@@ -263,6 +265,12 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// Moves the service's clock forward (Last-Modified of later writes, snapshot times).
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        let mut s = self.lock();
+        s.clock_offset += time::Duration::try_from(by).unwrap_or(time::Duration::ZERO);
+    }
+
     /// Storage requests made on account `alias` so far, of any operation. Signing a copy
     /// source URL is local work (a SAS, or a token the identity service issues), not a
     /// request to the account.
@@ -297,8 +305,12 @@ impl State {
         format!("0x8DE{:012X}", self.etags)
     }
 
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.clock_offset
+    }
+
     fn next_snapshot_time(&mut self) -> time::OffsetDateTime {
-        let mut t = time::OffsetDateTime::now_utc();
+        let mut t = self.now();
         if let Some(last) = self.last_snapshot
             && t <= last
         {
@@ -361,6 +373,12 @@ impl State {
                 .ok_or_else(not_found),
         }
     }
+}
+
+/// Last-Modified as the service gives it: an HTTP date, whole seconds (in headers and in
+/// listings alike).
+fn http_time(t: time::OffsetDateTime) -> String {
+    rfc3339(t.replace_nanosecond(0).unwrap_or(t))
 }
 
 /// Whether a write may proceed on the blob as it is.
@@ -427,7 +445,7 @@ impl MemoryStore {
         let version = Version {
             content: Arc::new(content.to_vec()),
             etag: etag.clone(),
-            last_modified: time::OffsetDateTime::now_utc(),
+            last_modified: state.now(),
             headers: ContentHeaders::default(),
             metadata: metadata
                 .iter()
@@ -664,7 +682,7 @@ impl BlobStore for MemoryStore {
             Ok(BlobProperties {
                 etag: v.etag,
                 size: v.content.len() as u64,
-                last_modified: rfc3339(v.last_modified),
+                last_modified: http_time(v.last_modified),
                 blob_type: "BlockBlob".into(),
                 headers: v.headers,
                 metadata: v.metadata,
@@ -735,7 +753,7 @@ impl BlobStore for MemoryStore {
             Ok(SnapshotTaken {
                 snapshot: id,
                 etag: version.etag,
-                last_modified: rfc3339(version.last_modified),
+                last_modified: http_time(version.last_modified),
             })
         })
         .await
@@ -808,10 +826,11 @@ impl BlobStore for MemoryStore {
         self.call(Op::CopyFromUrl, Some(blob.name), |s| {
             let source = self.read_source(s, request.source, request.source_if_match)?;
             let tags = request.tags.cloned().unwrap_or_default();
+            let now = s.now();
             self.replace(s, blob, &request.condition, |etag| Version {
                 content: source.content.clone(),
                 etag,
-                last_modified: time::OffsetDateTime::now_utc(),
+                last_modified: now,
                 headers: source.headers.clone(),
                 metadata: source.metadata.clone(),
                 tags,
@@ -911,10 +930,11 @@ impl BlobStore for MemoryStore {
                 content
             };
             let tags = commit.tags.cloned().unwrap_or_default();
+            let now = s.now();
             self.replace(s, blob, &commit.condition, |etag| Version {
                 content: Arc::new(content),
                 etag,
-                last_modified: time::OffsetDateTime::now_utc(),
+                last_modified: now,
                 headers: commit.headers.clone(),
                 metadata: commit.metadata.clone(),
                 tags,
@@ -1031,10 +1051,11 @@ impl BlobStore for MemoryStore {
     ) -> Result<String, StoreError> {
         self.base_only(blob)?;
         self.call(Op::Put, Some(blob.name), |s| {
+            let now = s.now();
             self.replace(s, blob, &condition, |etag| Version {
                 content: Arc::new(bytes),
                 etag,
-                last_modified: time::OffsetDateTime::now_utc(),
+                last_modified: now,
                 headers: ContentHeaders::default(),
                 metadata: BTreeMap::new(),
                 tags: BTreeMap::new(),
@@ -1073,7 +1094,7 @@ impl BlobStore for MemoryStore {
                         snapshot: snapshot.cloned(),
                         etag: v.etag.clone(),
                         size: v.content.len() as u64,
-                        last_modified: rfc3339(v.last_modified),
+                        last_modified: http_time(v.last_modified),
                         tags: if options.tags {
                             v.tags.clone()
                         } else {

@@ -194,6 +194,8 @@ async fn near_limit_batches_fit_in_one_queue_message() {
         destination_prefix: None,
         overwrite: false,
         items: vec![],
+        handed_back: 0,
+        carried: Default::default(),
     };
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.
     let items: Vec<CopyItem> = (0..400)

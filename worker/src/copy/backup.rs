@@ -323,11 +323,28 @@ impl CopyEngine {
                         // Marked deleted since: not brought back from an old snapshot.
                         Order::Same | Order::BackupNewer => Decision::Done(ItemOutcome::Superseded),
                         Order::BackupOlder => Decision::Replace(Some(etag)),
+                        // The source's current version settles it when it is one of the
+                        // two; when it is a third, newer one, neither is known to be the
+                        // newer: tried again later, once the newest is backed up.
                         Order::Unclear => match read_source(source, source_blob).await? {
                             Some(live) if live.etag == version.etag => {
                                 Decision::Replace(Some(etag))
                             }
-                            _ => Decision::Done(ItemOutcome::Superseded),
+                            Some(live) if live.etag == record.source_etag => {
+                                Decision::Done(ItemOutcome::Superseded)
+                            }
+                            None => Decision::Done(ItemOutcome::SourceGone),
+                            Some(_) => {
+                                return Err(ItemFailure {
+                                    code: Some(super::FailureCode::Refusal(
+                                        Refusal::VersionOrderUnclear,
+                                    )),
+                                    ..ItemFailure::new(
+                                        FailureClass::Transient,
+                                        "the backup holds another version written in the same second as this snapshot, and the source has moved on: tried again once the newest version is backed up",
+                                    )
+                                });
+                            }
                         },
                     },
                 )
@@ -498,9 +515,20 @@ async fn diagnose_unreadable_source(
     blob: BlobRef<'_>,
     failure: ItemFailure,
 ) -> Result<Unreadable, ItemFailure> {
-    match read_source(source, blob).await {
+    // The very version the copy read: a source snapshot can be gone while the blob lives
+    // on (deleted with its snapshots, then written again).
+    let direct = match source.properties(blob).await {
+        Ok(_) => Ok(Some(())),
+        Err(e) if e.class(Side::Source) == FailureClass::SourceMissing => Ok(None),
+        Err(e) => Err(ItemFailure::from_store(
+            "reading the source directly",
+            Side::Source,
+            &e,
+        )),
+    };
+    match direct {
         Ok(None) => Ok(Unreadable::Gone),
-        Ok(Some(_)) => Ok(Unreadable::ByServiceOnly(ItemFailure {
+        Ok(Some(())) => Ok(Unreadable::ByServiceOnly(ItemFailure {
             class: FailureClass::Permanent,
             reason: format!(
                 "the backup service cannot read this source blob although the worker can \

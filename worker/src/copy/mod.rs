@@ -32,7 +32,9 @@ pub use blocks::{MAX_BLOCK_SIZE, MAX_BLOCKS, block_ids, effective_block_size};
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::store::azure::AzureStore;
-use lakevault_common::store::{AccessTier, BlobStore, Side, StorageErrorCode, StoreError};
+use lakevault_common::store::{
+    AccessTier, BlobStore, Side, StorageErrorCode, StoreError, Transport,
+};
 use lakevault_common::wire::{CopyBatch, CopyItem, MessageKind};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +129,12 @@ pub enum Refusal {
     RestoreSourceChanged,
     /// The source kept changing while being copied.
     SourceKeptChanging,
+    /// A source snapshot and the version the backup holds were written in the same second,
+    /// and the source holds a third: which of the two is newer is not known yet.
+    VersionOrderUnclear,
+    /// No request was sent: the account's credential cannot be used (an expired SAS, a
+    /// token the identity service would not issue).
+    CredentialUnusable,
 }
 
 impl Refusal {
@@ -139,6 +147,8 @@ impl Refusal {
             Refusal::UnknownAccount => "UnknownAccount",
             Refusal::RestoreSourceChanged => "RestoreSourceChanged",
             Refusal::SourceKeptChanging => "SourceKeptChanging",
+            Refusal::CredentialUnusable => "CredentialUnusable",
+            Refusal::VersionOrderUnclear => "VersionOrderUnclear",
         }
     }
 }
@@ -202,11 +212,32 @@ impl ItemFailure {
 
     /// A failed storage request, classified by the side its account played.
     pub fn from_store(context: &str, side: Side, err: &StoreError) -> Self {
+        let code = match err.transport {
+            Transport::Credential => Some(FailureCode::Refusal(Refusal::CredentialUnusable)),
+            _ => err.code.clone().map(FailureCode::Service),
+        };
         Self {
             class: err.class(side),
             reason: format!("{context}: {}", err.message),
-            code: err.code.clone().map(FailureCode::Service),
+            code,
         }
+    }
+
+    /// A credential failure that concerns the whole account, not one blob: the credential
+    /// could not be used at all, or the service rejected the signature or token itself
+    /// (a rotated key, an expired SAS, a revoked token). Unlike a 403 on one blob (an ACL,
+    /// a per-blob policy), it fails every item that comes after it.
+    pub fn is_account_credential_failure(&self) -> bool {
+        self.class == FailureClass::Auth
+            && matches!(
+                &self.code,
+                Some(FailureCode::Refusal(Refusal::CredentialUnusable))
+                    | Some(FailureCode::Service(
+                        StorageErrorCode::AuthenticationFailed
+                            | StorageErrorCode::InvalidAuthenticationInfo
+                            | StorageErrorCode::NoAuthenticationInformation
+                    ))
+            )
     }
 
     /// Whether lakevault refused the item for this reason.
@@ -301,5 +332,7 @@ fn unknown_account(alias: &str) -> ItemFailure {
     )
 }
 
+#[cfg(test)]
+mod histories;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,8 @@ fn batch(kind: MessageKind) -> CopyBatch {
         destination_prefix: None,
         overwrite: false,
         items: Vec::new(),
+        handed_back: 0,
+        carried: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::{MessagePolicy, MessageReport};
 use crate::copy::{ItemFailure, ItemOutcome};
 use crate::poison::FailedItem;
 use lakevault_common::error::FailureClass;
+use lakevault_common::tally::Tally;
 use lakevault_common::wire::{CopyBatch, CopyItem};
 
 /// How one item of a batch ended.
@@ -71,21 +72,13 @@ pub fn decide(
     for (item, result) in results {
         match result {
             ItemResult::Cancelled => interrupted = true,
-            ItemResult::Done(ItemOutcome::Copied {
-                bytes,
-                kept_previous,
-                ..
-            }) => {
-                r.copied += 1;
-                r.bytes += bytes;
-                r.kept_previous += u64::from(kept_previous);
-            }
-            ItemResult::Done(ItemOutcome::AlreadyCurrent) => r.already_current += 1,
-            ItemResult::Done(ItemOutcome::TargetExists) => r.target_exists += 1,
-            ItemResult::Done(ItemOutcome::SourceGone) => r.source_gone += 1,
-            ItemResult::Done(ItemOutcome::Tombstoned) => r.tombstoned += 1,
-            ItemResult::Done(ItemOutcome::Superseded) => r.superseded += 1,
-            ItemResult::Failed(f) if f.class == FailureClass::Auth && !any_success => {
+            ItemResult::Done(outcome) => count_done(r, &outcome),
+            // The account's credential itself failed (a SAS expiring mid-batch, a rotated
+            // key): whatever succeeded before, every item after it would fail too.
+            ItemResult::Failed(f)
+                if f.class == FailureClass::Auth
+                    && (!any_success || f.is_account_credential_failure()) =>
+            {
                 denied.get_or_insert(f.reason);
             }
             ItemResult::Failed(f) if f.class == FailureClass::Auth => {
@@ -136,6 +129,26 @@ pub fn decide(
     d
 }
 
+/// Counts a finished item's outcome.
+pub(super) fn count_done(r: &mut Tally, outcome: &ItemOutcome) {
+    match outcome {
+        ItemOutcome::Copied {
+            bytes,
+            kept_previous,
+            ..
+        } => {
+            r.copied += 1;
+            r.bytes += bytes;
+            r.kept_previous += u64::from(*kept_previous);
+        }
+        ItemOutcome::AlreadyCurrent => r.already_current += 1,
+        ItemOutcome::TargetExists => r.target_exists += 1,
+        ItemOutcome::SourceGone => r.source_gone += 1,
+        ItemOutcome::Tombstoned => r.tombstoned += 1,
+        ItemOutcome::Superseded => r.superseded += 1,
+    }
+}
+
 fn failed(item: CopyItem, class: &str, reason: String) -> (CopyItem, FailedItem) {
     let entry = FailedItem {
         name: item.name.clone(),
@@ -168,6 +181,8 @@ mod tests {
             destination_prefix: None,
             overwrite: false,
             items: Vec::new(),
+            handed_back: 0,
+            carried: Default::default(),
         }
     }
 

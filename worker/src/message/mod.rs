@@ -3,8 +3,11 @@
 //! is durable: copied, re-enqueued for a retry, or recorded in the poison queue.
 
 mod decide;
+mod keeper;
 
 pub use decide::{Decision, ItemResult, Release};
+
+use keeper::{Keeper, Progress};
 
 use crate::copy::{Copier, ItemFailure, ItemOutcome};
 use crate::poison::{self, FailedItem, PoisonContext};
@@ -79,58 +82,6 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Keeps a message invisible while it is worked on, always with the latest pop receipt.
-struct VisibilityKeeper {
-    receipt: Arc<Mutex<String>>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl VisibilityKeeper {
-    fn start(queue: Arc<dyn WorkQueue>, message: &ReceivedMessage, visibility: Duration) -> Self {
-        let receipt = Arc::new(Mutex::new(message.pop_receipt.clone()));
-        let stop = CancellationToken::new();
-        let (r, s, id) = (receipt.clone(), stop.clone(), message.id.clone());
-        let task = tokio::spawn(
-            async move {
-            let interval = visibility / 2;
-            loop {
-                tokio::select! {
-                    _ = s.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                let current = r.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match queue.extend(&id, &current, visibility).await {
-                    Ok(new) => *r.lock().unwrap_or_else(|p| p.into_inner()) = new,
-                    Err(QueueError::Lost(e)) => {
-                        tracing::warn!(message_id = %id, error = %e, "lost ownership of message; another worker may redo it");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(message_id = %id, error = %e, "visibility extension failed; will retry")
-                    }
-                }
-            }
-        }
-            .in_current_span(),
-        );
-        Self {
-            receipt,
-            stop,
-            task,
-        }
-    }
-
-    async fn finish(self) -> String {
-        self.stop.cancel();
-        let _ = self.task.await;
-        self.receipt
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// Processes one message to completion (or release on cancellation), in a `work_item`
 /// span: every copy, scan and queue request of the message nests under it.
 pub async fn process(
@@ -182,9 +133,14 @@ async fn process_message(
             return poison_unprocessed(ctx, &message, records, 1).await;
         }
     };
-    if message.dequeue_count > ctx.policy.max_dequeue {
+    // Deliveries handed back without a try, or that finished items before their worker
+    // died, do not count: only those that died without finishing anything do.
+    let fruitless = message
+        .dequeue_count
+        .saturating_sub(u64::from(batch.handed_back));
+    if fruitless > ctx.policy.max_dequeue {
         let reason = format!(
-            "received {} times without being completed (worker crashes or timeouts); limit {}",
+            "received {} times, {fruitless} of them ended without finishing any item (a worker crashing or timing out on these items); limit {}",
             message.dequeue_count, ctx.policy.max_dequeue
         );
         tracing::warn!(message_id = %message.id, %reason, "message moved to the poison queue");
@@ -213,19 +169,35 @@ async fn process_message(
         return report;
     }
 
-    let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
-    let results = copy_all(ctx, &batch, cancel).await;
-    let receipt = keeper.finish().await;
+    let progress = Arc::new(Mutex::new(Progress::new(&batch)));
+    let keeper = Keeper::start(
+        ctx.queue.clone(),
+        &message,
+        ctx.policy.visibility,
+        Some(progress.clone()),
+    );
+    let results = copy_all(ctx, &batch, &progress, cancel).await;
     let decision = decide::decide(&batch, results, &ctx.policy);
     let report = decision.report;
     if let Some(release) = decision.release {
         // A credential failure waits a little before the message is visible again; a
-        // shutdown hands it back at once.
+        // shutdown hands it back at once. Either way what finished is kept, and the
+        // delivery does not count against the dequeue limit: nothing was really tried.
         let delay = match release {
             Release::Credentials(_) => ctx.policy.visibility,
             Release::Interrupted => Duration::ZERO,
         };
-        if let Err(e) = ctx.queue.extend(&message.id, &receipt, delay).await {
+        let receipt = keeper.finish().await;
+        let remaining = progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remaining();
+        let text = keeper::fitting(remaining.encode());
+        if let Err(e) = ctx
+            .queue
+            .extend(&message.id, &receipt, delay, text.as_deref())
+            .await
+        {
             tracing::debug!(message_id = %message.id, error = %e, "release failed; message reappears after its visibility timeout");
         }
         return report;
@@ -254,7 +226,15 @@ async fn process_message(
         poison::for_items(&poison_ctx, "items failed", &batch, decision.poison)
     };
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
-    settle_with_delay(ctx, &message, receipt, retries, delay, records).await;
+    settle_with_delay(
+        ctx,
+        &message,
+        Receipt::Kept(keeper),
+        retries,
+        delay,
+        records,
+    )
+    .await;
     count_blobs(&batch, &report);
     record_outcome(ctx, &message, &batch, &report, failures).await;
     report
@@ -319,14 +299,18 @@ async fn process_scan(
         let records = poison::for_original(&poison_ctx, &reason, &message.text);
         poison_unprocessed(ctx, &message, records, 1).await
     };
-    if message.dequeue_count > ctx.policy.max_dequeue {
+    if message
+        .dequeue_count
+        .saturating_sub(u64::from(task.handed_back))
+        > ctx.policy.max_dequeue
+    {
         return give_up(format!(
             "received {} times without being completed (worker crashes, timeouts or repeated failures); limit {}",
             message.dequeue_count, ctx.policy.max_dequeue
         ))
         .await;
     }
-    let keeper = VisibilityKeeper::start(ctx.queue.clone(), &message, ctx.policy.visibility);
+    let keeper = Keeper::start(ctx.queue.clone(), &message, ctx.policy.visibility, None);
     let span = tracing::info_span!("shard", job = %task.job, container = %task.source.container, shard = task.shard_index, prefix = %task.shard);
     let outcome = tokio::select! {
         r = scanner.scan(&task, &message.id, cancel).instrument(span) => Some(r),
@@ -334,14 +318,25 @@ async fn process_scan(
     };
     let receipt = keeper.finish().await;
     let mut report = MessageReport::default();
-    let hand_back = async |delay: Duration| {
-        if let Err(e) = ctx.queue.extend(&message.id, &receipt, delay).await {
+    // `untried`: handed back without a real try (shutdown, credentials), which does not
+    // count against the dequeue limit.
+    let hand_back = async |delay: Duration, untried: bool| {
+        let text = untried.then(|| {
+            let mut task = task.clone();
+            task.handed_back = task.handed_back.saturating_add(1);
+            task.encode()
+        });
+        if let Err(e) = ctx
+            .queue
+            .extend(&message.id, &receipt, delay, text.as_deref())
+            .await
+        {
             tracing::debug!(message_id = %message.id, error = %e, "release failed; message reappears after its visibility timeout");
         }
     };
     match outcome {
         None => {
-            hand_back(Duration::ZERO).await;
+            hand_back(Duration::ZERO, true).await;
             report.released = true;
         }
         Some(Ok(copies)) => {
@@ -350,7 +345,7 @@ async fn process_scan(
             settle_with_delay(
                 ctx,
                 &message,
-                receipt.clone(),
+                Receipt::Known(receipt.clone()),
                 Vec::new(),
                 Duration::ZERO,
                 Vec::new(),
@@ -358,7 +353,7 @@ async fn process_scan(
             .await;
         }
         Some(Err(f)) if f.class == FailureClass::Auth => {
-            hand_back(ctx.policy.visibility).await;
+            hand_back(ctx.policy.visibility, true).await;
             report.released = true;
             report.auth_failure = Some(f.reason);
         }
@@ -367,7 +362,7 @@ async fn process_scan(
                 u32::try_from(message.dequeue_count.saturating_sub(1).min(10)).unwrap_or(10);
             let delay = ctx.policy.retry_delay * 2u32.saturating_pow(exponent);
             tracing::info!(message_id = %message.id, reason = %f.reason, delay_secs = delay.as_secs(), "scan failed; will retry");
-            hand_back(delay).await;
+            hand_back(delay, false).await;
             report.tally.retried = 1;
         }
         Some(Err(f)) => return give_up(f.reason).await,
@@ -388,14 +383,17 @@ async fn record_outcome(
     failures: Vec<OutcomeFailure>,
 ) {
     let Some(ledger) = &ctx.ledger else { return };
+    // Items earlier deliveries finished (and removed from the message) count here too.
+    let mut tally = batch.carried;
+    tally.add(&report.tally);
     let outcome = BatchOutcome {
         v: 1,
         job: batch.job.clone(),
         message_id: message.id.clone(),
         attempt: batch.attempt,
         source_container: batch.source.container.clone(),
-        items: batch.items.len() as u64,
-        tally: report.tally,
+        items: batch.items.len() as u64 + batch.carried.done(),
+        tally,
         failures,
         recorded_at: lakevault_common::record::rfc3339(time::OffsetDateTime::now_utc()),
     };
@@ -409,18 +407,28 @@ async fn record_outcome(
 async fn copy_all(
     ctx: &Context,
     batch: &CopyBatch,
+    progress: &Mutex<Progress>,
     cancel: &CancellationToken,
 ) -> Vec<(CopyItem, ItemResult)> {
     // Boxed with an explicit `Send` bound: without it rustc cannot prove these borrowing
     // futures `Send` for every lifetime when the message task is spawned.
     let mut running: futures::stream::FuturesUnordered<futures::future::BoxFuture<'_, _>> =
         futures::stream::FuturesUnordered::new();
-    for item in &batch.items {
-        running.push(Box::pin(copy_one(ctx, batch, item, cancel)));
+    for (index, item) in batch.items.iter().enumerate() {
+        running.push(Box::pin(async move {
+            (index, copy_one(ctx, batch, item, cancel).await)
+        }));
     }
     let mut results = Vec::with_capacity(batch.items.len());
-    while let Some((item, r)) = running.next().await {
-        results.push((item, ItemResult::from(r)));
+    while let Some((index, (item, r))) = running.next().await {
+        let result = ItemResult::from(r);
+        if let ItemResult::Done(outcome) = &result {
+            progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finish(index, outcome);
+        }
+        results.push((item, result));
     }
     results
 }
@@ -459,6 +467,22 @@ async fn copy_one(
     (item.clone(), outcome)
 }
 
+/// The pop receipt a settled message is deleted with.
+enum Receipt {
+    Known(String),
+    /// Held by a keeper that goes on extending the message until the outcomes are durable.
+    Kept(Keeper),
+}
+
+impl Receipt {
+    async fn latest(self) -> String {
+        match self {
+            Receipt::Known(r) => r,
+            Receipt::Kept(keeper) => keeper.finish().await,
+        }
+    }
+}
+
 /// Settles a message that is poisoned without any copy being tried.
 async fn poison_unprocessed(
     ctx: &Context,
@@ -466,7 +490,7 @@ async fn poison_unprocessed(
     records: Vec<String>,
     poisoned: u64,
 ) -> MessageReport {
-    let receipt = message.pop_receipt.clone();
+    let receipt = Receipt::Known(message.pop_receipt.clone());
     settle_with_delay(ctx, message, receipt, Vec::new(), Duration::ZERO, records).await;
     MessageReport {
         tally: Tally {
@@ -483,7 +507,7 @@ async fn poison_unprocessed(
 async fn settle_with_delay(
     ctx: &Context,
     message: &ReceivedMessage,
-    receipt: String,
+    receipt: Receipt,
     retries: Vec<String>,
     delay: Duration,
     poison_records: Vec<String>,
@@ -504,6 +528,7 @@ async fn settle_with_delay(
             return;
         }
     }
+    let receipt = receipt.latest().await;
     match ctx.queue.delete(&message.id, &receipt).await {
         Ok(()) => {}
         Err(QueueError::Lost(e)) => {
@@ -548,10 +573,28 @@ mod tests {
                 "gone" => Ok(ItemOutcome::SourceGone),
                 "transient" => fail(FailureClass::Transient, "HTTP 503 ServerBusy"),
                 "perm" => fail(FailureClass::Permanent, "HTTP 400 InvalidHeaderValue"),
-                "auth" => fail(FailureClass::Auth, "HTTP 403 AuthenticationFailed"),
+                "auth" => fail(
+                    FailureClass::Auth,
+                    "HTTP 403 AuthorizationPermissionMismatch",
+                ),
+                // The account's SAS expired: no request was sent.
+                "expired" => Err(ItemFailure {
+                    code: Some(crate::copy::FailureCode::Refusal(
+                        crate::copy::Refusal::CredentialUnusable,
+                    )),
+                    ..ItemFailure::new(FailureClass::Auth, "the SAS expired")
+                }),
                 "slow" => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     Ok(ItemOutcome::SourceGone)
+                }
+                "tick" => {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    Ok(ItemOutcome::Copied {
+                        bytes: item.size,
+                        source_etag: item.etag.clone(),
+                        kept_previous: false,
+                    })
                 }
                 other => panic!("unscripted item {other}"),
             }
@@ -620,6 +663,8 @@ mod tests {
                     backup: Default::default(),
                 })
                 .collect(),
+            handed_back: 0,
+            carried: Default::default(),
         }
     }
 
@@ -842,6 +887,7 @@ mod tests {
             max_tombstones: 10,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: true,
+            handed_back: 0,
         }
         .encode()
     }
@@ -907,5 +953,104 @@ mod tests {
         let r = deliver(&rig, &scan_task("ok/")).await;
         assert_eq!(r.tally.poisoned, 1);
         assert!(poison_records(&rig)[0].reason.contains("scan"));
+    }
+
+    fn queued(rig: &Rig) -> CopyBatch {
+        let texts = rig.queue.texts();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        CopyBatch::decode(&texts[0]).unwrap()
+    }
+
+    fn names(b: &CopyBatch) -> Vec<&str> {
+        b.items.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_credential_expiring_mid_batch_hands_the_rest_back_instead_of_poisoning() {
+        let rig = rig();
+        let r = deliver(
+            &rig,
+            &batch(&["ok-1", "expired-2", "expired-3"], 0).encode(),
+        )
+        .await;
+        assert!(r.released, "{r:?}");
+        assert!(r.auth_failure.is_some());
+        assert!(rig.poison.texts().is_empty(), "nothing poisoned");
+        let back = queued(&rig);
+        assert_eq!(
+            names(&back),
+            ["expired-2", "expired-3"],
+            "what was done stays done"
+        );
+        assert_eq!(back.carried.copied, 1);
+        assert_eq!(back.handed_back, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hand_backs_for_credentials_never_add_up_to_poison() {
+        let rig = rig();
+        rig.queue
+            .send(&batch(&["expired-1"], 0).encode(), Duration::ZERO)
+            .await
+            .unwrap();
+        // A worker restarted again and again with a rotated key.
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(31)).await;
+            let m = rig
+                .queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .remove(0);
+            let r = process(&rig.ctx, m, &CancellationToken::new()).await;
+            assert!(r.released && r.tally.poisoned == 0, "{r:?}");
+        }
+        assert!(rig.poison.texts().is_empty());
+        let back = queued(&rig);
+        assert_eq!(names(&back), ["expired-1"]);
+        assert_eq!(back.handed_back, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_dies_mid_message_leaves_only_what_it_had_not_finished() {
+        let mut rig = rig();
+        // One copy at a time, 4 s each: every delivery finishes one item before the kill.
+        rig.ctx.copy_slots = AdaptiveLimit::new(1);
+        let rig = Arc::new(rig);
+        let all: Vec<String> = (1..=12).map(|i| format!("tick-{i:02}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        rig.queue
+            .send(&batch(&refs, 0).encode(), Duration::ZERO)
+            .await
+            .unwrap();
+        for round in 1..=12u64 {
+            tokio::time::advance(Duration::from_secs(31)).await;
+            let m = rig
+                .queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .remove(0);
+            assert_eq!(m.dequeue_count, round);
+            let worker = {
+                let rig = rig.clone();
+                tokio::spawn(async move { process(&rig.ctx, m, &CancellationToken::new()).await })
+            };
+            // A checkpoint is written after the first item finishes; then SIGKILL.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            worker.abort();
+            let _ = worker.await;
+            assert!(rig.poison.texts().is_empty(), "round {round}");
+            if round < 12 {
+                let back = queued(&rig);
+                assert_eq!(names(&back), refs[round as usize..].to_vec());
+                assert_eq!(back.carried.copied, round);
+                assert_eq!(back.handed_back as u64, round);
+            }
+        }
+        // Twelve deliveries, more than twice the dequeue limit, and every item copied
+        // exactly once: the last delivery finished the message and deleted it.
+        assert!(rig.queue.texts().is_empty());
+        assert_eq!(rig.copier.calls.load(Ordering::SeqCst), 12 + 11);
     }
 }

@@ -1,0 +1,434 @@
+//! Randomized histories of the copy engine on the in-memory store: source writes and
+//! deletes, plans (live or snapshot mode, with the backup as listed or unknown), copies
+//! run alone, two copies interleaved at a chosen request (one paused there while the other
+//! runs to the end), and copies whose answer is lost after the write took effect (a crash
+//! between the write and the settling). After every step the invariants of
+//! `docs/architecture.md` that concern the copy engine are checked:
+//!
+//! - I1: every version a copy reported copied is in the backup (base or a snapshot), with
+//!   its content and a record naming it;
+//! - I2: the base backup blob holds the newest source version any copy reported;
+//! - I3: an item ends as done only when the backup holds its version or a newer one, or
+//!   the source was deleted after it was planned;
+//! - I6: a source snapshot is gone once its item has a final outcome, and kept while the
+//!   item may be retried.
+
+use super::*;
+use lakevault_common::record::BackupRecord;
+use lakevault_common::store::memory::{Action, Fault, MemoryStore, Op, World};
+use lakevault_common::store::{BlobRef, Condition, StorageErrorCode as Code};
+use lakevault_common::wire::{Location, PlannedBackup, WIRE_VERSION};
+use proptest::prelude::*;
+
+const NAMES: [&str; 2] = ["a.csv", "dir/b.csv"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// The source blob gets a new version, `later` seconds after the previous step (0: in
+    /// the same second, when Last-Modified cannot order the two).
+    Write { name: usize, later: u64 },
+    /// The source blob is deleted (with its snapshots, as an application would have to).
+    Delete(usize),
+    /// A plan enqueues an item for the blob as it is now.
+    Plan {
+        name: usize,
+        snapshot: bool,
+        listed_backup: bool,
+    },
+    /// A worker runs a pending item to its end.
+    Copy(usize),
+    /// Worker one is held at `at` on the backup account while worker two runs another
+    /// item to its end; then worker one goes on.
+    Race {
+        first: usize,
+        second: usize,
+        at: usize,
+    },
+    /// The item's write takes effect but its answer is lost (the worker dies before it
+    /// settles): the item stays pending, as a redelivery would bring it back.
+    LostAnswer(usize),
+}
+
+const PAUSE_AT: [Op; 5] = [
+    Op::CopyFromUrl,
+    Op::Snapshot,
+    Op::Tags,
+    Op::Properties,
+    Op::CommitBlocks,
+];
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..NAMES.len(), prop_oneof![Just(0u64), 1..3u64])
+            .prop_map(|(name, later)| Step::Write { name, later }),
+        1 => (0..NAMES.len()).prop_map(Step::Delete),
+        4 => (0..NAMES.len(), any::<bool>(), any::<bool>()).prop_map(|(name, snapshot, listed_backup)| Step::Plan {
+            name,
+            snapshot,
+            listed_backup
+        }),
+        3 => (0..8usize).prop_map(Step::Copy),
+        3 => (0..8usize, 0..8usize, 0..PAUSE_AT.len())
+            .prop_map(|(first, second, at)| Step::Race { first, second, at }),
+        1 => (0..8usize).prop_map(Step::LostAnswer),
+    ]
+}
+
+/// An item waiting in the queue, with what the model knows about it.
+#[derive(Debug, Clone)]
+struct Pending {
+    item: CopyItem,
+    name: usize,
+    /// Index of the planned version among the name's versions.
+    version: usize,
+    /// Source deletes of the name before the plan.
+    deletes_at_plan: usize,
+}
+
+struct Sim {
+    world: World,
+    src: MemoryStore,
+    bak: MemoryStore,
+    engine: Arc<CopyEngine>,
+    /// Every version written per name, in order: (etag, content).
+    versions: Vec<Vec<(String, Vec<u8>)>>,
+    deletes: Vec<usize>,
+    pending: Vec<Pending>,
+    /// Versions a copy reported copied, per name.
+    copied: Vec<Vec<usize>>,
+}
+
+impl Sim {
+    fn new(blocks: bool) -> Self {
+        let world = World::new();
+        let (src, bak) = (world.account("src"), world.account("bak"));
+        src.create_container("data");
+        bak.create_container("data");
+        let options = if blocks {
+            // Every blob above 4 bytes goes by Put Block From URL + Put Block List.
+            CopyOptions {
+                sync_copy_max: 4,
+                block_size: 4,
+                ..Default::default()
+            }
+        } else {
+            CopyOptions::default()
+        };
+        let engine = Arc::new(CopyEngine::with_stores(
+            vec![Arc::new(src.clone()), Arc::new(bak.clone())],
+            options,
+        ));
+        Self {
+            world,
+            src,
+            bak,
+            engine,
+            versions: vec![Vec::new(); NAMES.len()],
+            deletes: vec![0; NAMES.len()],
+            pending: Vec::new(),
+            copied: vec![Vec::new(); NAMES.len()],
+        }
+    }
+
+    fn index_of(&self, name: usize, etag: &str) -> Option<usize> {
+        self.versions[name].iter().position(|(e, _)| e == etag)
+    }
+
+    async fn run(&mut self, step: &Step) {
+        match step {
+            Step::Write { name: n, later } => {
+                self.world.advance_clock(Duration::from_secs(*later));
+                let k = self.versions[*n].len();
+                let content = format!("{}#{k}", NAMES[*n]).into_bytes();
+                let etag = self.src.write("data", NAMES[*n], &content, &[]);
+                self.versions[*n].push((etag, content));
+            }
+            Step::Delete(n) => {
+                let blob = BlobRef::new("data", NAMES[*n]);
+                if self.src.delete(blob, Condition::None, true).await.is_ok() {
+                    self.deletes[*n] += 1;
+                }
+            }
+            Step::Plan {
+                name,
+                snapshot,
+                listed_backup,
+            } => self.plan(*name, *snapshot, *listed_backup).await,
+            Step::Copy(i) => {
+                if let Some(p) = self.take(*i) {
+                    let result = self.engine.copy_item(&batch(), &p.item).await;
+                    self.settle(p, result).await;
+                }
+            }
+            Step::LostAnswer(i) => {
+                if let Some(p) = self.pending.get(*i % self.pending.len().max(1)).cloned() {
+                    self.world.inject(
+                        Fault::on(Op::CopyFromUrl, Action::FailAfter(500, Code::InternalError))
+                            .account("bak"),
+                    );
+                    self.world.inject(
+                        Fault::on(
+                            Op::CommitBlocks,
+                            Action::FailAfter(500, Code::InternalError),
+                        )
+                        .account("bak"),
+                    );
+                    let result = self.engine.copy_item(&batch(), &p.item).await;
+                    self.world.clear_faults();
+                    // Whatever it says, the item is redelivered: it stays pending. A
+                    // success (no copy needed) is a final outcome like any other.
+                    if let Ok(outcome) = result {
+                        let p = self.take(*i).expect("pending");
+                        self.settle(p, Ok(outcome)).await;
+                    }
+                }
+            }
+            Step::Race { first, second, at } => self.race(*first, *second, PAUSE_AT[*at]).await,
+        }
+    }
+
+    async fn plan(&mut self, name: usize, snapshot: bool, listed_backup: bool) {
+        let blob = BlobRef::new("data", NAMES[name]);
+        let Ok(props) = self.src.properties(blob).await else {
+            return;
+        };
+        let version = self.index_of(name, &props.etag).expect("a written version");
+        let backup = if listed_backup {
+            match self.bak.properties(blob).await {
+                Ok(p) => {
+                    // A plan does not enqueue what the backup already records.
+                    let tags = self.bak.tags(blob).await.unwrap_or_default();
+                    if BackupRecord::from_tags(&tags)
+                        .is_some_and(|r| r.source_etag == props.etag && r.deleted_at.is_none())
+                    {
+                        return;
+                    }
+                    PlannedBackup::Etag(p.etag)
+                }
+                Err(_) => PlannedBackup::Absent,
+            }
+        } else {
+            PlannedBackup::Unknown
+        };
+        let mut item = CopyItem {
+            name: NAMES[name].to_string(),
+            etag: props.etag,
+            size: props.size,
+            last_modified: props.last_modified,
+            tags: Default::default(),
+            snapshot: None,
+            backup,
+        };
+        if snapshot {
+            let Ok(taken) = self.src.snapshot(blob, Condition::None).await else {
+                return;
+            };
+            item.etag = taken.etag;
+            item.last_modified = taken.last_modified;
+            item.snapshot = Some(taken.snapshot);
+        }
+        self.pending.push(Pending {
+            item,
+            name,
+            version,
+            deletes_at_plan: self.deletes[name],
+        });
+    }
+
+    fn take(&mut self, i: usize) -> Option<Pending> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let i = i % self.pending.len();
+        Some(self.pending.remove(i))
+    }
+
+    async fn race(&mut self, first: usize, second: usize, at: Op) {
+        let Some(a) = self.take(first) else { return };
+        let gate = self
+            .world
+            .pause(at, |f| f.account("bak").name(&a.item.name));
+        let held = {
+            let (engine, item) = (self.engine.clone(), a.item.clone());
+            tokio::spawn(async move { engine.copy_item(&batch(), &item).await })
+        };
+        // Held at `at`, or finished without reaching it.
+        tokio::select! {
+            _ = gate.arrived() => {}
+            _ = async { while !held.is_finished() { tokio::task::yield_now().await } } => {}
+        }
+        // Only the first matching request is held.
+        self.world.clear_faults();
+        if let Some(b) = self.take(second) {
+            let result = self.engine.copy_item(&batch(), &b.item).await;
+            self.settle(b, result).await;
+        }
+        gate.release();
+        let result = held.await.expect("no panic");
+        self.settle(a, result).await;
+    }
+
+    /// Checks what an item's end says, and puts a failed item back (a retry).
+    async fn settle(&mut self, p: Pending, result: Result<ItemOutcome, ItemFailure>) {
+        let snapshot_exists = |sim: &Sim| {
+            p.item.snapshot.as_deref().is_some_and(|id| {
+                sim.src
+                    .content(BlobRef::new("data", &p.item.name).at_snapshot(Some(id)))
+                    .is_some()
+            })
+        };
+        match result {
+            Ok(outcome) => {
+                // I6: a final outcome lets the source snapshot go.
+                assert!(
+                    !snapshot_exists(self),
+                    "I6: {outcome:?} left {p:?}'s snapshot"
+                );
+                match outcome {
+                    ItemOutcome::Copied { source_etag, .. } => {
+                        let v = self
+                            .index_of(p.name, &source_etag)
+                            .expect("I3: the copied version was written by the source");
+                        assert!(
+                            v >= p.version,
+                            "I2: copied {v}, older than planned {}",
+                            p.version
+                        );
+                        self.copied[p.name].push(v);
+                    }
+                    ItemOutcome::AlreadyCurrent | ItemOutcome::Superseded => {
+                        // I3: the backup holds the planned version or a newer one.
+                        let base = self.base_version(p.name).await;
+                        assert!(
+                            base.is_some_and(|b| b >= p.version),
+                            "I3: {outcome:?} for {p:?} but the backup holds {base:?}"
+                        );
+                    }
+                    ItemOutcome::SourceGone => assert!(
+                        self.deletes[p.name] > p.deletes_at_plan,
+                        "I3: source gone for {p:?} but it was never deleted after the plan"
+                    ),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            Err(failure) => {
+                // A failure is tried again: its snapshot must still be there (unless the
+                // application deleted the source with its snapshots).
+                if p.item.snapshot.is_some() && self.deletes[p.name] == p.deletes_at_plan {
+                    assert!(
+                        snapshot_exists(self),
+                        "I6: {failure:?} lost {p:?}'s snapshot"
+                    );
+                }
+                self.pending.push(p);
+            }
+        }
+    }
+
+    /// The version index the base backup blob's record names.
+    async fn base_version(&self, name: usize) -> Option<usize> {
+        let record = self.record(BlobRef::new("data", NAMES[name])).await?;
+        self.index_of(name, &record.source_etag)
+    }
+
+    async fn record(&self, blob: BlobRef<'_>) -> Option<BackupRecord> {
+        let tags = self.bak.tags(blob).await.ok()?;
+        BackupRecord::from_tags(&tags)
+    }
+
+    /// I1 and I2, on the backup as it is.
+    async fn check(&self) {
+        for (n, name) in NAMES.iter().enumerate() {
+            let blob = BlobRef::new("data", name);
+            let mut held: Vec<(Option<usize>, Option<Vec<u8>>)> = Vec::new();
+            for id in self.bak.snapshot_ids("data", name) {
+                let at = blob.at_snapshot(Some(&id));
+                let v = self
+                    .record(at)
+                    .await
+                    .and_then(|r| self.index_of(n, &r.source_etag));
+                held.push((v, self.bak.content(at)));
+            }
+            held.push((self.base_version(n).await, self.bak.content(blob)));
+            for &v in &self.copied[n] {
+                assert!(
+                    held.iter().any(|(hv, c)| *hv == Some(v)
+                        && c.as_deref() == Some(&self.versions[n][v].1[..])),
+                    "I1: version {v} of {name} was reported copied but the backup holds {held:?}"
+                );
+            }
+            if let Some(newest) = self.copied[n].iter().max() {
+                let base = self.base_version(n).await;
+                assert!(
+                    base.is_some_and(|b| b >= *newest),
+                    "I2: {name}: newest copied {newest}, base holds {base:?}"
+                );
+            }
+        }
+    }
+}
+
+fn batch() -> CopyBatch {
+    CopyBatch {
+        v: WIRE_VERSION,
+        kind: MessageKind::Copy,
+        job: "history".into(),
+        attempt: 0,
+        handed_back: 0,
+        carried: Default::default(),
+        source: Location {
+            account: "src".into(),
+            container: "data".into(),
+        },
+        destination: Location {
+            account: "bak".into(),
+            container: "data".into(),
+        },
+        lease: false,
+        destination_prefix: None,
+        overwrite: false,
+        items: Vec::new(),
+    }
+}
+
+fn run_history(blocks: bool, steps: &[Step]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut sim = Sim::new(blocks);
+        for step in steps {
+            sim.run(step).await;
+            sim.check().await;
+        }
+        // The next run plans what changed, and every pending item ends; the invariants
+        // still hold.
+        for name in 0..NAMES.len() {
+            sim.plan(name, false, true).await;
+        }
+        let mut rounds = 0;
+        while !sim.pending.is_empty() && rounds < 50 {
+            sim.run(&Step::Copy(0)).await;
+            sim.check().await;
+            rounds += 1;
+        }
+        assert!(
+            sim.pending.is_empty(),
+            "items never ended: {:?}",
+            sim.pending
+        );
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn copies_keep_every_version_and_the_newest_on_top(
+        blocks in any::<bool>(),
+        steps in prop::collection::vec(step(), 1..30),
+    ) {
+        run_history(blocks, &steps);
+    }
+}
