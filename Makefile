@@ -3,7 +3,8 @@
 #   make test   unit, property and Azurite integration tests, and the offline checks of
 #               the deployment files (docker/, infra/: make check-infra)
 #   make bench  coordinator list + diff at 50k/100k/200k blobs; writes docs/benchmarks.md (slow)
-.PHONY: demo test bench azurite build check-infra fmt lint clean
+#   make soak   20,000 blobs backed up under kills, faults and a writer; nothing may be lost (slow)
+.PHONY: demo test bench soak azurite build check-infra fmt lint clean
 
 CARGO ?= cargo
 
@@ -28,6 +29,12 @@ test: azurite build check-infra
 
 bench:
 	bash scripts/bench.sh
+
+# 20,000 blobs under kills, faults and a writer; not part of `make test` (its short
+# version is: it::soak). Writes target/soak.json.
+soak: azurite build
+	$(CARGO) build --release -p lakevault-coordinator -p lakevault-worker -p lakevault-tests --bin lakevault-soak
+	./target/release/lakevault-soak
 
 fmt:
 	$(CARGO) fmt --all

@@ -833,10 +833,30 @@ const BLOB_NAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALP
     .remove(b'~');
 
 /// The URL of a blob, with the name encoded so that every legal name round-trips.
-pub fn blob_url(endpoint: &Url, container: &str, name: &str) -> Result<Url, url::ParseError> {
+pub fn blob_url(endpoint: &Url, container: &str, name: &str) -> Result<Url, BlobUrlError> {
+    // `.` and `..` are path steps to every URL parser and HTTP stack (percent-encoding them
+    // does not help: `%2e%2e` is `..` too), so a request for them would reach the
+    // container or the account instead. Refused before any request is made.
+    if name == "." || name == ".." {
+        return Err(BlobUrlError::DotSegment(name.to_string()));
+    }
     let base = endpoint.as_str().trim_end_matches('/');
     let encode = |s: &str| percent_encoding::utf8_percent_encode(s, BLOB_NAME_ENCODE).to_string();
-    Url::parse(&format!("{base}/{}/{}", encode(container), encode(name)))
+    Ok(Url::parse(&format!(
+        "{base}/{}/{}",
+        encode(container),
+        encode(name)
+    ))?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobUrlError {
+    #[error(transparent)]
+    Parse(#[from] url::ParseError),
+    #[error(
+        "a blob named `{0}` cannot be addressed by URL: it is a path step to every HTTP stack, so the request would reach another resource; rename it in the source"
+    )]
+    DotSegment(String),
 }
 
 fn check_sas(alias: &str, token: &SecretString) -> azure_core::Result<()> {
@@ -973,6 +993,27 @@ mod tests {
                 .unwrap();
             assert_eq!(decoded, name, "{url}");
             assert!(url.query().is_none());
+        }
+    }
+
+    #[test]
+    fn dot_names_are_refused_rather_than_resolved_to_another_resource() {
+        let endpoint = Url::parse("http://127.0.0.1:10000/devstoreaccount1").unwrap();
+        // What a URL parser makes of them: the container itself.
+        assert_eq!(
+            Url::parse("http://127.0.0.1:10000/devstoreaccount1/c/..")
+                .unwrap()
+                .path(),
+            "/devstoreaccount1/"
+        );
+        for name in [".", ".."] {
+            let e = blob_url(&endpoint, "c", name).expect_err(name);
+            assert!(e.to_string().contains("cannot be addressed"), "{e}");
+        }
+        // Within a longer name the `/` is encoded, so the steps are plain characters.
+        for name in ["./x", "x/..", "...", "a/./b"] {
+            let url = blob_url(&endpoint, "c", name).unwrap();
+            assert!(url.path().starts_with("/devstoreaccount1/c/"), "{url}");
         }
     }
 }

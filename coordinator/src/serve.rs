@@ -261,6 +261,15 @@ async fn post_backup(
             format!("container `{}` {problem}", request.container),
         );
     }
+    let mut config = state.config.clone();
+    config.backup = match scope(
+        &config.backup,
+        &request.container,
+        request.prefix.as_deref(),
+    ) {
+        Ok(scoped) => scoped,
+        Err(problem) => return error(StatusCode::FORBIDDEN, problem),
+    };
     let job = uuid::Uuid::new_v4().to_string();
     if !state.admit(&job) {
         let mut response = error(
@@ -280,12 +289,7 @@ async fn post_backup(
         );
         return response;
     }
-    let mut config = state.config.clone();
-    config.backup.containers = vec![request.container.clone()];
     let scoped_to_prefix = request.prefix.as_deref().is_some_and(|p| !p.is_empty());
-    if let Some(prefix) = request.prefix.filter(|p| !p.is_empty()) {
-        config.backup.include_prefixes = vec![prefix];
-    }
     let options = BackupOptions {
         job_id: job.clone(),
         mode: Mode::Full,
@@ -418,9 +422,107 @@ pub async fn run_schedule(state: Arc<ServeState>, schedule: croner::Cron, mode: 
     }
 }
 
+/// The configured selection narrowed to what a request asks for, never widened: the
+/// container must be one the configuration selects (and never lakevault's own state
+/// container unless configured by name), and a prefix must fall inside the configured
+/// include prefixes. Exclusions and patterns stay as configured.
+fn scope(
+    configured: &lakevault_common::config::BackupConfig,
+    container: &str,
+    prefix: Option<&str>,
+) -> Result<lakevault_common::config::BackupConfig, String> {
+    let state_container = lakevault_common::ledger::STATE_CONTAINER;
+    let named = configured.containers.iter().any(|c| c == container);
+    if !configured.selects_container(container) || (container == state_container && !named) {
+        return Err(format!(
+            "container `{container}` is not in this coordinator's selection (backup.containers = {:?})",
+            configured.containers
+        ));
+    }
+    let mut scoped = configured.clone();
+    scoped.containers = vec![container.to_string()];
+    if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+        scoped.include_prefixes = if configured.include_prefixes.is_empty() {
+            vec![prefix.to_string()]
+        } else {
+            // The intersection of two prefixes is the longer one, when one extends the other.
+            configured
+                .include_prefixes
+                .iter()
+                .filter_map(|p| {
+                    if prefix.starts_with(p.as_str()) {
+                        Some(prefix.to_string())
+                    } else if p.starts_with(prefix) {
+                        Some(p.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        if scoped.include_prefixes.is_empty() {
+            return Err(format!(
+                "prefix `{prefix}` is outside the configured include_prefixes {:?}",
+                configured.include_prefixes
+            ));
+        }
+    }
+    Ok(scoped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_requests_stay_inside_the_configured_selection() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let configured = lakevault_common::config::BackupConfig {
+            source: "lake".into(),
+            destination: "vault".into(),
+            containers: strings(&["raw-*", "curated"]),
+            container_template: "{container}".into(),
+            include_prefixes: strings(&["sales/", "hr/2026/"]),
+            exclude_prefixes: Vec::new(),
+            include_patterns: Vec::new(),
+            exclude_patterns: strings(&["*.tmp"]),
+        };
+        let ok = scope(&configured, "raw-eu", Some("sales/2026/")).unwrap();
+        assert_eq!(ok.containers, ["raw-eu"]);
+        assert_eq!(ok.include_prefixes, ["sales/2026/"]);
+        assert_eq!(ok.exclude_patterns, ["*.tmp"], "exclusions stay");
+        // A wider prefix is narrowed to what is configured, not widened.
+        assert_eq!(
+            scope(&configured, "curated", Some("hr/"))
+                .unwrap()
+                .include_prefixes,
+            ["hr/2026/"]
+        );
+        assert_eq!(
+            scope(&configured, "curated", None)
+                .unwrap()
+                .include_prefixes,
+            ["sales/", "hr/2026/"]
+        );
+        for (container, prefix) in [
+            ("lakevault-state", None),
+            ("finance", None),
+            ("raw-eu", Some("hr/2025/")),
+            ("raw-eu", Some("secrets/")),
+        ] {
+            let e = scope(&configured, container, prefix).expect_err(container);
+            assert!(
+                e.contains("not in this coordinator's selection") || e.contains("outside"),
+                "{e}"
+            );
+        }
+        // The state container only when configured by name.
+        let mut everything = configured.clone();
+        everything.containers = vec!["*".into()];
+        assert!(scope(&everything, "lakevault-state", None).is_err());
+        everything.containers.push("lakevault-state".into());
+        assert!(scope(&everything, "lakevault-state", None).is_ok());
+    }
 
     #[test]
     fn admission_counts_running_and_waiting_plans() {

@@ -252,10 +252,14 @@ pub async fn plan_shards(
     .await
 }
 
-/// Whether a listed blob was modified after `t` (an unparsable time counts as modified:
-/// copying too much is safe, missing a change is not).
+/// Whether a listed blob may have been modified after `t` (an unparsable time counts as
+/// modified: copying too much is safe, missing a change is not). Last-Modified has whole
+/// seconds, so a blob written in the second of `t`, after `t`, shows a time *before* `t`:
+/// the comparison is made at the service's granularity, so that even a zero safety margin
+/// and a sub-second watermark never skip a write.
 fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
-    lakevault_common::record::parse_rfc3339(&blob.last_modified).is_none_or(|m| m > t)
+    let second = t.replace_nanosecond(0).unwrap_or(t);
+    lakevault_common::record::parse_rfc3339(&blob.last_modified).is_none_or(|m| m >= second)
 }
 
 pub fn copy_item(blob: ListedBlob) -> CopyItem {
@@ -503,5 +507,27 @@ mod tests {
             let per_page = page_size_for(n).expect("a budget");
             assert!(per_page as usize * n <= MAX_PAGE_SIZE as usize);
         }
+    }
+
+    fn listed(last_modified: &str) -> ListedBlob {
+        ListedBlob {
+            name: "a".into(),
+            etag: "0x1".into(),
+            size: 1,
+            last_modified: last_modified.into(),
+            blob_type: None,
+            tags: Default::default(),
+            content_md5: None,
+        }
+    }
+
+    #[test]
+    fn a_write_in_the_watermarks_second_is_never_skipped() {
+        let t = time::macros::datetime!(2026-01-01 10:00:00.500 UTC);
+        // Written at 10:00:00.700, after the watermark: the service says 10:00:00.
+        assert!(modified_after(&listed("2026-01-01T10:00:00Z"), t));
+        assert!(modified_after(&listed("2026-01-01T10:00:01Z"), t));
+        assert!(!modified_after(&listed("2026-01-01T09:59:59Z"), t));
+        assert!(modified_after(&listed("not a time"), t));
     }
 }

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod fault_proxy;
 pub mod lake;
 pub mod scenario;
+pub mod soak;
 
 use lakevault_common::config::Config;
 use lakevault_common::storage::{NetworkOptions, StorageAccount};

@@ -572,10 +572,13 @@ impl MemoryStore {
                 "not a URL of this in-memory service",
             )
         })?;
-        let (path, snapshot) = match rest.split_once("?snapshot=") {
-            Some((p, s)) => (p, Some(s)),
-            None => (rest, None),
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let param = |key: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
         };
+        let snapshot = param("snapshot");
         let mut parts = path.splitn(3, '/');
         let (Some(account), Some(container), Some(encoded)) =
             (parts.next(), parts.next(), parts.next())
@@ -599,6 +602,27 @@ impl MemoryStore {
             ));
         }
         Ok(version)
+    }
+
+    /// A copy request's source authorization is judged when the request arrives (before
+    /// any pause a test holds it at: a request that starts before the SAS expires
+    /// completes); an expired one is 403 `CannotVerifyCopySource`.
+    /// https://learn.microsoft.com/rest/api/storageservices/copy-blob-from-url
+    fn check_source_expiry(&self, source: &CopySource) -> Result<(), StoreError> {
+        let expiry = source
+            .url
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("se=")))
+            .and_then(|v| v.parse::<i64>().ok());
+        match expiry {
+            Some(se) if self.world.lock().now().unix_timestamp() > se => Err(StoreError::answered(
+                &self.alias,
+                403,
+                Code::CannotVerifyCopySource,
+                "Server failed to authenticate the request. Signed expiry time has passed.",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Replaces the base blob's current version (a write of content).
@@ -796,16 +820,25 @@ impl BlobStore for MemoryStore {
     async fn copy_source(
         &self,
         blob: BlobRef<'_>,
-        _valid_for: Duration,
+        valid_for: Duration,
     ) -> Result<CopySource, StoreError> {
-        self.call(Op::CopySource, Some(blob.name), |_| {
+        self.call(Op::CopySource, Some(blob.name), |s| {
             let name = percent_encoding::utf8_percent_encode(
                 blob.name,
                 percent_encoding::NON_ALPHANUMERIC,
             );
-            let mut url = format!("{SCHEME}{}/{}/{name}", self.alias, blob.container);
+            // Like a SAS, the URL stops authorising the read at its expiry (`se`), on the
+            // service's clock.
+            let expiry =
+                s.now() + time::Duration::try_from(valid_for).unwrap_or(time::Duration::ZERO);
+            let mut url = format!(
+                "{SCHEME}{}/{}/{name}?se={}",
+                self.alias,
+                blob.container,
+                expiry.unix_timestamp()
+            );
             if let Some(s) = blob.snapshot {
-                url.push_str("?snapshot=");
+                url.push_str("&snapshot=");
                 url.push_str(s);
             }
             Ok(CopySource {
@@ -823,7 +856,9 @@ impl BlobStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.base_only(blob)?;
         check_tags(&self.alias, request.tags)?;
+        let authorised = self.check_source_expiry(request.source);
         self.call(Op::CopyFromUrl, Some(blob.name), |s| {
+            authorised?;
             let source = self.read_source(s, request.source, request.source_if_match)?;
             let tags = request.tags.cloned().unwrap_or_default();
             let now = s.now();
@@ -850,7 +885,9 @@ impl BlobStore for MemoryStore {
         length: u64,
     ) -> Result<(), StoreError> {
         self.base_only(blob)?;
+        let authorised = self.check_source_expiry(source);
         self.call(Op::StageBlockFromUrl, Some(blob.name), |s| {
+            authorised?;
             let version = self.read_source(s, source, source_if_match)?;
             let end = offset.saturating_add(length);
             if end > version.content.len() as u64 {

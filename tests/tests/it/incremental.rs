@@ -41,6 +41,11 @@ async fn incremental_runs_select_what_changed_since_the_watermark() {
         seed: 9,
     };
     lake::seed(&src, &spec).await.expect("seed");
+    // Last-Modified has whole seconds, so an incremental scan re-plans every blob written
+    // in its watermark's second (it may have been written after the watermark). Start
+    // the first scan in a later second than the seed, so that the second run plans only
+    // what is modified below.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let first = plan(&path, INCREMENTAL);
     let c = &first["containers"][0];
@@ -69,9 +74,21 @@ async fn incremental_runs_select_what_changed_since_the_watermark() {
         .expect("verify");
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Three blobs written in the second run's watermark second (and copied) are planned
+    // again: the run cannot tell them from writes after the watermark. They are already
+    // current; one second later nothing is planned.
     let third = plan(&path, INCREMENTAL);
-    assert_eq!(third["containers"][0]["new"], 0, "{third}");
+    let planned_again = third["containers"][0]["new"].as_u64().expect("new");
+    assert!(planned_again <= 3, "{third}");
+    let pass = drain(&path, 1, &[]).expect("workers");
+    assert_eq!(
+        (pass.copied, pass.already_current),
+        (0, planned_again),
+        "{pass:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fourth = plan(&path, INCREMENTAL);
+    assert_eq!(fourth["containers"][0]["new"], 0, "{fourth}");
 
     // A deletion is invisible to incremental runs and recorded by the next full run.
     src.blob("data", &lake::blob_name(0))

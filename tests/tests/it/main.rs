@@ -23,6 +23,7 @@ mod selection;
 mod serve;
 mod sharding;
 mod snapshots;
+mod soak;
 mod telemetry;
 mod terminal;
 mod tombstones;

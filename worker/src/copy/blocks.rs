@@ -1,11 +1,10 @@
 //! Blobs above `sync_copy_max`: Put Block From URL per range, in parallel, then Put Block
 //! List with the source's content headers and metadata.
 
-use super::write::{Source, Target};
+use super::write::{Source, Target, sign};
 use super::{CopyEngine, ItemFailure, Refusal};
 use futures::StreamExt;
 use lakevault_common::error::FailureClass;
-use lakevault_common::storage::CopySource;
 use lakevault_common::store::{BlobProperties, Commit, Side};
 use sha2::Digest;
 
@@ -18,7 +17,6 @@ impl CopyEngine {
     pub(super) async fn block_copy(
         &self,
         source: Source<'_>,
-        url: &CopySource,
         target: Target<'_>,
     ) -> Result<(), ItemFailure> {
         // Content headers and metadata are set on commit, so read them from the source
@@ -46,8 +44,8 @@ impl CopyEngine {
             stages.push(Box::pin(stage(
                 &target,
                 id,
-                url,
-                source.condition(),
+                source,
+                self.options.source_sas_validity,
                 offset,
                 length,
             )));
@@ -61,18 +59,22 @@ impl CopyEngine {
     }
 }
 
-/// Put Block From URL of one range.
+/// Put Block From URL of one range. The source is signed for each range: a copy of a
+/// large blob can outlast a SAS or a token, and a range must never present an expired one
+/// (the service would answer `CannotVerifyCopySource`). Signing a SAS is local; a token
+/// comes from the credential's cache.
 async fn stage(
     target: &Target<'_>,
     id: &[u8],
-    url: &CopySource,
-    source_if_match: Option<&str>,
+    source: Source<'_>,
+    validity: std::time::Duration,
     offset: u64,
     length: u64,
 ) -> Result<(), ItemFailure> {
+    let url = sign(source, validity).await?;
     target
         .store
-        .stage_block_from_url(target.blob, id, url, source_if_match, offset, length)
+        .stage_block_from_url(target.blob, id, &url, source.condition(), offset, length)
         .await
         .map_err(|e| ItemFailure::from_store("put block from URL", Side::Backup, &e))
 }

@@ -1137,3 +1137,45 @@ async fn snapshot_mode_deletes_the_source_snapshot_on_every_final_outcome() {
         .expect_err("throttled");
     assert_eq!(rig.src.snapshot_ids("data", "a.csv").len(), 1, "failed");
 }
+
+#[tokio::test]
+async fn a_block_copy_that_outlasts_its_source_sas_signs_each_range_afresh() {
+    let rig = rig();
+    let bytes: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
+    rig.src.write("data", "big.bin", &bytes, &[]);
+    let item = planned(&rig, "big.bin").await;
+    let engine = Arc::new(engine(
+        &rig,
+        CopyOptions {
+            sync_copy_max: 1024,
+            block_size: 3000,
+            block_parallelism: 1,
+            source_sas_validity: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
+    ));
+    // The first range takes two hours (a slow link, a huge range): the read SAS it was
+    // signed with expires meanwhile.
+    let gate = rig
+        .world
+        .pause(Op::StageBlockFromUrl, |f| f.account("bak").times(Some(1)));
+    let copying = {
+        let (engine, item) = (engine.clone(), item.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    rig.world
+        .advance_clock(std::time::Duration::from_secs(2 * 3600));
+    gate.release();
+    let outcome = copying
+        .await
+        .unwrap()
+        .expect("every range presented a valid SAS");
+    assert!(matches!(outcome, ItemOutcome::Copied { .. }), "{outcome:?}");
+    assert_eq!(content(&rig.bak, "big.bin"), Some(bytes));
+    assert_eq!(
+        rig.world.calls("src", Op::CopySource),
+        3,
+        "one signature per range"
+    );
+}

@@ -45,14 +45,8 @@ impl CopyEngine {
         source: Source<'_>,
         target: Target<'_>,
     ) -> Result<(), ItemFailure> {
-        let url = source
-            .store
-            .copy_source(source.blob, self.options.source_sas_validity)
-            .await
-            .map_err(|e| {
-                ItemFailure::from_store("authorizing the source read", Side::Source, &e)
-            })?;
         if source.size <= self.options.sync_copy_max {
+            let url = sign(source, self.options.source_sas_validity).await?;
             return target
                 .store
                 .copy_from_url(
@@ -68,6 +62,19 @@ impl CopyEngine {
                 .await
                 .map_err(|e| ItemFailure::from_store("copy blob from URL", Side::Backup, &e));
         }
-        self.block_copy(source, &url, target).await
+        self.block_copy(source, target).await
     }
+}
+
+/// The URL (and authorization) the destination service reads `source` through, valid for
+/// `validity` from now.
+pub(super) async fn sign(
+    source: Source<'_>,
+    validity: std::time::Duration,
+) -> Result<lakevault_common::storage::CopySource, ItemFailure> {
+    source
+        .store
+        .copy_source(source.blob, validity)
+        .await
+        .map_err(|e| ItemFailure::from_store("authorizing the source read", Side::Source, &e))
 }
