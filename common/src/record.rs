@@ -28,6 +28,9 @@ pub struct BackupRecord {
     /// Set when the source blob was seen deleted (RFC 3339): the backup blob is a
     /// tombstone, kept, never deleted by a backup run.
     pub deleted_at: Option<String>,
+    /// Written without history snapshots (`run --no-history`): the versions this copy
+    /// replaced live in the backup account's blob versions, which restore does not read.
+    pub history_in_versions: bool,
 }
 
 /// Times in records and work items: RFC 3339, UTC.
@@ -74,6 +77,9 @@ impl BackupRecord {
             "v1 etag={} mtime={} at={} job={}",
             self.source_etag, self.source_last_modified, self.backed_up_at, self.job
         );
+        if self.history_in_versions {
+            value.push_str(" history=versions");
+        }
         if let Some(deleted) = &self.deleted_at {
             value.push_str(&format!(" deleted={deleted}"));
         }
@@ -98,6 +104,7 @@ impl BackupRecord {
             backed_up_at: fields.get("at")?.to_string(),
             job: fields.get("job").copied().unwrap_or_default().to_string(),
             deleted_at: fields.get("deleted").map(|d| d.to_string()),
+            history_in_versions: fields.get("history") == Some(&"versions"),
         })
     }
 
@@ -159,6 +166,7 @@ mod tests {
             backed_up_at: "2026-11-22T04:00:00Z".into(),
             job: "6f1c2b1e-0000-4000-8000-000000000000".into(),
             deleted_at: None,
+            history_in_versions: false,
         }
     }
 

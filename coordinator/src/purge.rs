@@ -232,6 +232,7 @@ mod tests {
             backed_up_at: "2026-01-01T00:00:00Z".into(),
             job: "j".into(),
             deleted_at: deleted_at.map(rfc3339),
+            history_in_versions: false,
         };
         BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())])
     }

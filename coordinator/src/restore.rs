@@ -90,6 +90,10 @@ pub struct RestoreReport {
     pub messages: u64,
     /// Names whose first backup is after the restore time.
     pub not_yet_backed_up: u64,
+    /// Names backed up after the restore time without history snapshots (`run
+    /// --no-history`): their state at that time, if any, is in the backup account's blob
+    /// versions, which restore does not read. Not restored; the run fails.
+    pub in_blob_versions: u64,
     /// Names deleted in the source at the restore time (tombstoned).
     pub deleted_at_time: u64,
     /// Backup blobs without a lakevault record: not restored.
@@ -237,6 +241,7 @@ pub async fn run(
         options.progress.inc(group.len() as u64);
         match versions::choose_for_restore(group, at) {
             RestoreChoice::NotYet => report.not_yet_backed_up += 1,
+            RestoreChoice::InBlobVersions => report.in_blob_versions += 1,
             RestoreChoice::Deleted => report.deleted_at_time += 1,
             RestoreChoice::Unrecorded => report.unrecorded += 1,
             RestoreChoice::Restore(item, older) => {
@@ -373,6 +378,7 @@ mod tests {
                 backed_up_at: backed_up.into(),
                 job: "j".into(),
                 deleted_at: None,
+                history_in_versions: false,
             };
             BTreeMap::from([(RECORD_TAG.to_string(), record.to_tag_value())])
         };

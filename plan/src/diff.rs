@@ -201,6 +201,7 @@ mod tests {
             backed_up_at: "t".into(),
             job: "j".into(),
             deleted_at: None,
+            history_in_versions: false,
         };
         b.tags.insert(RECORD_TAG.into(), record.to_tag_value());
         b

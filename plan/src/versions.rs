@@ -77,6 +77,10 @@ pub enum RestoreChoice {
     Restore(CopyItem, bool),
     /// First backed up after `at`.
     NotYet,
+    /// Backed up after `at` by workers without history snapshots (`run --no-history`):
+    /// what the name held at `at`, if anything, lives in the backup account's blob
+    /// versions, which restore does not read. Never skipped silently.
+    InBlobVersions,
     /// The version current at `at` was already marked deleted in the source.
     Deleted,
     /// No version carries a lakevault record.
@@ -89,9 +93,11 @@ pub enum RestoreChoice {
 pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> RestoreChoice {
     let mut best: Option<(OffsetDateTime, Version)> = None;
     let mut any_record = false;
+    let mut in_versions = false;
     for v in versions {
         let Some(record) = &v.record else { continue };
         any_record = true;
+        in_versions |= record.history_in_versions;
         let Some(backed_up) = parse_rfc3339(&record.backed_up_at) else {
             continue;
         };
@@ -100,7 +106,9 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
         }
     }
     let Some((_, v)) = best else {
-        return if any_record {
+        return if in_versions {
+            RestoreChoice::InBlobVersions
+        } else if any_record {
             RestoreChoice::NotYet
         } else {
             RestoreChoice::Unrecorded
@@ -205,6 +213,7 @@ mod tests {
             backed_up_at: backed_up.into(),
             job: "j".into(),
             deleted_at: deleted.map(str::to_string),
+            history_in_versions: false,
         };
         let mut tags = BTreeMap::from([("team".to_string(), "data".to_string())]);
         tags.insert(RECORD_TAG.into(), record.to_tag_value());
@@ -268,6 +277,31 @@ mod tests {
         ));
         assert_eq!(pick("2026-11-05T00:00:00Z"), RestoreChoice::Deleted);
         assert_eq!(pick("2026-12-01T00:00:00Z"), RestoreChoice::Deleted);
+    }
+
+    #[test]
+    fn a_name_whose_history_lives_in_blob_versions_is_never_skipped_silently() {
+        // Backed up on the 3rd by workers with `--no-history`: what the name held on the
+        // 2nd is in the account's blob versions, not in a snapshot.
+        let mut v = version(None, "2026-11-03T00:00:00Z", None);
+        let mut record = v.record.clone().unwrap();
+        record.history_in_versions = true;
+        v.listed
+            .tags
+            .insert(RECORD_TAG.into(), record.to_tag_value());
+        let v = Version::new(v.listed);
+        assert!(
+            v.record.as_ref().unwrap().history_in_versions,
+            "the record says so"
+        );
+        assert_eq!(
+            choose_for_restore(vec![v.clone()], t("2026-11-02T00:00:00Z")),
+            RestoreChoice::InBlobVersions
+        );
+        assert!(matches!(
+            choose_for_restore(vec![v], t("2026-11-04T00:00:00Z")),
+            RestoreChoice::Restore(_, false)
+        ));
     }
 
     #[test]

@@ -543,6 +543,19 @@ async fn leases_exclude_other_writers(store: &dyn BlobStore, c: &str) {
         .await
         .expect_err("a write without the lease id");
     assert!(blocked.is_condition_not_met(), "{blocked}");
+    // Reads need no lease id: a source leased by lakevault (lease mode) or by an
+    // application can have its properties and index tags read, and a 403 there would be
+    // a credential problem, never the lease. (Get Blob Tags and Get Blob Properties take
+    // `x-ms-lease-id` as an optional condition only.)
+    // https://learn.microsoft.com/rest/api/storageservices/get-blob-tags
+    store
+        .tags(b)
+        .await
+        .expect("tags of a leased blob, without its lease id");
+    store
+        .properties(b)
+        .await
+        .expect("properties of a leased blob, without its lease id");
     store.renew_lease(b, id).await.expect("renew");
     store.release_lease(b, id).await.expect("release");
     store

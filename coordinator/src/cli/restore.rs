@@ -141,5 +141,14 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    if report.in_blob_versions > 0 {
+        // The rest is restored; these names are not, and that is never silent.
+        eprintln!(
+            "error: {} names were backed up after {} without history snapshots (workers ran with --no-history): their state at that time, if any, is in the backup account's blob versions, which restore does not read. Restore those versions with the portal or azcopy (--list-of-versions), or restore as of a later time.",
+            report.in_blob_versions,
+            report.as_of.as_deref().unwrap_or("now")
+        );
+        return Ok(lakevault_common::exit::PARTIAL);
+    }
     Ok(lakevault_common::exit::OK)
 }

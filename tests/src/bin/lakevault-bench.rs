@@ -298,6 +298,7 @@ fn record_tags(source_etag: &str, source_modified: &str) -> anyhow::Result<Strin
         backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
         job: "bench-seed".to_string(),
         deleted_at: None,
+        history_in_versions: false,
     };
     let tags = tag_set(&BTreeMap::new(), &record)?;
     lakevault_common::store::azure::tags_header(&tags)

@@ -419,6 +419,7 @@ impl CopyEngine {
             backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
             job: batch.job.clone(),
             deleted_at: None,
+            history_in_versions: !self.options.keep_history,
         };
         let none = BTreeMap::new();
         let user = if self.options.copy_tags {

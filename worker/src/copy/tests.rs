@@ -269,6 +269,10 @@ async fn without_history_the_backup_is_overwritten_in_place() {
         .unwrap();
     assert!(rig.bak.snapshot_ids("data", "a.csv").is_empty());
     assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+    assert!(
+        record(&rig.bak, "a.csv").await.history_in_versions,
+        "the record says where the replaced versions are, for restore"
+    );
 }
 
 #[tokio::test]
@@ -447,6 +451,7 @@ fn tombstone_item(etag: &str, name: &str) -> CopyItem {
         backed_up_at: "2026-01-01T00:00:00Z".into(),
         job: "j".into(),
         deleted_at: None,
+        history_in_versions: false,
     };
     CopyItem {
         name: name.into(),
@@ -988,6 +993,7 @@ fn a_record_is_ordered_against_a_snapshot_by_last_modified() {
         backed_up_at: "2026-01-01T00:00:00Z".into(),
         job: "j".into(),
         deleted_at: None,
+        history_in_versions: false,
     };
     let r = record("e2", "2026-05-01T10:00:05Z");
     assert_eq!(
