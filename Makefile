@@ -33,7 +33,8 @@ bench:
 # 20,000 blobs under kills, faults and a writer; not part of `make test` (its short
 # version is: it::soak). Writes target/soak.json.
 soak: azurite build
-	$(CARGO) build --release -p lakevault-coordinator -p lakevault-worker -p lakevault-tests --bin lakevault-soak
+	$(CARGO) build --release -p lakevault-coordinator -p lakevault-worker --bins
+	$(CARGO) build --release -p lakevault-tests --bin lakevault-soak
 	./target/release/lakevault-soak
 
 fmt:

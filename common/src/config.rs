@@ -16,6 +16,33 @@ pub struct Config {
     pub accounts: BTreeMap<String, AccountConfig>,
     pub backup: BackupConfig,
     pub queue: QueueConfig,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+}
+
+/// Where restores may write. Workers refuse restore work outside it, whatever a queue
+/// message says: a message can name any configured account.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Account aliases restores may write to (default: the backup source).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Whether a restore may replace blobs that exist at its target (`restore
+    /// --overwrite`). Off by default: without it, restores only add missing blobs.
+    #[serde(default)]
+    pub allow_overwrite: bool,
+}
+
+impl Config {
+    /// The accounts restores may write to.
+    pub fn restore_targets(&self) -> Vec<String> {
+        if self.restore.targets.is_empty() {
+            vec![self.backup.source.clone()]
+        } else {
+            self.restore.targets.clone()
+        }
+    }
 }
 
 /// One storage account and the explicit way to authenticate to it. There is no silent
@@ -251,6 +278,14 @@ impl Config {
                             known.join(", ")
                         }
                     ),
+                ));
+            }
+        }
+        for alias in &self.restore.targets {
+            if !self.accounts.contains_key(alias) {
+                return Err(ConfigError::invalid(
+                    "restore.targets",
+                    format!("names account alias `{alias}`, which is not defined under [accounts]"),
                 ));
             }
         }
@@ -524,6 +559,26 @@ name = "lakevault-copy"
         assert_eq!(c.destination_container("raw").unwrap(), "raw");
         assert_eq!(c.destination_container("$web").unwrap(), "web");
         assert_eq!(c.destination_container("$root").unwrap(), "root");
+    }
+
+    #[test]
+    fn restores_write_to_the_source_unless_configured_otherwise() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.restore_targets(), ["source"]);
+        assert!(!c.restore.allow_overwrite);
+        let c = Config::parse(&format!(
+            "{GOOD}\n[restore]\ntargets = [\"source\", \"backup\"]\nallow_overwrite = true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.restore_targets(), ["source", "backup"]);
+        assert!(c.restore.allow_overwrite);
+        let err = Config::parse(&format!("{GOOD}\n[restore]\ntargets = [\"elsewhere\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("restore.targets") && err.contains("elsewhere"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct PlannedContainer {
     /// 0 and come from the shard results). 0 when the coordinator scanned the container.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub distributed_shards: u64,
+    /// Snapshot mode: source snapshots taken for the copies enqueued.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshots: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -66,6 +69,9 @@ pub struct ScanCounts {
     pub bytes_to_copy: u64,
     /// Copy messages enqueued (tombstone messages are counted by the container).
     pub messages: u64,
+    /// Snapshot mode: source snapshots taken for the copies enqueued.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshots: u64,
 }
 
 impl ScanCounts {
@@ -79,6 +85,7 @@ impl ScanCounts {
         self.vanished += o.vanished;
         self.bytes_to_copy += o.bytes_to_copy;
         self.messages += o.messages;
+        self.snapshots += o.snapshots;
     }
 
     /// Copy items enqueued.
@@ -237,6 +244,14 @@ pub struct JobStatus {
     pub poisoned: u64,
     pub pending: u64,
     pub batches: u64,
+    /// Snapshot mode: source snapshots taken for this job, and those not yet deleted (their
+    /// items are pending, failed or poisoned: a re-drive copies from them and then deletes
+    /// them). Each one holds storage on the production lake and blocks deleting its blob
+    /// without `include snapshots`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub source_snapshots_taken: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub source_snapshots_held: u64,
     pub failed_containers: Vec<FailedContainer>,
     pub failures: Vec<OutcomeFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,12 +270,14 @@ impl JobStatus {
             job: job.to_string(),
             ..Default::default()
         };
+        let mut released = 0;
         for o in &outcomes {
             s.batches += 1;
             s.copied += o.tally.copied;
             s.bytes += o.tally.bytes;
             s.done += o.tally.done();
             s.poisoned += o.tally.poisoned;
+            released += o.tally.snapshots_released;
             for f in &o.failures {
                 if s.failures.len() < 50 {
                     s.failures.push(f.clone());
@@ -275,6 +292,7 @@ impl JobStatus {
                 for c in &p.containers {
                     if c.distributed_shards == 0 {
                         s.planned_items += c.items;
+                        s.source_snapshots_taken += c.snapshots;
                         continue;
                     }
                     s.shards_total += c.distributed_shards;
@@ -285,6 +303,7 @@ impl JobStatus {
                         Some(f) => {
                             s.shards_scanned += u64::from(f.shards);
                             s.planned_items += f.items();
+                            s.source_snapshots_taken += f.counts.snapshots;
                             if !f.failures.is_empty() {
                                 s.failed_containers.push(FailedContainer {
                                     container: c.source_container.clone(),
@@ -301,11 +320,13 @@ impl JobStatus {
                             {
                                 s.shards_scanned += 1;
                                 s.planned_items += r.counts.copies();
+                                s.source_snapshots_taken += r.counts.snapshots;
                             }
                         }
                     }
                 }
                 s.pending = s.planned_items.saturating_sub(s.done + s.poisoned);
+                s.source_snapshots_held = s.source_snapshots_taken.saturating_sub(released);
                 s.state = match (
                     scanning,
                     s.pending,

@@ -26,6 +26,8 @@ pub struct Tally {
     pub retried: u64,
     /// Items moved to the poison queue.
     pub poisoned: u64,
+    /// Snapshot mode: source snapshots deleted once their item was final.
+    pub snapshots_released: u64,
 }
 
 impl Tally {
@@ -44,6 +46,7 @@ impl Tally {
         self.target_exists += other.target_exists;
         self.retried += other.retried;
         self.poisoned += other.poisoned;
+        self.snapshots_released += other.snapshots_released;
     }
 
     /// Items finished without failing: copied, or nothing left to do.

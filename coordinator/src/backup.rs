@@ -165,6 +165,7 @@ impl BackupReport {
                     messages: c.counts.messages,
                     bytes: c.counts.bytes_to_copy,
                     distributed_shards: if c.scanned_by == WORKERS { c.shards } else { 0 },
+                    snapshots: c.counts.snapshots,
                 })
                 .collect(),
             failed: self

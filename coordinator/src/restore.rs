@@ -118,6 +118,7 @@ impl RestoreReport {
                 messages: self.messages,
                 bytes: self.bytes,
                 distributed_shards: 0,
+                snapshots: 0,
             }],
             failed: Vec::new(),
         }

@@ -407,7 +407,10 @@ pub async fn scan_shard(
         item.backup = planned;
         if scan.snapshot && !scan.dry_run {
             match snapshot_item(accounts.source, &scan.container, item).await? {
-                Some(snapshotted) => item = snapshotted,
+                Some(snapshotted) => {
+                    item = snapshotted;
+                    counts.snapshots += 1;
+                }
                 None => {
                     counts.vanished += 1;
                     continue;

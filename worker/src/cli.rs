@@ -187,7 +187,11 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
         copy_tags: !args.skip_source_tags,
         ..Default::default()
     };
-    let copier = Arc::new(CopyEngine::new(accounts.clone(), copy_options));
+    let copier = Arc::new(CopyEngine::new(
+        accounts.clone(),
+        copy_options,
+        crate::copy::WritePolicy::from_config(&config),
+    ));
     let scanner = Arc::new(crate::scan::ScanEngine::new(
         accounts.clone(),
         queue_account.clone(),
@@ -206,6 +210,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
             max_attempts: args.max_attempts.max(1),
             max_dequeue: args.max_dequeue.max(1),
             retry_delay: Duration::from_secs(args.retry_delay_secs),
+            releases_source_snapshots: !args.keep_source_snapshots,
         },
     });
     // Probes answer for the whole life of the process, draining included.

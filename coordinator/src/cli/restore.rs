@@ -65,6 +65,25 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
             prefix: None,
         },
     };
+    // What workers would refuse is refused here, before anything is enqueued.
+    if from_account != config.backup.destination {
+        anyhow::bail!(
+            "--from `{from_account}/…`: restores read from the backup account `{}` (backup.destination); workers refuse any other",
+            config.backup.destination
+        );
+    }
+    let targets = config.restore_targets();
+    if !targets.contains(&to.account) {
+        anyhow::bail!(
+            "--to `{}`: restores may write only to {targets:?}; add the alias to restore.targets in the config (workers and coordinator read the same file)",
+            to.account
+        );
+    }
+    if args.overwrite && !config.restore.allow_overwrite {
+        anyhow::bail!(
+            "--overwrite replaces existing blobs at the target, which the config does not allow: set restore.allow_overwrite = true (workers refuse overwriting restores without it)"
+        );
+    }
     let as_of = args
         .as_of
         .as_deref()

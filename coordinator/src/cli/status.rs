@@ -114,6 +114,12 @@ fn print_status(s: &JobStatus) {
             s.shards_scanned, s.shards_total
         );
     }
+    if s.source_snapshots_taken > 0 {
+        println!(
+            "  source snapshots: {} taken, {} still held on the source (pending, failed or poisoned items; a re-drive copies and deletes them)",
+            s.source_snapshots_taken, s.source_snapshots_held
+        );
+    }
     for f in &s.failed_containers {
         println!("  container {} not planned: {}", f.container, f.reason);
     }

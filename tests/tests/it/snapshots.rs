@@ -124,3 +124,83 @@ async fn workers_copy_the_snapshot_taken_at_planning() {
         .expect("verify");
     assert!(verified.problems.is_empty(), "{:#?}", verified.problems);
 }
+
+fn json_of(out: std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_snapshots_go_with_every_final_outcome_and_status_counts_those_held() {
+    let lab = Lab::start("held", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 20,
+        large_bytes: 0,
+        seed: 31,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    // Ten index tags leave no room for the record: poisoned, its snapshot kept for a redrive.
+    lake::put_uncopyable(&lab.src, "data", "uncopyable.bin")
+        .await
+        .expect("uncopyable");
+    let run = |args: &[&str]| {
+        json_of(
+            coordinator(&lab.path)
+                .expect("bin")
+                .args(args)
+                .args(["--output", "json"])
+                .output()
+                .expect("run"),
+        )
+    };
+    let status = |job: &str| run(&["status", job]);
+    let held_on_the_source = || async {
+        listing(&lab.src, "data", true)
+            .await
+            .iter()
+            .filter(|(_, s, _)| s.is_some())
+            .count()
+    };
+
+    let first = run(&["backup", "--snapshot"]);
+    let job = first["job_id"].as_str().expect("job").to_string();
+    let pass = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!((pass.copied, pass.poisoned), (20, 1), "{pass:?}");
+    let s = status(&job);
+    assert_eq!(s["source_snapshots_taken"], 21, "{s}");
+    assert_eq!(s["source_snapshots_held"], 1, "{s}");
+    assert_eq!(held_on_the_source().await, 1);
+
+    // An incremental snapshot run whose margin re-plans everything: twenty items are
+    // already current, and their snapshots go as well.
+    let second = run(&[
+        "backup",
+        "--snapshot",
+        "--mode",
+        "incremental",
+        "--safety-margin-secs",
+        "3600",
+    ]);
+    let job = second["job_id"].as_str().expect("job").to_string();
+    assert_eq!(second["containers"][0]["new"], 21, "{second}");
+    let pass = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!(
+        (pass.copied, pass.already_current, pass.poisoned),
+        (0, 20, 1),
+        "{pass:?}"
+    );
+    let s = status(&job);
+    assert_eq!(s["source_snapshots_taken"], 21, "{s}");
+    assert_eq!(s["source_snapshots_held"], 1, "{s}");
+    assert_eq!(
+        held_on_the_source().await,
+        2,
+        "only the two poisoned items' snapshots are left"
+    );
+}

@@ -89,6 +89,65 @@ impl Default for CopyOptions {
     }
 }
 
+/// Where this worker's configuration lets each kind of work write. A queue message names
+/// accounts by alias, and anyone who can write to the queue can write a message: the
+/// message is checked against this, never trusted.
+#[derive(Debug, Clone)]
+pub struct WritePolicy {
+    /// Backups read from this account...
+    pub backup_source: String,
+    /// ...and write only into this one (tombstones too).
+    pub backup_destination: String,
+    /// Restores read from the backup destination and write only into these.
+    pub restore_targets: Vec<String>,
+    /// Restores may replace existing blobs.
+    pub restore_overwrite: bool,
+}
+
+impl WritePolicy {
+    /// From the configuration file the worker runs with.
+    pub fn from_config(config: &lakevault_common::config::Config) -> Self {
+        Self {
+            backup_source: config.backup.source.clone(),
+            backup_destination: config.backup.destination.clone(),
+            restore_targets: config.restore_targets(),
+            restore_overwrite: config.restore.allow_overwrite,
+        }
+    }
+
+    /// Why `batch` may not run here, if it may not.
+    pub fn refuses(&self, batch: &CopyBatch) -> Option<String> {
+        let (from, to) = (&batch.source.account, &batch.destination.account);
+        match batch.kind {
+            MessageKind::Restore => {
+                if *from != self.backup_destination {
+                    Some(format!(
+                        "a restore must read from the backup account `{}`, not `{from}`",
+                        self.backup_destination
+                    ))
+                } else if !self.restore_targets.contains(to) {
+                    Some(format!(
+                        "restores may write only to {:?} (restore.targets), not to `{to}`",
+                        self.restore_targets
+                    ))
+                } else if batch.overwrite && !self.restore_overwrite {
+                    Some(
+                        "this restore would replace existing blobs, which restore.allow_overwrite does not allow"
+                            .into(),
+                    )
+                } else {
+                    None
+                }
+            }
+            _ if *from != self.backup_source || *to != self.backup_destination => Some(format!(
+                "backups go from `{}` to `{}` only; this message says `{from}` to `{to}`",
+                self.backup_source, self.backup_destination
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// A finished item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -132,6 +191,8 @@ pub enum Refusal {
     /// A source snapshot and the version the backup holds were written in the same second,
     /// and the source holds a third: which of the two is newer is not known yet.
     VersionOrderUnclear,
+    /// The message asks for a write this worker's configuration does not allow.
+    NotAllowedHere,
     /// No request was sent: the account's credential cannot be used (an expired SAS, a
     /// token the identity service would not issue).
     CredentialUnusable,
@@ -148,6 +209,7 @@ impl Refusal {
             Refusal::RestoreSourceChanged => "RestoreSourceChanged",
             Refusal::SourceKeptChanging => "SourceKeptChanging",
             Refusal::CredentialUnusable => "CredentialUnusable",
+            Refusal::NotAllowedHere => "NotAllowedHere",
             Refusal::VersionOrderUnclear => "VersionOrderUnclear",
         }
     }
@@ -268,6 +330,8 @@ pub trait Copier: Send + Sync + std::fmt::Debug {
 pub struct CopyEngine {
     stores: HashMap<String, Arc<dyn BlobStore>>,
     options: CopyOptions,
+    /// `None`: any batch naming known accounts runs (tests of the engine's decisions).
+    policy: Option<WritePolicy>,
 }
 
 #[async_trait::async_trait]
@@ -277,6 +341,11 @@ impl Copier for CopyEngine {
         batch: &CopyBatch,
         item: &CopyItem,
     ) -> Result<ItemOutcome, ItemFailure> {
+        if let Some(policy) = &self.policy
+            && let Some(reason) = policy.refuses(batch)
+        {
+            return Err(ItemFailure::refused(Refusal::NotAllowedHere, reason));
+        }
         match batch.kind {
             MessageKind::Tombstone => {
                 let backup = self.store(&batch.destination.account)?;
@@ -289,8 +358,9 @@ impl Copier for CopyEngine {
 }
 
 impl CopyEngine {
-    /// An engine on the Azure SDK, one store per configured account.
-    pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions) -> Self {
+    /// An engine on the Azure SDK, one store per configured account, writing only where
+    /// `policy` allows.
+    pub fn new(accounts: Vec<StorageAccount>, options: CopyOptions, policy: WritePolicy) -> Self {
         Self::with_stores(
             accounts
                 .into_iter()
@@ -298,6 +368,13 @@ impl CopyEngine {
                 .collect(),
             options,
         )
+        .with_policy(policy)
+    }
+
+    /// Restricts where batches may write.
+    pub fn with_policy(mut self, policy: WritePolicy) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// An engine on any stores (the in-memory one in unit tests).
@@ -306,7 +383,11 @@ impl CopyEngine {
             .into_iter()
             .map(|s| (s.alias().to_string(), s))
             .collect();
-        Self { stores, options }
+        Self {
+            stores,
+            options,
+            policy: None,
+        }
     }
 
     fn store(&self, alias: &str) -> Result<&dyn BlobStore, ItemFailure> {

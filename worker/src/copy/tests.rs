@@ -1185,3 +1185,53 @@ async fn a_block_copy_that_outlasts_its_source_sas_signs_each_range_afresh() {
         "one signature per range"
     );
 }
+
+#[tokio::test]
+async fn a_worker_writes_only_where_its_config_lets_each_kind_of_work_write() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"lake", &[]);
+    rig.bak.write("data", "a.csv", b"backup", &[]);
+    let policy = WritePolicy {
+        backup_source: "src".into(),
+        backup_destination: "bak".into(),
+        restore_targets: vec!["src".into()],
+        restore_overwrite: false,
+    };
+    let engine = engine(&rig, CopyOptions::default()).with_policy(policy);
+    let refused = |batch: CopyBatch, item: CopyItem| {
+        let engine = &engine;
+        async move {
+            let f = engine.copy_item(&batch, &item).await.expect_err("refused");
+            assert!(f.is(Refusal::NotAllowedHere), "{f:?}");
+            assert_eq!(f.class, FailureClass::Permanent);
+        }
+    };
+    // A "backup" from the backup into the source would overwrite the lake.
+    let mut reversed = batch(MessageKind::Copy);
+    std::mem::swap(&mut reversed.source, &mut reversed.destination);
+    let mut item = planned(&rig, "a.csv").await;
+    item.etag = rig
+        .bak
+        .properties(BlobRef::new("data", "a.csv"))
+        .await
+        .unwrap()
+        .etag;
+    refused(reversed, item.clone()).await;
+    // A restore that overwrites, or reads from anywhere but the backup.
+    let mut restore = batch(MessageKind::Restore);
+    std::mem::swap(&mut restore.source, &mut restore.destination);
+    restore.overwrite = true;
+    refused(restore.clone(), item.clone()).await;
+    let mut from_the_lake = restore.clone();
+    from_the_lake.overwrite = false;
+    from_the_lake.source.account = "src".into();
+    refused(from_the_lake, item.clone()).await;
+    assert_eq!(content(&rig.src, "a.csv").as_deref(), Some(&b"lake"[..]));
+    // What the config allows runs: a restore that only adds.
+    restore.overwrite = false;
+    assert_eq!(
+        engine.copy_item(&restore, &item).await.unwrap(),
+        ItemOutcome::TargetExists
+    );
+    assert_eq!(content(&rig.src, "a.csv").as_deref(), Some(&b"lake"[..]));
+}

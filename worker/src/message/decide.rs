@@ -72,7 +72,11 @@ pub fn decide(
     for (item, result) in results {
         match result {
             ItemResult::Cancelled => interrupted = true,
-            ItemResult::Done(outcome) => count_done(r, &outcome),
+            ItemResult::Done(outcome) => count_done(
+                r,
+                &outcome,
+                item.snapshot.is_some() && policy.releases_source_snapshots,
+            ),
             // The account's credential itself failed (a SAS expiring mid-batch, a rotated
             // key): whatever succeeded before, every item after it would fail too.
             ItemResult::Failed(f)
@@ -129,8 +133,10 @@ pub fn decide(
     d
 }
 
-/// Counts a finished item's outcome.
-pub(super) fn count_done(r: &mut Tally, outcome: &ItemOutcome) {
+/// Counts a finished item's outcome (and its source snapshot, deleted by the engine at a
+/// final outcome, when `released_snapshot`).
+pub(super) fn count_done(r: &mut Tally, outcome: &ItemOutcome, released_snapshot: bool) {
+    r.snapshots_released += u64::from(released_snapshot);
     match outcome {
         ItemOutcome::Copied {
             bytes,

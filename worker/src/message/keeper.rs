@@ -23,6 +23,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct Progress {
     received: CopyBatch,
+    releases_snapshots: bool,
     finished: Vec<bool>,
     /// Outcomes of this delivery's finished items.
     tally: Tally,
@@ -31,8 +32,9 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub fn new(received: &CopyBatch) -> Self {
+    pub fn new(received: &CopyBatch, releases_snapshots: bool) -> Self {
         Self {
+            releases_snapshots,
             finished: vec![false; received.items.len()],
             received: received.clone(),
             tally: Tally::default(),
@@ -46,7 +48,12 @@ impl Progress {
             && !*f
         {
             *f = true;
-            count_done(&mut self.tally, outcome);
+            let snapshot = self.received.items[index].snapshot.is_some();
+            count_done(
+                &mut self.tally,
+                outcome,
+                snapshot && self.releases_snapshots,
+            );
             self.unsaved = true;
         }
     }

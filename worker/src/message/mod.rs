@@ -34,6 +34,9 @@ pub struct MessagePolicy {
     pub max_dequeue: u64,
     /// Base delay before a retried item becomes visible again (doubles per attempt).
     pub retry_delay: Duration,
+    /// Snapshot mode: the copy engine deletes an item's source snapshot at its final
+    /// outcome (off with `--keep-source-snapshots`), counted as released.
+    pub releases_source_snapshots: bool,
 }
 
 impl Default for MessagePolicy {
@@ -43,6 +46,7 @@ impl Default for MessagePolicy {
             max_attempts: 5,
             max_dequeue: 5,
             retry_delay: Duration::from_secs(5),
+            releases_source_snapshots: true,
         }
     }
 }
@@ -169,7 +173,10 @@ async fn process_message(
         return report;
     }
 
-    let progress = Arc::new(Mutex::new(Progress::new(&batch)));
+    let progress = Arc::new(Mutex::new(Progress::new(
+        &batch,
+        ctx.policy.releases_source_snapshots,
+    )));
     let keeper = Keeper::start(
         ctx.queue.clone(),
         &message,
@@ -624,6 +631,7 @@ mod tests {
                 max_attempts: 3,
                 max_dequeue: 5,
                 retry_delay: Duration::ZERO,
+                releases_source_snapshots: true,
             },
         };
         Rig {
