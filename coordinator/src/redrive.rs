@@ -3,8 +3,12 @@
 //! whole lakevault message kept in `original` (a scan task, an over-delivered message)
 //! goes back as it was. Records that are not lakevault work (undecodable text, parts of a
 //! split original) stay in the poison queue, and are reported.
+//!
+//! `--discard` gives up on the records instead: each one is deleted, and first the source
+//! snapshots its items were planned with (snapshot mode), which nothing else would delete.
 
-use lakevault_common::queue::WorkQueue;
+use lakevault_common::queue::{QueueError, WorkQueue};
+use lakevault_common::store::{BlobRef, BlobStore, Condition, StoreError};
 use lakevault_common::wire::{PoisonRecord, WorkMessage};
 use serde::Serialize;
 use std::time::Duration;
@@ -15,6 +19,16 @@ pub struct RedriveOptions {
     pub job: Option<String>,
     /// Stop after this many records re-driven.
     pub limit: Option<u64>,
+    /// Delete the records (and their items' source snapshots) instead of re-driving them.
+    pub discard: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("deleting a discarded item's source snapshot: {0}")]
+    Snapshot(#[from] StoreError),
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -24,6 +38,9 @@ pub struct RedriveReport {
     /// Poison records moved back, and the copy items they carried.
     pub redriven: u64,
     pub items: u64,
+    /// `--discard`: records deleted, and the source snapshots deleted with them.
+    pub discarded: u64,
+    pub snapshots_deleted: u64,
     /// Records left in the poison queue (other jobs, or not lakevault work).
     pub kept: u64,
     /// Why records were kept, with counts.
@@ -38,6 +55,39 @@ impl RedriveReport {
             None => self.kept_reasons.push((reason.to_string(), 1)),
         }
     }
+}
+
+/// The copy batch a poison record holds, if any (its failed items, or the whole original).
+fn batch_of(text: &str) -> Option<lakevault_common::wire::CopyBatch> {
+    let record: PoisonRecord = serde_json::from_str(text).ok()?;
+    match (record.batch, record.original, record.part) {
+        (Some(batch), _, _) => Some(batch),
+        (None, Some(original), None) => match WorkMessage::decode(&original) {
+            Ok(WorkMessage::Batch(b)) => Some(b),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Deletes the source snapshots of a discarded batch's items; how many were there.
+async fn delete_snapshots(
+    source: &dyn BlobStore,
+    batch: &lakevault_common::wire::CopyBatch,
+) -> Result<u64, lakevault_common::store::StoreError> {
+    let mut deleted = 0;
+    for item in &batch.items {
+        let Some(snapshot) = item.snapshot.as_deref() else {
+            continue;
+        };
+        let blob = BlobRef::new(&batch.source.container, &item.name).at_snapshot(Some(snapshot));
+        match source.delete(blob, Condition::None, false).await {
+            Ok(()) => deleted += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }
 
 /// What to send back for one poison message, or why it stays.
@@ -77,8 +127,9 @@ fn work_of(text: &str, job: Option<&str>) -> Result<(String, u64), &'static str>
 pub async fn redrive(
     poison: &dyn WorkQueue,
     work: &dyn WorkQueue,
+    source: &dyn BlobStore,
     options: &RedriveOptions,
-) -> Result<RedriveReport, lakevault_common::queue::QueueError> {
+) -> Result<RedriveReport, RedriveError> {
     let mut report = RedriveReport {
         poison_queue: poison.name().to_string(),
         work_queue: work.name().to_string(),
@@ -89,7 +140,10 @@ pub async fn redrive(
     work.ensure_exists().await?;
     let mut held = Vec::new();
     loop {
-        if options.limit.is_some_and(|l| report.redriven >= l) {
+        if options
+            .limit
+            .is_some_and(|l| report.redriven + report.discarded >= l)
+        {
             break;
         }
         let messages = poison.receive(32, hold).await?;
@@ -97,7 +151,10 @@ pub async fn redrive(
             break;
         }
         for m in messages {
-            if options.limit.is_some_and(|l| report.redriven >= l) {
+            if options
+                .limit
+                .is_some_and(|l| report.redriven + report.discarded >= l)
+            {
                 // Hand it back untouched.
                 poison
                     .extend(&m.id, &m.pop_receipt, Duration::ZERO, None)
@@ -105,6 +162,23 @@ pub async fn redrive(
                 continue;
             }
             match work_of(&m.text, options.job.as_deref()) {
+                Ok((_, items)) if options.discard => {
+                    // Snapshots first, then the record: a crash in between leaves a record
+                    // whose snapshots are gone (a re-drive then finds its items gone).
+                    let with_snapshots =
+                        batch_of(&m.text).filter(|b| b.items.iter().any(|i| i.snapshot.is_some()));
+                    if let Some(batch) = with_snapshots {
+                        if batch.source.account != source.alias() {
+                            report.keep("its snapshots are in an account other than backup.source");
+                            held.push((m.id, m.pop_receipt));
+                            continue;
+                        }
+                        report.snapshots_deleted += delete_snapshots(source, &batch).await?;
+                    }
+                    poison.delete(&m.id, &m.pop_receipt).await?;
+                    report.discarded += 1;
+                    report.items += items;
+                }
                 Ok((text, items)) => {
                     // Work first, then the record: a crash in between re-drives twice, which
                     // is harmless; the other order could lose it.
@@ -219,8 +293,10 @@ mod tests {
         let options = RedriveOptions {
             job: Some("j1".into()),
             limit: None,
+            discard: false,
         };
-        let report = redrive(&poison, &work, &options).await.unwrap();
+        let source = lakevault_common::store::memory::World::new().account("s");
+        let report = redrive(&poison, &work, &source, &options).await.unwrap();
         assert_eq!((report.redriven, report.items, report.kept), (2, 1, 3));
         let sent = work.texts();
         assert_eq!(sent.len(), 2);
@@ -237,5 +313,48 @@ mod tests {
             3,
             "kept records stay in the poison queue"
         );
+    }
+
+    #[tokio::test]
+    async fn discarding_a_poison_record_deletes_its_source_snapshots() {
+        let poison = MemoryQueue::new("work-poison");
+        let work = MemoryQueue::new("work");
+        let source = lakevault_common::store::memory::World::new().account("s");
+        source.write("c", "a", b"x", &[]);
+        let taken = source
+            .snapshot(BlobRef::new("c", "a"), Condition::None)
+            .await
+            .unwrap();
+        let mut held = batch("j1", 2);
+        held.items[0].snapshot = Some(taken.snapshot.clone());
+        poison
+            .send(&record(Some(held), None), Duration::ZERO)
+            .await
+            .unwrap();
+        poison
+            .send(&record(Some(batch("j2", 0)), None), Duration::ZERO)
+            .await
+            .unwrap();
+        let options = RedriveOptions {
+            job: Some("j1".into()),
+            limit: None,
+            discard: true,
+        };
+        let report = redrive(&poison, &work, &source, &options).await.unwrap();
+        assert_eq!(
+            (
+                report.discarded,
+                report.snapshots_deleted,
+                report.redriven,
+                report.kept
+            ),
+            (1, 1, 0, 1)
+        );
+        assert!(
+            source.snapshot_ids("c", "a").is_empty(),
+            "the snapshot went with it"
+        );
+        assert!(work.texts().is_empty(), "nothing re-driven");
+        assert_eq!(poison.texts().len(), 1, "the other job's record stays");
     }
 }

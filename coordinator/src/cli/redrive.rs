@@ -12,6 +12,10 @@ pub struct RedriveArgs {
     /// Re-drive at most this many records.
     #[arg(long, env = "LAKEVAULT_REDRIVE_LIMIT")]
     pub limit: Option<u64>,
+    /// Give up on the records instead: delete them, and the source snapshots their items
+    /// were planned with (snapshot mode). The items are not backed up by this.
+    #[arg(long)]
+    pub discard: bool,
     /// Output format of the summary on stdout.
     #[arg(long, env = "LAKEVAULT_OUTPUT", value_enum, default_value = "table")]
     pub output: Output,
@@ -31,17 +35,34 @@ pub(super) async fn run(env: &Env, args: RedriveArgs) -> anyhow::Result<i32> {
     let options = crate::redrive::RedriveOptions {
         job: args.job.clone(),
         limit: args.limit,
+        discard: args.discard,
     };
-    let report = crate::redrive::redrive(&poison, &work, &options)
+    let source = lakevault_common::store::azure::AzureStore::new(account(&config.backup.source)?);
+    let report = crate::redrive::redrive(&poison, &work, &source, &options)
         .await
         .with_context(|| format!("re-driving `{poison_name}`"))?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Table => {
-            println!(
-                "re-drove {} records ({} items) from {} to {}; {} kept",
-                report.redriven, report.items, report.poison_queue, report.work_queue, report.kept
-            );
+            if args.discard {
+                println!(
+                    "discarded {} records ({} items) from {}, and {} source snapshots; {} kept",
+                    report.discarded,
+                    report.items,
+                    report.poison_queue,
+                    report.snapshots_deleted,
+                    report.kept
+                );
+            } else {
+                println!(
+                    "re-drove {} records ({} items) from {} to {}; {} kept",
+                    report.redriven,
+                    report.items,
+                    report.poison_queue,
+                    report.work_queue,
+                    report.kept
+                );
+            }
             for (reason, n) in &report.kept_reasons {
                 println!("  kept {n}: {reason}");
             }

@@ -1,8 +1,8 @@
 //! Randomized histories of the copy engine on the in-memory store: source writes and
 //! deletes, plans (live or snapshot mode, with the backup as listed or unknown), copies
 //! run alone, two copies interleaved at a chosen request (one paused there while the other
-//! runs to the end), and copies whose answer is lost after the write took effect (a crash
-//! between the write and the settling). After every step the invariants of
+//! runs to the end), copies whose answer is lost after the write took effect (a crash
+//! between the write and the settling), and tombstones planned for deleted blobs. After every step the invariants of
 //! `docs/architecture.md` that concern the copy engine are checked:
 //!
 //! - I1: every version a copy reported copied is in the backup (base or a snapshot), with
@@ -11,7 +11,10 @@
 //! - I3: an item ends as done only when the backup holds its version or a newer one, or
 //!   the source was deleted after it was planned;
 //! - I6: a source snapshot is gone once its item has a final outcome, and kept while the
-//!   item may be retried.
+//!   item may be retried;
+//! - and tombstones: a backup blob is marked deleted only while its recorded version is
+//!   gone from the source (a tombstone planned before the blob came back is conditional
+//!   on the backup as listed, and lands on no newer copy).
 
 use super::*;
 use lakevault_common::record::BackupRecord;
@@ -47,14 +50,18 @@ enum Step {
     /// The item's write takes effect but its answer is lost (the worker dies before it
     /// settles): the item stays pending, as a redelivery would bring it back.
     LostAnswer(usize),
+    /// A full plan finds the source blob gone and enqueues a tombstone for the backup blob
+    /// as listed.
+    PlanTombstone(usize),
 }
 
-const PAUSE_AT: [Op; 5] = [
+const PAUSE_AT: [Op; 6] = [
     Op::CopyFromUrl,
     Op::Snapshot,
     Op::Tags,
     Op::Properties,
     Op::CommitBlocks,
+    Op::SetTags,
 ];
 
 fn step() -> impl Strategy<Value = Step> {
@@ -71,12 +78,14 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..8usize, 0..8usize, 0..PAUSE_AT.len())
             .prop_map(|(first, second, at)| Step::Race { first, second, at }),
         1 => (0..8usize).prop_map(Step::LostAnswer),
+        2 => (0..NAMES.len()).prop_map(Step::PlanTombstone),
     ]
 }
 
 /// An item waiting in the queue, with what the model knows about it.
 #[derive(Debug, Clone)]
 struct Pending {
+    kind: MessageKind,
     item: CopyItem,
     name: usize,
     /// Index of the planned version among the name's versions.
@@ -156,7 +165,7 @@ impl Sim {
             } => self.plan(*name, *snapshot, *listed_backup).await,
             Step::Copy(i) => {
                 if let Some(p) = self.take(*i) {
-                    let result = self.engine.copy_item(&batch(), &p.item).await;
+                    let result = self.engine.copy_item(&batch(p.kind), &p.item).await;
                     self.settle(p, result).await;
                 }
             }
@@ -173,7 +182,7 @@ impl Sim {
                         )
                         .account("bak"),
                     );
-                    let result = self.engine.copy_item(&batch(), &p.item).await;
+                    let result = self.engine.copy_item(&batch(p.kind), &p.item).await;
                     self.world.clear_faults();
                     // Whatever it says, the item is redelivered: it stays pending. A
                     // success (no copy needed) is a final outcome like any other.
@@ -184,7 +193,39 @@ impl Sim {
                 }
             }
             Step::Race { first, second, at } => self.race(*first, *second, PAUSE_AT[*at]).await,
+            Step::PlanTombstone(n) => self.plan_tombstone(*n).await,
         }
+    }
+
+    /// As a full plan does: the source lists no blob, the backup lists one with a live
+    /// record; the tombstone carries the backup's ETag and tags as listed.
+    async fn plan_tombstone(&mut self, name: usize) {
+        let blob = BlobRef::new("data", NAMES[name]);
+        if self.src.properties(blob).await.is_ok() {
+            return;
+        }
+        let Ok(listed) = self.bak.properties(blob).await else {
+            return;
+        };
+        let tags = self.bak.tags(blob).await.unwrap_or_default();
+        if BackupRecord::from_tags(&tags).is_none_or(|r| r.deleted_at.is_some()) {
+            return;
+        }
+        self.pending.push(Pending {
+            kind: MessageKind::Tombstone,
+            item: CopyItem {
+                name: NAMES[name].to_string(),
+                etag: listed.etag,
+                size: listed.size,
+                last_modified: listed.last_modified,
+                tags,
+                snapshot: None,
+                backup: PlannedBackup::Unknown,
+            },
+            name,
+            version: 0,
+            deletes_at_plan: self.deletes[name],
+        });
     }
 
     async fn plan(&mut self, name: usize, snapshot: bool, listed_backup: bool) {
@@ -228,6 +269,7 @@ impl Sim {
             item.snapshot = Some(taken.snapshot);
         }
         self.pending.push(Pending {
+            kind: MessageKind::Copy,
             item,
             name,
             version,
@@ -249,8 +291,8 @@ impl Sim {
             .world
             .pause(at, |f| f.account("bak").name(&a.item.name));
         let held = {
-            let (engine, item) = (self.engine.clone(), a.item.clone());
-            tokio::spawn(async move { engine.copy_item(&batch(), &item).await })
+            let (engine, item, kind) = (self.engine.clone(), a.item.clone(), a.kind);
+            tokio::spawn(async move { engine.copy_item(&batch(kind), &item).await })
         };
         // Held at `at`, or finished without reaching it.
         tokio::select! {
@@ -260,7 +302,7 @@ impl Sim {
         // Only the first matching request is held.
         self.world.clear_faults();
         if let Some(b) = self.take(second) {
-            let result = self.engine.copy_item(&batch(), &b.item).await;
+            let result = self.engine.copy_item(&batch(b.kind), &b.item).await;
             self.settle(b, result).await;
         }
         gate.release();
@@ -296,6 +338,8 @@ impl Sim {
                         );
                         self.copied[p.name].push(v);
                     }
+                    ItemOutcome::Tombstoned => {}
+                    ItemOutcome::Superseded if p.kind == MessageKind::Tombstone => {}
                     ItemOutcome::AlreadyCurrent | ItemOutcome::Superseded => {
                         // I3: the backup holds the planned version or a newer one.
                         let base = self.base_version(p.name).await;
@@ -357,6 +401,18 @@ impl Sim {
                     "I1: version {v} of {name} was reported copied but the backup holds {held:?}"
                 );
             }
+            // A deletion is recorded only for a version the source no longer has: a
+            // tombstone planned before the blob came back and was copied again must not
+            // land on the newer copy.
+            if let Some(record) = self.record(blob).await
+                && record.deleted_at.is_some()
+                && let Ok(live) = self.src.properties(blob).await
+            {
+                assert_ne!(
+                    record.source_etag, live.etag,
+                    "I3: {name} is marked deleted, but the source holds that very version"
+                );
+            }
             if let Some(newest) = self.copied[n].iter().max() {
                 let base = self.base_version(n).await;
                 assert!(
@@ -368,10 +424,10 @@ impl Sim {
     }
 }
 
-fn batch() -> CopyBatch {
+fn batch(kind: MessageKind) -> CopyBatch {
     CopyBatch {
         v: WIRE_VERSION,
-        kind: MessageKind::Copy,
+        kind,
         job: "history".into(),
         attempt: 0,
         handed_back: 0,
@@ -431,4 +487,29 @@ proptest! {
     ) {
         run_history(blocks, &steps);
     }
+}
+
+#[test]
+fn a_tombstone_planned_before_the_blob_came_back_lands_on_no_newer_copy() {
+    use Step::*;
+    let plan = Plan {
+        name: 0,
+        snapshot: false,
+        listed_backup: true,
+    };
+    run_history(
+        false,
+        &[
+            Write { name: 0, later: 1 },
+            plan.clone(),
+            Copy(0),
+            Delete(0),
+            PlanTombstone(0),
+            Write { name: 0, later: 1 },
+            plan,
+            // The copy of the blob that came back, then the stale tombstone.
+            Copy(1),
+            Copy(0),
+        ],
+    );
 }
