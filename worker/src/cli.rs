@@ -58,7 +58,9 @@ pub struct RunArgs {
     /// Attempts per item before it goes to the poison queue.
     #[arg(long, env = "LAKEVAULT_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
-    /// Receives of one message before it goes to the poison queue.
+    /// Deliveries of one message that end without finishing any item (a worker crashing or
+    /// timing out on it) before it goes to the poison queue. Hand-backs (shutdown,
+    /// credentials) and deliveries that made progress do not count.
     #[arg(long, env = "LAKEVAULT_MAX_DEQUEUE", default_value_t = 5)]
     pub max_dequeue: u64,
     /// Seconds before the first retry of a failed item (doubles per attempt).

@@ -30,7 +30,8 @@ pub struct MessagePolicy {
     pub visibility: Duration,
     /// Attempts per item (each retry is a new, smaller message) before it is poisoned.
     pub max_attempts: u32,
-    /// Receives of one message (crashed or timed-out workers) before it is poisoned.
+    /// Deliveries of one message that finished nothing (crashed or timed-out workers)
+    /// before it is poisoned: `dequeue_count - handed_back`.
     pub max_dequeue: u64,
     /// Base delay before a retried item becomes visible again (doubles per attempt).
     pub retry_delay: Duration,
