@@ -12,6 +12,8 @@
 //!   the source was deleted after it was planned;
 //! - I6: a source snapshot is gone once its item has a final outcome, and kept while the
 //!   item may be retried;
+//! - I7: a restore without overwrite never replaces a blob an application wrote to the
+//!   target, even one written while the restore copies;
 //! - and tombstones: a backup blob is marked deleted only while its recorded version is
 //!   gone from the source (a tombstone planned before the blob came back is conditional
 //!   on the backup as listed, and lands on no newer copy).
@@ -53,6 +55,11 @@ enum Step {
     /// A full plan finds the source blob gone and enqueues a tombstone for the backup blob
     /// as listed.
     PlanTombstone(usize),
+    /// A restore (without overwrite) of the backup blob as it is into the `restored`
+    /// container of the source account.
+    PlanRestore(usize),
+    /// An application writes the blob in the `restored` container.
+    TargetWrite(usize),
 }
 
 const PAUSE_AT: [Op; 6] = [
@@ -79,6 +86,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(first, second, at)| Step::Race { first, second, at }),
         1 => (0..8usize).prop_map(Step::LostAnswer),
         2 => (0..NAMES.len()).prop_map(Step::PlanTombstone),
+        2 => (0..NAMES.len()).prop_map(Step::PlanRestore),
+        1 => (0..NAMES.len()).prop_map(Step::TargetWrite),
     ]
 }
 
@@ -105,6 +114,9 @@ struct Sim {
     pending: Vec<Pending>,
     /// Versions a copy reported copied, per name.
     copied: Vec<Vec<usize>>,
+    /// What an application last wrote to each name of the restore target: a restore
+    /// without overwrite must never replace it (I7).
+    target_writes: Vec<Option<Vec<u8>>>,
 }
 
 impl Sim {
@@ -112,6 +124,7 @@ impl Sim {
         let world = World::new();
         let (src, bak) = (world.account("src"), world.account("bak"));
         src.create_container("data");
+        src.create_container("restored");
         bak.create_container("data");
         let options = if blocks {
             // Every blob above 4 bytes goes by Put Block From URL + Put Block List.
@@ -136,6 +149,7 @@ impl Sim {
             deletes: vec![0; NAMES.len()],
             pending: Vec::new(),
             copied: vec![Vec::new(); NAMES.len()],
+            target_writes: vec![None; NAMES.len()],
         }
     }
 
@@ -194,7 +208,42 @@ impl Sim {
             }
             Step::Race { first, second, at } => self.race(*first, *second, PAUSE_AT[*at]).await,
             Step::PlanTombstone(n) => self.plan_tombstone(*n).await,
+            Step::PlanRestore(n) => self.plan_restore(*n).await,
+            Step::TargetWrite(n) => self.target_write(*n),
         }
+    }
+
+    fn target_write(&mut self, name: usize) {
+        let content = format!("app:{}#{}", NAMES[name], self.world.requests("src")).into_bytes();
+        self.src.write("restored", NAMES[name], &content, &[]);
+        self.target_writes[name] = Some(content);
+    }
+
+    /// As `restore` plans the latest version: the backup base blob at its listed ETag.
+    async fn plan_restore(&mut self, name: usize) {
+        let blob = BlobRef::new("data", NAMES[name]);
+        let Ok(listed) = self.bak.properties(blob).await else {
+            return;
+        };
+        let tags = self.bak.tags(blob).await.unwrap_or_default();
+        if BackupRecord::from_tags(&tags).is_none_or(|r| r.deleted_at.is_some()) {
+            return;
+        }
+        self.pending.push(Pending {
+            kind: MessageKind::Restore,
+            item: CopyItem {
+                name: NAMES[name].to_string(),
+                etag: listed.etag,
+                size: listed.size,
+                last_modified: listed.last_modified,
+                tags: lakevault_common::record::user_tags(&tags),
+                snapshot: None,
+                backup: PlannedBackup::Unknown,
+            },
+            name,
+            version: 0,
+            deletes_at_plan: self.deletes[name],
+        });
     }
 
     /// As a full plan does: the source lists no blob, the backup lists one with a live
@@ -287,9 +336,14 @@ impl Sim {
 
     async fn race(&mut self, first: usize, second: usize, at: Op) {
         let Some(a) = self.take(first) else { return };
+        let writes_to = if a.kind == MessageKind::Restore {
+            "src"
+        } else {
+            "bak"
+        };
         let gate = self
             .world
-            .pause(at, |f| f.account("bak").name(&a.item.name));
+            .pause(at, |f| f.account(writes_to).name(&a.item.name));
         let held = {
             let (engine, item, kind) = (self.engine.clone(), a.item.clone(), a.kind);
             tokio::spawn(async move { engine.copy_item(&batch(kind), &item).await })
@@ -301,6 +355,10 @@ impl Sim {
         }
         // Only the first matching request is held.
         self.world.clear_faults();
+        // A restore held mid-way races an application writing the same target blob.
+        if a.kind == MessageKind::Restore {
+            self.target_write(a.name);
+        }
         if let Some(b) = self.take(second) {
             let result = self.engine.copy_item(&batch(b.kind), &b.item).await;
             self.settle(b, result).await;
@@ -312,6 +370,17 @@ impl Sim {
 
     /// Checks what an item's end says, and puts a failed item back (a retry).
     async fn settle(&mut self, p: Pending, result: Result<ItemOutcome, ItemFailure>) {
+        if p.kind == MessageKind::Restore {
+            match result {
+                Ok(ItemOutcome::Copied { .. } | ItemOutcome::TargetExists) => {}
+                Ok(other) => panic!("restore of {p:?} ended {other:?}"),
+                // Retried (a lost answer); a permanent failure (the backup blob replaced
+                // since planning) is poisoned.
+                Err(f) if f.class.is_retryable() => self.pending.push(p),
+                Err(_) => {}
+            }
+            return;
+        }
         let snapshot_exists = |sim: &Sim| {
             p.item.snapshot.as_deref().is_some_and(|id| {
                 sim.src
@@ -380,8 +449,17 @@ impl Sim {
         BackupRecord::from_tags(&tags)
     }
 
-    /// I1 and I2, on the backup as it is.
+    /// I1, I2 and I7, on the backup and the restore target as they are.
     async fn check(&self) {
+        for (n, name) in NAMES.iter().enumerate() {
+            if let Some(written) = &self.target_writes[n] {
+                assert_eq!(
+                    self.src.content(BlobRef::new("restored", name)).as_ref(),
+                    Some(written),
+                    "I7: a restore without overwrite replaced {name} in the target"
+                );
+            }
+        }
         for (n, name) in NAMES.iter().enumerate() {
             let blob = BlobRef::new("data", name);
             let mut held: Vec<(Option<usize>, Option<Vec<u8>>)> = Vec::new();
@@ -425,6 +503,20 @@ impl Sim {
 }
 
 fn batch(kind: MessageKind) -> CopyBatch {
+    if kind == MessageKind::Restore {
+        return CopyBatch {
+            kind,
+            source: Location {
+                account: "bak".into(),
+                container: "data".into(),
+            },
+            destination: Location {
+                account: "src".into(),
+                container: "restored".into(),
+            },
+            ..batch(MessageKind::Copy)
+        };
+    }
     CopyBatch {
         v: WIRE_VERSION,
         kind,
