@@ -219,49 +219,17 @@ impl Sim {
         self.target_writes[name] = Some(content);
     }
 
-    /// As `restore` plans the latest version: the backup base blob at its listed ETag.
-    async fn plan_restore(&mut self, name: usize) {
+    /// The backup base blob as a listing shows it, as an item of `kind`, if it has a live
+    /// record (what restore and tombstone planning start from).
+    async fn listed_backup(&self, name: usize, kind: MessageKind) -> Option<Pending> {
         let blob = BlobRef::new("data", NAMES[name]);
-        let Ok(listed) = self.bak.properties(blob).await else {
-            return;
-        };
+        let listed = self.bak.properties(blob).await.ok()?;
         let tags = self.bak.tags(blob).await.unwrap_or_default();
         if BackupRecord::from_tags(&tags).is_none_or(|r| r.deleted_at.is_some()) {
-            return;
+            return None;
         }
-        self.pending.push(Pending {
-            kind: MessageKind::Restore,
-            item: CopyItem {
-                name: NAMES[name].to_string(),
-                etag: listed.etag,
-                size: listed.size,
-                last_modified: listed.last_modified,
-                tags: lakevault_common::record::user_tags(&tags),
-                snapshot: None,
-                backup: PlannedBackup::Unknown,
-            },
-            name,
-            version: 0,
-            deletes_at_plan: self.deletes[name],
-        });
-    }
-
-    /// As a full plan does: the source lists no blob, the backup lists one with a live
-    /// record; the tombstone carries the backup's ETag and tags as listed.
-    async fn plan_tombstone(&mut self, name: usize) {
-        let blob = BlobRef::new("data", NAMES[name]);
-        if self.src.properties(blob).await.is_ok() {
-            return;
-        }
-        let Ok(listed) = self.bak.properties(blob).await else {
-            return;
-        };
-        let tags = self.bak.tags(blob).await.unwrap_or_default();
-        if BackupRecord::from_tags(&tags).is_none_or(|r| r.deleted_at.is_some()) {
-            return;
-        }
-        self.pending.push(Pending {
-            kind: MessageKind::Tombstone,
+        Some(Pending {
+            kind,
             item: CopyItem {
                 name: NAMES[name].to_string(),
                 etag: listed.etag,
@@ -274,7 +242,32 @@ impl Sim {
             name,
             version: 0,
             deletes_at_plan: self.deletes[name],
-        });
+        })
+    }
+
+    /// As `restore` plans the latest version: the backup base blob at its listed ETag,
+    /// with the version's user tags.
+    async fn plan_restore(&mut self, name: usize) {
+        if let Some(mut p) = self.listed_backup(name, MessageKind::Restore).await {
+            p.item.tags = lakevault_common::record::user_tags(&p.item.tags);
+            self.pending.push(p);
+        }
+    }
+
+    /// As a full plan does: the source lists no blob, the backup lists one with a live
+    /// record; the tombstone carries the backup's ETag and tags as listed.
+    async fn plan_tombstone(&mut self, name: usize) {
+        if self
+            .src
+            .properties(BlobRef::new("data", NAMES[name]))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Some(p) = self.listed_backup(name, MessageKind::Tombstone).await {
+            self.pending.push(p);
+        }
     }
 
     async fn plan(&mut self, name: usize, snapshot: bool, listed_backup: bool) {

@@ -29,6 +29,7 @@ pub(super) struct Progress {
     tally: Tally,
     /// Items finished since the message text was last replaced.
     unsaved: bool,
+    settling: bool,
 }
 
 impl Progress {
@@ -39,6 +40,7 @@ impl Progress {
             received: received.clone(),
             tally: Tally::default(),
             unsaved: false,
+            settling: false,
         }
     }
 
@@ -76,9 +78,16 @@ impl Progress {
         batch
     }
 
+    /// The message is being settled (its retries and poison records written, then it is
+    /// deleted): no more progress is written into it, or a delete that fails would bring
+    /// back items already handed on.
+    pub fn settling(&mut self) {
+        self.settling = true;
+    }
+
     /// The text to write now, if anything finished since the last write.
     fn checkpoint(&mut self) -> Option<String> {
-        if !self.unsaved {
+        if !self.unsaved || self.settling {
             return None;
         }
         self.unsaved = false;

@@ -234,6 +234,10 @@ async fn process_message(
         poison::for_items(&poison_ctx, "items failed", &batch, decision.poison)
     };
     let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
+    progress
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .settling();
     settle_with_delay(
         ctx,
         &message,
