@@ -6,7 +6,12 @@ use crate::secret::redact_text;
 /// What to do about a failed storage call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
-    /// Worth retrying later (throttling, server errors, timeouts, connection trouble).
+    /// The service could not be reached or could not serve the request now: connection
+    /// failures, timeouts, throttling (429, 503) and server errors (500, 502, 504). Nothing
+    /// is wrong with the item: it waits out the outage without using up an attempt.
+    Unavailable,
+    /// Worth retrying later, and the item's own doing: a lease or a pending copy in the
+    /// way, a blob that kept changing. Each retry uses up an attempt.
     Transient,
     /// The source changed since the work was planned (a source ETag condition failed).
     SourceChanged,
@@ -21,7 +26,10 @@ pub enum FailureClass {
 
 impl FailureClass {
     pub fn is_retryable(self) -> bool {
-        matches!(self, FailureClass::Transient | FailureClass::Auth)
+        matches!(
+            self,
+            FailureClass::Unavailable | FailureClass::Transient | FailureClass::Auth
+        )
     }
 }
 
@@ -32,7 +40,7 @@ pub fn classify(err: &azure_core::Error) -> FailureClass {
         ErrorKind::HttpResponse {
             status, error_code, ..
         } => classify_status(u16::from(*status), error_code.as_deref()),
-        ErrorKind::Connection | ErrorKind::Io => FailureClass::Transient,
+        ErrorKind::Connection | ErrorKind::Io => FailureClass::Unavailable,
         ErrorKind::Credential => FailureClass::Auth,
         _ => FailureClass::Permanent,
     }
@@ -49,7 +57,7 @@ pub fn classify_status(status: u16, code: Option<&str>) -> FailureClass {
         (404, Some("CannotVerifyCopySource")) => FailureClass::SourceMissing,
         (403, Some("CannotVerifyCopySource")) => FailureClass::Auth,
         (401 | 403, _) => FailureClass::Auth,
-        (408 | 429 | 500 | 502 | 503 | 504, _) => FailureClass::Transient,
+        (408 | 429 | 500 | 502 | 503 | 504, _) => FailureClass::Unavailable,
         (
             409,
             Some("LeaseIdMissing" | "LeaseAlreadyPresent" | "LeaseIdMismatchWithBlobOperation"),
@@ -107,6 +115,14 @@ mod tests {
     fn classification_table() {
         assert_eq!(
             classify_status(503, Some("ServerBusy")),
+            FailureClass::Unavailable
+        );
+        assert_eq!(
+            classify_status(500, Some("OperationTimedOut")),
+            FailureClass::Unavailable
+        );
+        assert_eq!(
+            classify_status(409, Some("LeaseAlreadyPresent")),
             FailureClass::Transient
         );
         assert_eq!(

@@ -24,6 +24,9 @@ pub struct Tally {
     pub target_exists: u64,
     /// Items handed back to the queue for another attempt (they settle in a later batch).
     pub retried: u64,
+    /// Items that waited out an outage (the service unreachable or throttling) and were
+    /// handed back without using up an attempt.
+    pub waiting: u64,
     /// Items moved to the poison queue.
     pub poisoned: u64,
     /// Snapshot mode: source snapshots deleted once their item was final.
@@ -45,6 +48,7 @@ impl Tally {
         self.kept_previous += other.kept_previous;
         self.target_exists += other.target_exists;
         self.retried += other.retried;
+        self.waiting += other.waiting;
         self.poisoned += other.poisoned;
         self.snapshots_released += other.snapshots_released;
     }
@@ -60,7 +64,7 @@ impl Tally {
     }
 
     /// Item counts by the `outcome` label of `lakevault_blobs_total`.
-    pub fn by_outcome(&self) -> [(&'static str, u64); 8] {
+    pub fn by_outcome(&self) -> [(&'static str, u64); 9] {
         [
             ("copied", self.copied),
             ("already_current", self.already_current),
@@ -69,6 +73,7 @@ impl Tally {
             ("tombstoned", self.tombstoned),
             ("superseded", self.superseded),
             ("retried", self.retried),
+            ("waiting", self.waiting),
             ("poisoned", self.poisoned),
         ]
     }

@@ -94,6 +94,10 @@ pub struct CopyBatch {
     /// finishing a single item.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub handed_back: u32,
+    /// How many times these items waited out an outage (the service unreachable or
+    /// throttling) without using up an attempt: only the delay before the next try grows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u32,
     /// Outcomes of the items earlier deliveries of this message finished and removed from
     /// it (progress kept across a crash); added to the message's ledger record.
     #[serde(default, skip_serializing_if = "Tally::is_empty")]
@@ -329,6 +333,7 @@ impl CopyBatch {
             items,
             attempt,
             handed_back: 0,
+            waits: 0,
             carried: Tally::default(),
             ..self.clone()
         }
@@ -348,7 +353,11 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(header: CopyBatch, max_bytes: usize) -> Self {
-        let header = header.with_items(Vec::new(), header.attempt);
+        // Outages waited out stay with the items; what a delivery carried does not.
+        let header = CopyBatch {
+            waits: header.waits,
+            ..header.with_items(Vec::new(), header.attempt)
+        };
         let empty_len = header.encode().len();
         Self {
             header,
@@ -372,10 +381,10 @@ impl BatchBuilder {
         let separator = usize::from(!self.current.is_empty());
         let full = if self.current_len + separator + item_len > self.max_bytes {
             self.current_len = self.empty_len;
-            Some(
-                self.header
-                    .with_items(std::mem::take(&mut self.current), self.header.attempt),
-            )
+            Some(CopyBatch {
+                items: std::mem::take(&mut self.current),
+                ..self.header.clone()
+            })
         } else {
             None
         };
@@ -386,8 +395,10 @@ impl BatchBuilder {
 
     /// The last, partly filled batch.
     pub fn finish(self) -> Option<CopyBatch> {
-        (!self.current.is_empty())
-            .then(|| self.header.with_items(self.current, self.header.attempt))
+        (!self.current.is_empty()).then_some(CopyBatch {
+            items: self.current,
+            ..self.header
+        })
     }
 }
 
@@ -436,6 +447,7 @@ mod tests {
             overwrite: false,
             items: vec![],
             handed_back: 0,
+            waits: 0,
             carried: Default::default(),
         }
     }
@@ -465,6 +477,21 @@ mod tests {
         assert!(text.contains(r#""backup":"absent""#), "{text}");
         assert!(text.contains(r#""backup":{"etag":"0x8DC1"}"#), "{text}");
         assert_eq!(CopyBatch::decode(&text).unwrap(), b);
+    }
+
+    #[test]
+    fn packing_keeps_the_outages_waited_out_and_drops_what_a_delivery_carried() {
+        let mut h = header();
+        h.waits = 3;
+        h.handed_back = 2;
+        h.carried.copied = 7;
+        let (batches, _) = pack(&h, (0..500).map(|i| item(&format!("n{i}"))), 4096);
+        assert!(batches.len() > 1);
+        for b in &batches {
+            assert_eq!((b.waits, b.handed_back, b.carried.copied), (3, 0, 0));
+        }
+        assert!(batches[0].encode().contains(r#""waits":3"#));
+        assert!(!header().encode().contains("waits"));
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
                 backup: Default::default(),
             }],
             handed_back: 0,
+            waits: 0,
             carried: Default::default(),
         }
     }

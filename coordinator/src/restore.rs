@@ -207,6 +207,7 @@ pub async fn run(
         overwrite: options.overwrite,
         items: Vec::new(),
         handed_back: 0,
+        waits: 0,
         carried: Default::default(),
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);

@@ -102,6 +102,7 @@ impl ContainerScan {
             overwrite: false,
             items: Vec::new(),
             handed_back: 0,
+            waits: 0,
             carried: Default::default(),
         }
     }
@@ -140,9 +141,12 @@ pub enum ScanError {
     },
     #[error(transparent)]
     Diff(#[from] DiffError),
-    /// A snapshot or an enqueue failed: the service or the queue was unavailable.
-    #[error("{0}")]
-    Write(String),
+    /// A snapshot or an enqueue failed, classified like the request that failed.
+    #[error("{message}")]
+    Write {
+        class: FailureClass,
+        message: String,
+    },
     #[error(transparent)]
     Account(#[from] lakevault_common::storage::AccountError),
     /// Stopped by shutdown; not a failure of the shard.
@@ -156,7 +160,8 @@ impl ScanError {
         match self {
             ScanError::Listing { class, .. } => *class,
             ScanError::Diff(DiffError::Listing(e)) => classify(e),
-            ScanError::Write(_) | ScanError::Cancelled => FailureClass::Transient,
+            ScanError::Write { class, .. } => *class,
+            ScanError::Cancelled => FailureClass::Transient,
             ScanError::Diff(DiffError::OutOfOrder { .. }) | ScanError::Account(_) => {
                 FailureClass::Permanent
             }
@@ -282,8 +287,9 @@ async fn snapshot_item(
     container: &str,
     mut item: CopyItem,
 ) -> Result<Option<CopyItem>, ScanError> {
-    let failed = |e: &azure_core::Error| {
-        ScanError::Write(format!("snapshot of `{}`: {}", item.name, describe(e)))
+    let failed = |e: &azure_core::Error| ScanError::Write {
+        class: classify(e),
+        message: format!("snapshot of `{}`: {}", item.name, describe(e)),
     };
     let client = source.blob(container, &item.name)?;
     let response = match client.create_snapshot(None).await {
@@ -293,10 +299,13 @@ async fn snapshot_item(
     };
     let snapshot = response.snapshot().map_err(|e| failed(&e))?;
     let Some(snapshot) = snapshot else {
-        return Err(ScanError::Write(format!(
-            "snapshot of `{}`: the service returned no snapshot id",
-            item.name
-        )));
+        return Err(ScanError::Write {
+            class: FailureClass::Transient,
+            message: format!(
+                "snapshot of `{}`: the service returned no snapshot id",
+                item.name
+            ),
+        });
     };
     if let Ok(Some(etag)) = response.etag() {
         item.etag = normalise_etag(etag.as_ref());
@@ -315,7 +324,13 @@ async fn send(queue: &dyn WorkQueue, dry_run: bool, batch: &CopyBatch) -> Result
     queue
         .send(&batch.encode(), Duration::ZERO)
         .await
-        .map_err(|e| ScanError::Write(format!("enqueueing to `{}` failed: {e}", queue.name())))
+        .map_err(|e| ScanError::Write {
+            class: match &e {
+                lakevault_common::queue::QueueError::Failed { class, .. } => *class,
+                lakevault_common::queue::QueueError::Lost(_) => FailureClass::Transient,
+            },
+            message: format!("enqueueing to `{}` failed: {e}", queue.name()),
+        })
 }
 
 /// Lists one shard of source and backup, diffs them, and enqueues copy batches for what is

@@ -55,7 +55,8 @@ pub struct RunArgs {
     /// Exit once the queue has been empty for this many seconds (batch runs, tests).
     #[arg(long, env = "LAKEVAULT_EXIT_WHEN_IDLE", num_args = 0..=1, default_missing_value = "3")]
     pub exit_when_idle: Option<u64>,
-    /// Attempts per item before it goes to the poison queue.
+    /// Attempts per item before it goes to the poison queue. An outage (the service
+    /// unreachable, throttling, 5xx) uses up no attempt: it is waited out.
     #[arg(long, env = "LAKEVAULT_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
     /// Deliveries of one message that end without finishing any item (a worker crashing or
@@ -63,7 +64,8 @@ pub struct RunArgs {
     /// credentials) and deliveries that made progress do not count.
     #[arg(long, env = "LAKEVAULT_MAX_DEQUEUE", default_value_t = 5)]
     pub max_dequeue: u64,
-    /// Seconds before the first retry of a failed item (doubles per attempt).
+    /// Seconds before the first retry of a failed item (doubles per attempt, and per
+    /// outage waited out up to 64 times this).
     #[arg(long, env = "LAKEVAULT_RETRY_DELAY_SECS", default_value_t = 5)]
     pub retry_delay_secs: u64,
     /// Seconds in-flight work may finish after SIGTERM before it is handed back.

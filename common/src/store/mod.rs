@@ -227,7 +227,7 @@ impl StoreError {
     /// other (a container removed under lakevault's feet).
     pub fn class(&self, side: Side) -> FailureClass {
         match self.transport {
-            Transport::Connection => return FailureClass::Transient,
+            Transport::Connection => return FailureClass::Unavailable,
             Transport::Credential => return FailureClass::Auth,
             Transport::Other => return FailureClass::Permanent,
             Transport::Answered => {}

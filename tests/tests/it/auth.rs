@@ -195,6 +195,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
         overwrite: false,
         items: vec![],
         handed_back: 0,
+        waits: 0,
         carried: Default::default(),
     };
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.

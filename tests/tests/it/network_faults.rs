@@ -366,3 +366,57 @@ async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
     assert_eq!(rest.poisoned, 0, "{rest:?}");
     lab.assert_backup_matches(&[("data", "data")], 6).await;
 }
+
+/// I5 with real processes: the backup account answers nothing but `503 ServerBusy` until
+/// every item has been tried three times (each try is 5 requests: the SDK retries 4
+/// times), more than the 2 attempts an item has: the worker used to poison them all. It
+/// waits the outage out, uses up no attempt, poisons nothing, and copies everything once
+/// the service answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_every_retry_poisons_nothing() {
+    use lakevault_tests::azurite::BACKUP_ACCOUNT;
+    let lab = Lab::start("outage", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 4,
+        large_bytes: 0,
+        seed: 23,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    lab.coordinator_ok(&["backup"]);
+
+    let blob_direct = lab.azurite.blob_endpoint(BACKUP_ACCOUNT);
+    let base = blob_direct.trim_end_matches(&format!("/{BACKUP_ACCOUNT}"));
+    let proxy = FaultProxy::start(base).await.expect("proxy");
+    proxy.add(Rule::new(Fault::Status(503, "ServerBusy")));
+    let text = std::fs::read_to_string(&lab.path)
+        .expect("config")
+        .replace(&blob_direct, &format!("{}/{BACKUP_ACCOUNT}", proxy.url()));
+    let path = lab.dir.path().join("outage.toml");
+    std::fs::write(&path, text).expect("config");
+
+    let child = batch_worker(&path, &["--max-attempts", "2", "--concurrency", "4"])
+        .expect("bin")
+        .spawn()
+        .expect("worker");
+    let started = std::time::Instant::now();
+    while proxy.faulted() < 4 * 5 * 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(180),
+            "the worker stopped trying: {} requests failed",
+            proxy.faulted()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    proxy.clear();
+
+    let out = checked(child.wait_with_output().expect("worker"), "worker").expect("worker");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["poisoned"].as_u64(), Some(0), "{summary}");
+    assert_eq!(summary["copied"].as_u64(), Some(4), "{summary}");
+    assert!(
+        summary["waiting"].as_u64().is_some_and(|w| w > 0),
+        "{summary}"
+    );
+    lab.assert_backup_matches(&[("data", "data")], 4).await;
+}

@@ -516,6 +516,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         job: "history".into(),
         attempt: 0,
         handed_back: 0,
+        waits: 0,
         carried: Default::default(),
         source: Location {
             account: "src".into(),

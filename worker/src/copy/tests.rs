@@ -48,6 +48,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         overwrite: false,
         items: Vec::new(),
         handed_back: 0,
+        waits: 0,
         carried: Default::default(),
     }
 }
@@ -306,7 +307,7 @@ async fn a_source_rewritten_while_the_copy_waits_is_followed_to_its_newest_versi
 }
 
 #[tokio::test]
-async fn a_throttled_copy_is_transient_and_writes_nothing() {
+async fn a_throttled_copy_waits_and_writes_nothing() {
     let rig = rig();
     rig.src.write("data", "a.csv", b"x", &[]);
     let item = planned(&rig, "a.csv").await;
@@ -316,7 +317,7 @@ async fn a_throttled_copy_is_transient_and_writes_nothing() {
         .copy_item(&batch(MessageKind::Copy), &item)
         .await
         .expect_err("throttled");
-    assert_eq!(failure.class, FailureClass::Transient);
+    assert_eq!(failure.class, FailureClass::Unavailable);
     assert!(content(&rig.bak, "a.csv").is_none());
 }
 
@@ -333,7 +334,7 @@ async fn a_copy_whose_answer_was_lost_is_already_current_when_retried() {
         .copy_item(&batch(MessageKind::Copy), &item)
         .await
         .expect_err("the answer was lost");
-    assert_eq!(failure.class, FailureClass::Transient);
+    assert_eq!(failure.class, FailureClass::Unavailable);
     let retried = engine
         .copy_item(&batch(MessageKind::Copy), &item)
         .await

@@ -9,6 +9,7 @@ use crate::poison::FailedItem;
 use lakevault_common::error::FailureClass;
 use lakevault_common::tally::Tally;
 use lakevault_common::wire::{CopyBatch, CopyItem};
+use std::time::Duration;
 
 /// How one item of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,10 @@ pub enum Release {
     /// Every failing item was denied access and none succeeded: a credential problem.
     /// The worker stops; the message waits one visibility timeout.
     Credentials(String),
+    /// Every item not finished waited out an outage (the service unreachable or
+    /// throttling): the message comes back after `delay`, without what finished and
+    /// without using up an attempt.
+    Outage { reason: String, delay: Duration },
 }
 
 /// The decision for one batch.
@@ -46,6 +51,9 @@ pub struct Decision {
     pub report: MessageReport,
     /// Items to enqueue again as a new message (attempt + 1).
     pub retry: Vec<CopyItem>,
+    /// Items that waited out an outage, to enqueue again without using up an attempt
+    /// (when others of the batch are retried or poisoned; otherwise [`Release::Outage`]).
+    pub wait: Vec<CopyItem>,
     /// Items for the poison queue, with their reasons.
     pub poison: Vec<(CopyItem, FailedItem)>,
     /// `Some`: hand the message back instead of settling it.
@@ -68,6 +76,7 @@ pub fn decide(
         .any(|(_, r)| matches!(r, ItemResult::Done(_)));
     let mut interrupted = false;
     let mut denied = None;
+    let mut outage = None;
     let r = &mut d.report.tally;
     for (item, result) in results {
         match result {
@@ -93,6 +102,13 @@ pub fn decide(
                 );
                 d.poison.push(failed(item, "access-denied", reason));
             }
+            // Nothing is wrong with the item: it is tried again, as often as it takes,
+            // with a growing delay (invariant I5).
+            ItemResult::Failed(f) if f.class == FailureClass::Unavailable => {
+                tracing::info!(blob = %item.name, reason = %f.reason, "service unavailable; will wait and retry");
+                d.wait.push(item);
+                outage = Some(f.reason);
+            }
             ItemResult::Failed(f)
                 if f.class.is_retryable() && batch.attempt + 1 < policy.max_attempts =>
             {
@@ -114,10 +130,18 @@ pub fn decide(
     // Either way the whole message goes back: everything already copied is idempotent to
     // redo, and nothing is dropped or counted failed. A credential problem is reported
     // even during a shutdown, so the worker says why it stops.
-    d.release = match (denied, interrupted) {
-        (Some(reason), _) => Some(Release::Credentials(reason)),
-        (None, true) => Some(Release::Interrupted),
-        (None, false) => None,
+    d.release = match (denied, interrupted, outage) {
+        (Some(reason), _, _) => Some(Release::Credentials(reason)),
+        (None, true, _) => Some(Release::Interrupted),
+        // Only waiting items are left: the message itself comes back later.
+        (None, false, Some(reason)) if d.retry.is_empty() && d.poison.is_empty() => {
+            d.report.tally.waiting = d.wait.len() as u64;
+            Some(Release::Outage {
+                reason,
+                delay: policy.wait_delay(batch.waits),
+            })
+        }
+        (None, false, _) => None,
     };
     if let Some(Release::Credentials(reason)) = &d.release {
         d.report.auth_failure = Some(reason.clone());
@@ -125,10 +149,12 @@ pub fn decide(
     if d.release.is_some() {
         d.report.released = true;
         d.retry.clear();
+        d.wait.clear();
         d.poison.clear();
         return d;
     }
     d.report.tally.retried = d.retry.len() as u64;
+    d.report.tally.waiting = d.wait.len() as u64;
     d.report.tally.poisoned = d.poison.len() as u64;
     d
 }
@@ -188,6 +214,7 @@ mod tests {
             overwrite: false,
             items: Vec::new(),
             handed_back: 0,
+            waits: 0,
             carried: Default::default(),
         }
     }
@@ -216,37 +243,49 @@ mod tests {
         ItemResult::Failed(ItemFailure::new(class, format!("{class:?}")))
     }
 
-    /// (results, attempt) → (copied, retried, poisoned, release, poison classes)
+    /// (results, attempt) → ((copied, retried, waiting, poisoned), release, poison classes)
     #[test]
     fn decisions() {
         use FailureClass::*;
         type Row = (
             Vec<ItemResult>,
             u32,
-            (u64, u64, u64),
+            (u64, u64, u64, u64),
             Option<&'static str>,
             Vec<&'static str>,
         );
         let rows: Vec<Row> = vec![
             // Everything copied.
-            (vec![copied(), copied()], 0, (2, 0, 0), None, vec![]),
+            (vec![copied(), copied()], 0, (2, 0, 0, 0), None, vec![]),
             // A transient failure is retried while attempts remain...
-            (vec![copied(), fail(Transient)], 0, (1, 1, 0), None, vec![]),
+            (
+                vec![copied(), fail(Transient)],
+                0,
+                (1, 1, 0, 0),
+                None,
+                vec![],
+            ),
             // ...and poisoned as retries-exhausted on the last attempt.
             (
                 vec![copied(), fail(Transient)],
                 4,
-                (1, 0, 1),
+                (1, 0, 0, 1),
                 None,
                 vec!["retries-exhausted"],
             ),
             // A permanent failure is poisoned at once.
-            (vec![fail(Permanent)], 0, (0, 0, 1), None, vec!["permanent"]),
+            (
+                vec![fail(Permanent)],
+                0,
+                (0, 0, 0, 1),
+                None,
+                vec!["permanent"],
+            ),
             // Denied while another item succeeded: this blob alone, poisoned.
             (
                 vec![copied(), fail(Auth)],
                 0,
-                (1, 0, 1),
+                (1, 0, 0, 1),
                 None,
                 vec!["access-denied"],
             ),
@@ -254,7 +293,7 @@ mod tests {
             (
                 vec![fail(Auth), fail(Auth), fail(Transient)],
                 4,
-                (0, 0, 0),
+                (0, 0, 0, 0),
                 Some("credentials"),
                 vec![],
             ),
@@ -262,14 +301,47 @@ mod tests {
             (
                 vec![copied(), ItemResult::Cancelled, fail(Permanent)],
                 0,
-                (1, 0, 0),
+                (1, 0, 0, 0),
                 Some("interrupted"),
                 vec![],
             ),
             (
                 vec![ItemResult::Cancelled, fail(Auth)],
                 0,
-                (0, 0, 0),
+                (0, 0, 0, 0),
+                Some("credentials"),
+                vec![],
+            ),
+            // An outage uses up no attempt, even on the last one: with nothing else left
+            // to settle, the message itself waits and comes back.
+            (
+                vec![copied(), fail(Unavailable), fail(Unavailable)],
+                4,
+                (1, 0, 2, 0),
+                Some("outage"),
+                vec![],
+            ),
+            // Beside items that are retried or poisoned, waiting items get a message of
+            // their own, at the same attempt.
+            (
+                vec![fail(Unavailable), fail(Transient), fail(Permanent)],
+                0,
+                (0, 1, 1, 1),
+                None,
+                vec!["permanent"],
+            ),
+            (
+                vec![fail(Unavailable), fail(Transient)],
+                4,
+                (0, 0, 1, 1),
+                None,
+                vec!["retries-exhausted"],
+            ),
+            // A credential failure beside an outage: the worker stops, nothing waits.
+            (
+                vec![fail(Unavailable), fail(Auth)],
+                0,
+                (0, 0, 0, 0),
                 Some("credentials"),
                 vec![],
             ),
@@ -281,13 +353,13 @@ mod tests {
                     ItemResult::Done(ItemOutcome::Superseded),
                 ],
                 0,
-                (0, 0, 0),
+                (0, 0, 0, 0),
                 None,
                 vec![],
             ),
         ];
         let policy = MessagePolicy::default();
-        for (i, (results, attempt, (copied, retried, poisoned), release, classes)) in
+        for (i, (results, attempt, (copied, retried, waiting, poisoned), release, classes)) in
             rows.into_iter().enumerate()
         {
             let n = results.len();
@@ -299,14 +371,19 @@ mod tests {
             let d = decide(&batch(attempt), results, &policy);
             let r = &d.report.tally;
             assert_eq!(
-                (r.copied, r.retried, r.poisoned),
-                (copied, retried, poisoned),
+                (r.copied, r.retried, r.waiting, r.poisoned),
+                (copied, retried, waiting, poisoned),
                 "row {i}: {d:?}"
             );
             assert_eq!(d.retry.len() as u64, retried, "row {i}");
+            let handed_back_whole = matches!(d.release, Some(Release::Outage { .. }));
+            if !handed_back_whole {
+                assert_eq!(d.wait.len() as u64, waiting, "row {i}");
+            }
             let got_release = d.release.as_ref().map(|r| match r {
                 Release::Interrupted => "interrupted",
                 Release::Credentials(_) => "credentials",
+                Release::Outage { .. } => "outage",
             });
             assert_eq!(got_release, release, "row {i}");
             assert_eq!(d.report.released, release.is_some(), "row {i}");
@@ -317,7 +394,7 @@ mod tests {
             );
             let got: Vec<&str> = d.poison.iter().map(|(_, f)| f.class.as_str()).collect();
             assert_eq!(got, classes, "row {i}");
-            assert!(d.poison.len() + d.retry.len() <= n);
+            assert!(d.poison.len() + d.retry.len() + d.wait.len() <= n);
         }
     }
 

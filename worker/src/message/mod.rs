@@ -33,11 +33,23 @@ pub struct MessagePolicy {
     /// Deliveries of one message that finished nothing (crashed or timed-out workers)
     /// before it is poisoned: `dequeue_count - handed_back`.
     pub max_dequeue: u64,
-    /// Base delay before a retried item becomes visible again (doubles per attempt).
+    /// Base delay before a retried item becomes visible again (doubles per attempt, and
+    /// per outage waited out, up to [`MAX_WAIT_DOUBLINGS`] doublings for the latter).
     pub retry_delay: Duration,
     /// Snapshot mode: the copy engine deletes an item's source snapshot at its final
     /// outcome (off with `--keep-source-snapshots`), counted as released.
     pub releases_source_snapshots: bool,
+}
+
+/// An outage is waited out for ever, but polled at most every `retry_delay * 2^6`
+/// (5 min 20 s with the default delay).
+pub const MAX_WAIT_DOUBLINGS: u32 = 6;
+
+impl MessagePolicy {
+    /// How long items wait before their next try after `waits` outages.
+    pub fn wait_delay(&self, waits: u32) -> Duration {
+        self.retry_delay * 2u32.pow(waits.min(MAX_WAIT_DOUBLINGS))
+    }
 }
 
 impl Default for MessagePolicy {
@@ -191,15 +203,20 @@ async fn process_message(
         // A credential failure waits a little before the message is visible again; a
         // shutdown hands it back at once. Either way what finished is kept, and the
         // delivery does not count against the dequeue limit: nothing was really tried.
-        let delay = match release {
-            Release::Credentials(_) => ctx.policy.visibility,
-            Release::Interrupted => Duration::ZERO,
+        let (delay, waited) = match &release {
+            Release::Credentials(_) => (ctx.policy.visibility, false),
+            Release::Interrupted => (Duration::ZERO, false),
+            Release::Outage { reason, delay } => {
+                tracing::warn!(message_id = %message.id, %reason, delay_secs = delay.as_secs(), "service unavailable; message handed back to wait out the outage");
+                (*delay, true)
+            }
         };
         let receipt = keeper.finish().await;
-        let remaining = progress
+        let mut remaining = progress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remaining();
+        remaining.waits = remaining.waits.saturating_add(u32::from(waited));
         let text = keeper::fitting(remaining.encode());
         if let Err(e) = ctx
             .queue
@@ -212,12 +229,15 @@ async fn process_message(
     }
     let mut retries = Vec::new();
     if !decision.retry.is_empty() {
-        let (batches, _) = lakevault_common::wire::pack(
-            &batch.with_items(Vec::new(), batch.attempt + 1),
-            decision.retry,
-            lakevault_common::wire::MAX_MESSAGE_BYTES,
-        );
-        retries = batches.iter().map(CopyBatch::encode).collect();
+        let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
+        let header = batch.with_items(Vec::new(), batch.attempt + 1);
+        retries.extend(encode_retries(&header, decision.retry, delay));
+    }
+    if !decision.wait.is_empty() {
+        let mut header = batch.with_items(Vec::new(), batch.attempt);
+        header.waits = batch.waits.saturating_add(1);
+        let delay = ctx.policy.wait_delay(batch.waits);
+        retries.extend(encode_retries(&header, decision.wait, delay));
     }
     let failures: Vec<OutcomeFailure> = decision
         .poison
@@ -233,23 +253,25 @@ async fn process_message(
     } else {
         poison::for_items(&poison_ctx, "items failed", &batch, decision.poison)
     };
-    let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
     progress
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .settling();
-    settle_with_delay(
-        ctx,
-        &message,
-        Receipt::Kept(keeper),
-        retries,
-        delay,
-        records,
-    )
-    .await;
+    settle(ctx, &message, Receipt::Kept(keeper), retries, records).await;
     count_blobs(&batch, &report);
     record_outcome(ctx, &message, &batch, &report, failures).await;
     report
+}
+
+/// Items to try again, as messages of `header`'s kind visible after `delay`.
+fn encode_retries(
+    header: &CopyBatch,
+    items: Vec<CopyItem>,
+    delay: Duration,
+) -> impl Iterator<Item = (String, Duration)> {
+    let (batches, _) =
+        lakevault_common::wire::pack(header, items, lakevault_common::wire::MAX_MESSAGE_BYTES);
+    batches.into_iter().map(move |b| (b.encode(), delay))
 }
 
 fn kind_name(kind: lakevault_common::wire::MessageKind) -> &'static str {
@@ -354,12 +376,11 @@ async fn process_scan(
         Some(Ok(copies)) => {
             report.scans = 1;
             report.scan_copies = copies;
-            settle_with_delay(
+            settle(
                 ctx,
                 &message,
                 Receipt::Known(receipt.clone()),
                 Vec::new(),
-                Duration::ZERO,
                 Vec::new(),
             )
             .await;
@@ -368,6 +389,14 @@ async fn process_scan(
             hand_back(ctx.policy.visibility, true).await;
             report.released = true;
             report.auth_failure = Some(f.reason);
+        }
+        // An outage is waited out without counting against the dequeue limit.
+        Some(Err(f)) if f.class == FailureClass::Unavailable => {
+            let delay = ctx.policy.wait_delay(task.handed_back);
+            tracing::warn!(message_id = %message.id, reason = %f.reason, delay_secs = delay.as_secs(), "service unavailable; scan task handed back to wait out the outage");
+            hand_back(delay, true).await;
+            report.released = true;
+            report.tally.waiting = 1;
         }
         Some(Err(f)) if f.class.is_retryable() => {
             let exponent =
@@ -503,7 +532,7 @@ async fn poison_unprocessed(
     poisoned: u64,
 ) -> MessageReport {
     let receipt = Receipt::Known(message.pop_receipt.clone());
-    settle_with_delay(ctx, message, receipt, Vec::new(), Duration::ZERO, records).await;
+    settle(ctx, message, receipt, Vec::new(), records).await;
     MessageReport {
         tally: Tally {
             poisoned,
@@ -516,12 +545,11 @@ async fn poison_unprocessed(
 /// Makes every outcome durable (retry messages, poison records), then deletes the
 /// original. If any of the writes fails, the original is not deleted: it reappears and is
 /// processed again, which repeats only idempotent work.
-async fn settle_with_delay(
+async fn settle(
     ctx: &Context,
     message: &ReceivedMessage,
     receipt: Receipt,
-    retries: Vec<String>,
-    delay: Duration,
+    retries: Vec<(String, Duration)>,
     poison_records: Vec<String>,
 ) {
     if ctx.poison.name() != ctx.queue.name() {
@@ -534,8 +562,8 @@ async fn settle_with_delay(
             return;
         }
     }
-    for text in &retries {
-        if let Err(e) = ctx.queue.send(text.as_str(), delay).await {
+    for (text, delay) in &retries {
+        if let Err(e) = ctx.queue.send(text.as_str(), *delay).await {
             tracing::error!(message_id = %message.id, error = %e, "cannot enqueue retry; message kept");
             return;
         }
@@ -560,10 +588,12 @@ mod tests {
     use lakevault_common::wire::{CopyBatch, CopyItem, Location, MessageKind, WIRE_VERSION};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Outcome by name prefix: ok, gone, transient, perm, auth, slow.
+    /// Outcome by name prefix: ok, gone, transient, down, perm, auth, slow.
     #[derive(Debug, Default)]
     struct ScriptedCopier {
         calls: AtomicUsize,
+        /// The outage `down` items meet is over: they copy.
+        recovered: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait::async_trait]
@@ -583,7 +613,15 @@ mod tests {
                 }),
                 "current" => Ok(ItemOutcome::AlreadyCurrent),
                 "gone" => Ok(ItemOutcome::SourceGone),
-                "transient" => fail(FailureClass::Transient, "HTTP 503 ServerBusy"),
+                "transient" => fail(FailureClass::Transient, "HTTP 409 LeaseAlreadyPresent"),
+                "down" if !self.recovered.load(Ordering::SeqCst) => {
+                    fail(FailureClass::Unavailable, "HTTP 503 ServerBusy")
+                }
+                "down" => Ok(ItemOutcome::Copied {
+                    bytes: item.size,
+                    source_etag: item.etag.clone(),
+                    kept_previous: false,
+                }),
                 "perm" => fail(FailureClass::Permanent, "HTTP 400 InvalidHeaderValue"),
                 "auth" => fail(
                     FailureClass::Auth,
@@ -677,6 +715,7 @@ mod tests {
                 })
                 .collect(),
             handed_back: 0,
+            waits: 0,
             carried: Default::default(),
         }
     }
@@ -865,7 +904,14 @@ mod tests {
         ) -> Result<u64, ItemFailure> {
             match task.shard.prefix.as_str() {
                 "ok/" => Ok(7),
-                "transient/" => Err(ItemFailure::new(FailureClass::Transient, "HTTP 503")),
+                "transient/" => Err(ItemFailure::new(
+                    FailureClass::Transient,
+                    "snapshot of `a`: the service returned no snapshot id",
+                )),
+                "down/" => Err(ItemFailure::new(
+                    FailureClass::Unavailable,
+                    "listing: connection refused",
+                )),
                 "perm/" => Err(ItemFailure::new(FailureClass::Permanent, "out of order")),
                 "auth/" => Err(ItemFailure::new(FailureClass::Auth, "HTTP 403")),
                 other => panic!("unscripted shard {other}"),
@@ -1065,5 +1111,117 @@ mod tests {
         // exactly once: the last delivery finished the message and deleted it.
         assert!(rig.queue.texts().is_empty());
         assert_eq!(rig.copier.calls.load(Ordering::SeqCst), 12 + 11);
+    }
+
+    /// I5: an outage longer than every retry a message has (here 20 deliveries against 3
+    /// attempts and a dequeue limit of 5) uses up no attempt and poisons nothing; what
+    /// finished before it stays finished, and the items copy once the service is back.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_every_retry_never_poisons() {
+        let rig = rig();
+        rig.queue
+            .send(
+                &batch(&["ok-1", "down-2", "down-3"], 2).encode(),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        for delivery in 1..=20u32 {
+            tokio::time::advance(Duration::from_secs(31)).await;
+            let m = rig
+                .queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .remove(0);
+            let r = process(&rig.ctx, m, &CancellationToken::new()).await;
+            assert_eq!((r.tally.poisoned, r.tally.waiting), (0, 2), "{r:?}");
+            let back = queued(&rig);
+            assert_eq!(names(&back), ["down-2", "down-3"]);
+            assert_eq!(back.attempt, 2, "no attempt used up");
+            assert_eq!(back.waits, delivery);
+            assert_eq!(back.carried.copied, 1, "the copied item stays counted");
+        }
+        assert!(rig.poison.texts().is_empty());
+        rig.copier.recovered.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let m = rig
+            .queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let r = process(&rig.ctx, m, &CancellationToken::new()).await;
+        assert_eq!((r.tally.copied, r.tally.poisoned), (2, 0), "{r:?}");
+        assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
+    }
+
+    /// Beside items that are retried or poisoned, the items waiting out an outage go back
+    /// in a message of their own, at their attempt, after the outage's delay.
+    #[tokio::test]
+    async fn waiting_items_beside_failures_keep_their_attempt() {
+        let mut rig = rig();
+        rig.ctx.policy.retry_delay = Duration::from_secs(5);
+        let mut sent = batch(&["down-1", "transient-2", "perm-3", "ok-4"], 1);
+        sent.waits = 2;
+        let r = deliver(&rig, &sent.encode()).await;
+        assert_eq!(
+            (
+                r.tally.copied,
+                r.tally.retried,
+                r.tally.waiting,
+                r.tally.poisoned
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(poison_records(&rig).len(), 1);
+        // Not yet visible: both wait their delays.
+        assert!(rig.queue.texts().len() == 2);
+        let mut back: Vec<CopyBatch> = rig
+            .queue
+            .texts()
+            .iter()
+            .map(|t| CopyBatch::decode(t).unwrap())
+            .collect();
+        back.sort_by_key(|b| b.attempt);
+        assert_eq!(names(&back[0]), ["down-1"]);
+        assert_eq!((back[0].attempt, back[0].waits), (1, 3));
+        assert_eq!(names(&back[1]), ["transient-2"]);
+        assert_eq!((back[1].attempt, back[1].waits), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scan_that_meets_an_outage_waits_and_is_never_given_up() {
+        let (rig, scanner) = scan_rig();
+        rig.queue
+            .send(&scan_task("down/"), Duration::ZERO)
+            .await
+            .unwrap();
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(31)).await;
+            let m = rig
+                .queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .remove(0);
+            let r = process(&rig.ctx, m, &CancellationToken::new()).await;
+            assert_eq!(r.tally.poisoned, 0, "{r:?}");
+        }
+        assert!(rig.poison.texts().is_empty());
+        assert!(scanner.gave_up.lock().unwrap().is_empty());
+        assert_eq!(rig.queue.texts().len(), 1, "the task stays queued");
+    }
+
+    #[test]
+    fn the_wait_grows_and_is_capped() {
+        let policy = MessagePolicy::default();
+        assert_eq!(policy.wait_delay(0), Duration::from_secs(5));
+        assert_eq!(policy.wait_delay(3), Duration::from_secs(40));
+        assert_eq!(
+            policy.wait_delay(MAX_WAIT_DOUBLINGS),
+            policy.wait_delay(100)
+        );
+        assert_eq!(policy.wait_delay(100), Duration::from_secs(320));
     }
 }
