@@ -3,6 +3,7 @@
 //! failure classification, telemetry and metrics.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection_string;
 pub mod error;

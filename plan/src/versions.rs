@@ -90,22 +90,26 @@ pub enum RestoreChoice {
 /// For time `at`, the version with the latest backup time at or before `at`, unless it was
 /// already marked deleted at `at`. Versions whose record has no readable backup time are
 /// never chosen.
+///
+/// Copies of one version can be there more than once with the same record (a copy that
+/// kept the backup's version as a snapshot and then failed, tried again): they are one
+/// version. It counts as deleted when any of its copies says so (the base blob carries
+/// the mark; the snapshots were taken before it), and the base blob is preferred.
 pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> RestoreChoice {
-    let mut best: Option<(OffsetDateTime, Version)> = None;
+    let mut latest: Option<OffsetDateTime> = None;
     let mut any_record = false;
     let mut in_versions = false;
-    for v in versions {
-        let Some(record) = &v.record else { continue };
+    for record in versions.iter().filter_map(|v| v.record.as_ref()) {
         any_record = true;
         in_versions |= record.history_in_versions;
-        let Some(backed_up) = parse_rfc3339(&record.backed_up_at) else {
-            continue;
-        };
-        if backed_up <= at && best.as_ref().is_none_or(|(t, _)| backed_up > *t) {
-            best = Some((backed_up, v));
+        if let Some(backed_up) = parse_rfc3339(&record.backed_up_at)
+            && backed_up <= at
+            && latest.is_none_or(|t| backed_up > t)
+        {
+            latest = Some(backed_up);
         }
     }
-    let Some((_, v)) = best else {
+    let Some(latest) = latest else {
         return if in_versions {
             RestoreChoice::InBlobVersions
         } else if any_record {
@@ -114,15 +118,33 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
             RestoreChoice::Unrecorded
         };
     };
-    let deleted = v
-        .record
-        .as_ref()
-        .and_then(|r| r.deleted_at.as_deref())
-        .and_then(parse_rfc3339)
-        .is_some_and(|d| d <= at);
+    let copies: Vec<Version> = versions
+        .into_iter()
+        .filter(|v| {
+            v.record
+                .as_ref()
+                .and_then(|r| parse_rfc3339(&r.backed_up_at))
+                == Some(latest)
+        })
+        .collect();
+    let deleted = copies.iter().any(|v| {
+        v.record
+            .as_ref()
+            .and_then(|r| r.deleted_at.as_deref())
+            .and_then(parse_rfc3339)
+            .is_some_and(|d| d <= at)
+    });
     if deleted {
         return RestoreChoice::Deleted;
     }
+    let Some(v) = copies
+        .iter()
+        .position(|v| !v.is_snapshot())
+        .or((!copies.is_empty()).then_some(0))
+        .map(|i| copies[i].clone())
+    else {
+        return RestoreChoice::NotYet;
+    };
     let older = v.is_snapshot();
     let l = v.listed;
     RestoreChoice::Restore(
@@ -161,9 +183,14 @@ pub struct PurgeChoice {
     pub versions_with_blob: u64,
 }
 
-/// The current version is never touched by the version window; a snapshot stopped being
-/// current when it was taken (its id is that time). A snapshot whose id is not a time
-/// is kept.
+/// The current version is never touched by the version window. An older version stopped
+/// being current, for a restore, when the next version was backed up: the smallest backup
+/// time after its own. That moment can come after the snapshot that kept it (a copy stamps
+/// its record in the round that writes, after a conflict perhaps after keeping the old
+/// version), so the snapshot's time is not used while a record tells. A second copy of the
+/// version the base blob holds (left by a copy that failed after keeping it) goes by its
+/// snapshot time, as does a snapshot without a record; one whose id is not a time, or
+/// that names a version newer than the base blob's, is kept.
 pub fn choose_for_purge(versions: &[Version], retention: Retention) -> PurgeChoice {
     let version_cutoff = retention.now - retention.keep_versions_for;
     let base = versions.iter().find(|v| !v.is_snapshot());
@@ -186,10 +213,31 @@ pub fn choose_for_purge(versions: &[Version], retention: Retention) -> PurgeChoi
             versions_with_blob: snapshots.count() as u64,
         };
     }
+    let backed_up = |v: &Version| {
+        v.record
+            .as_ref()
+            .and_then(|r| parse_rfc3339(&r.backed_up_at))
+    };
+    let times: Vec<OffsetDateTime> = versions.iter().filter_map(backed_up).collect();
+    let taken = |v: &Version| v.listed.snapshot.as_deref().and_then(parse_rfc3339);
+    let current_until = |v: &Version| -> Option<OffsetDateTime> {
+        let Some(own) = backed_up(v) else {
+            return taken(v);
+        };
+        match times.iter().filter(|t| **t > own).min() {
+            Some(next) => Some(*next),
+            // A second copy of the version the base blob holds: it adds nothing to any
+            // restore, and goes by its snapshot time.
+            None if base.and_then(backed_up) == Some(own) => taken(v),
+            None => None,
+        }
+    };
     PurgeChoice {
-        snapshots: snapshots
-            .filter(|s| parse_rfc3339(s).is_some_and(|t| t < version_cutoff))
-            .map(str::to_string)
+        snapshots: versions
+            .iter()
+            .filter(|v| v.is_snapshot())
+            .filter(|v| current_until(v).is_some_and(|t| t < version_cutoff))
+            .filter_map(|v| v.listed.snapshot.clone())
             .collect(),
         whole_blob: None,
         versions_with_blob: 0,
@@ -200,6 +248,7 @@ pub fn choose_for_purge(versions: &[Version], retention: Retention) -> PurgeChoi
 mod tests {
     use super::*;
     use lakevault_common::record::RECORD_TAG;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn t(s: &str) -> OffsetDateTime {
@@ -304,6 +353,32 @@ mod tests {
         ));
     }
 
+    /// A copy that kept the backup's version as a snapshot and then failed leaves a second
+    /// copy of that version, listed before the base blob. Once the source deletes the
+    /// blob, only the base carries the mark: the version is deleted all the same.
+    #[test]
+    fn a_second_copy_of_a_version_does_not_bring_it_back_after_its_deletion() {
+        let group = vec![
+            version(
+                Some("2026-11-04T00:00:00.0000000Z"),
+                "2026-11-03T00:00:00Z",
+                None,
+            ),
+            version(None, "2026-11-03T00:00:00Z", Some("2026-11-05T00:00:00Z")),
+        ];
+        assert_eq!(
+            choose_for_restore(group.clone(), t("2026-11-06T00:00:00Z")),
+            RestoreChoice::Deleted
+        );
+        match choose_for_restore(group, t("2026-11-04T12:00:00Z")) {
+            RestoreChoice::Restore(item, older) => {
+                assert!(!older, "the base blob is preferred to its copy");
+                assert_eq!(item.snapshot, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn restore_ignores_blobs_without_a_record() {
         let mut v = version(None, "2026-11-01T00:00:00Z", None);
@@ -356,6 +431,145 @@ mod tests {
         );
         assert_eq!(choice.versions_with_blob, 2);
         assert!(choice.snapshots.is_empty());
+    }
+
+    /// A version stays current, for a restore, until the next version's backup time, which
+    /// can come after the snapshot that kept it (a copy that met a conflict after keeping
+    /// the version stamps its record in a later round). Judged by its snapshot time, it
+    /// went while a restore inside the window still chose it.
+    #[test]
+    fn purge_keeps_a_version_a_restore_inside_the_window_still_chooses() {
+        let group = vec![
+            version(None, "2026-11-03T10:00:05Z", None),
+            version(
+                Some("2026-11-03T10:00:01.0000000Z"),
+                "2026-11-03T09:00:00Z",
+                None,
+            ),
+        ];
+        let retention = Retention {
+            now: t("2026-11-03T10:00:06Z"),
+            keep_versions_for: time::Duration::seconds(3),
+            tombstones_for: None,
+        };
+        assert!(matches!(
+            choose_for_restore(group.clone(), t("2026-11-03T10:00:04Z")),
+            RestoreChoice::Restore(_, true)
+        ));
+        assert_eq!(choose_for_purge(&group, retention), PurgeChoice::default());
+        // Once the next version is older than the window, the old one goes.
+        let later = Retention {
+            now: t("2026-11-03T10:00:09Z"),
+            ..retention
+        };
+        assert_eq!(
+            choose_for_purge(&group, later).snapshots,
+            vec!["2026-11-03T10:00:01.0000000Z".to_string()]
+        );
+    }
+
+    /// What a restore chooses, as the backup time of the version it names (copies of one
+    /// version share it; `None`: nothing to restore).
+    fn restored(group: &[Version], at: OffsetDateTime) -> Option<String> {
+        match choose_for_restore(group.to_vec(), at) {
+            RestoreChoice::Restore(item, _) => group
+                .iter()
+                .find(|v| v.listed.etag == item.etag && v.listed.snapshot == item.snapshot)
+                .and_then(|v| v.record.as_ref())
+                .map(|r| r.backed_up_at.clone()),
+            _ => None,
+        }
+    }
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        t("2026-11-01T00:00:00Z") + time::Duration::seconds(seconds)
+    }
+
+    fn stamp(t: OffsetDateTime) -> String {
+        lakevault_common::record::rfc3339(t)
+    }
+
+    prop_compose! {
+        /// A name's versions: the base and up to 5 snapshots (copies of the base's
+        /// version among them), with backup times, snapshot times and a deletion time in
+        /// any order retries and races leave, listed in any order. The base holds the
+        /// newest version (I2).
+        fn group()(
+            base_at in 0..40i64,
+            base_deleted in prop::option::of(0..40i64),
+            snapshots in prop::collection::vec((0..=40i64, 0..40i64, any::<bool>()), 0..5),
+            base_position in 0..6usize,
+        ) -> Vec<Version> {
+            let mut group = Vec::new();
+            for (i, (backed_up, taken, recorded)) in snapshots.into_iter().enumerate() {
+                let mut v = version(
+                    Some(&stamp(at(taken) + time::Duration::nanoseconds(i as i64))),
+                    &stamp(at(backed_up.min(base_at))),
+                    None,
+                );
+                v.listed.etag = format!("etag-{i}");
+                if !recorded {
+                    v.listed.tags.remove(RECORD_TAG);
+                    v = Version::new(v.listed);
+                }
+                group.push(v);
+            }
+            let base = version(
+                None,
+                &stamp(at(base_at)),
+                base_deleted.map(|d| stamp(at(base_at.max(d)))).as_deref(),
+            );
+            group.insert(base_position.min(group.len()), base);
+            group
+        }
+    }
+
+    proptest::proptest! {
+        /// I4 for the choice itself: deleting what purge chooses changes no restore inside
+        /// the retention window (`keep_versions_for`, or `tombstones_for` for a name that
+        /// goes whole). Restore choices change only at backup and deletion times, so those
+        /// (and the window's start) are the times tried.
+        #[test]
+        fn purging_changes_no_restore_inside_the_window(
+            group in group(),
+            now in 0..60i64,
+            keep in 0..30i64,
+            tombstones in prop::option::of(0..30i64),
+        ) {
+            let retention = Retention {
+                now: at(now),
+                keep_versions_for: time::Duration::seconds(keep),
+                tombstones_for: tombstones.map(time::Duration::seconds),
+            };
+            let choice = choose_for_purge(&group, retention);
+            let (kept, window_start): (Vec<Version>, OffsetDateTime) = match &choice.whole_blob {
+                Some(_) => (Vec::new(), at(now) - time::Duration::seconds(tombstones.unwrap_or(0))),
+                None => (
+                    group
+                        .iter()
+                        .filter(|v| v.listed.snapshot.as_ref().is_none_or(|s| !choice.snapshots.contains(s)))
+                        .cloned()
+                        .collect(),
+                    at(now) - time::Duration::seconds(keep),
+                ),
+            };
+            let mut probes = vec![window_start];
+            for v in &group {
+                if let Some(r) = &v.record {
+                    probes.extend(parse_rfc3339(&r.backed_up_at));
+                    probes.extend(r.deleted_at.as_deref().and_then(parse_rfc3339));
+                }
+            }
+            for probe in probes.into_iter().filter(|p| *p >= window_start) {
+                proptest::prop_assert_eq!(
+                    restored(&group, probe),
+                    restored(&kept, probe),
+                    "restore as of {} changed by purging {:?}",
+                    stamp(probe),
+                    choice
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -288,6 +288,14 @@ impl World {
     }
 }
 
+/// The service's clock, moved by [`World::advance_clock`]: a copy engine or purge on it
+/// stamps records on the same timeline as the service's snapshots and Last-Modified.
+impl crate::clock::Clock for World {
+    fn now(&self) -> time::OffsetDateTime {
+        self.lock().now()
+    }
+}
+
 /// One account of a [`World`].
 #[derive(Debug, Clone)]
 pub struct MemoryStore {

@@ -175,17 +175,18 @@ impl CopyEngine {
                 Decision::Create => None,
                 Decision::Replace(etag) => Some(etag),
             };
-            let tags = match self.backup_tags(batch, item, &version) {
-                Ok(tags) => tags,
+            // Refused before anything is written when the record does not fit.
+            match self.backup_tags(batch, item, &version) {
+                Ok(_) => {}
                 // The planned tags leave no room for the record. They may be stale (tags
                 // change without a new ETag; a re-driven item carries its planning-time
                 // tags): judge by the source's current tags once.
                 Err(_) if version.tags.is_none() => {
                     version.tags = Some(read_tags(source, source_blob).await?);
-                    self.backup_tags(batch, item, &version)?
+                    self.backup_tags(batch, item, &version)?;
                 }
                 Err(refused) => return Err(refused),
-            };
+            }
             let condition = match replace {
                 None => Condition::IfAbsent,
                 Some(etag) => {
@@ -205,6 +206,11 @@ impl CopyEngine {
                     }
                 }
             };
+            // Stamped once the version it replaces was kept and the condition taken: any
+            // write that landed before is then older, so backup times follow the order the
+            // writes land in (a restore as of now takes the base blob, and purge ages a
+            // kept version from the next one's backup time).
+            let tags = self.backup_tags(batch, item, &version)?;
             let copy_source = Source {
                 store: source,
                 blob: source_blob,
@@ -416,7 +422,7 @@ impl CopyEngine {
         let record = BackupRecord {
             source_etag: version.etag.clone(),
             source_last_modified: version.last_modified.clone(),
-            backed_up_at: rfc3339(time::OffsetDateTime::now_utc()),
+            backed_up_at: rfc3339(self.clock.now()),
             job: batch.job.clone(),
             deleted_at: None,
             history_in_versions: !self.options.keep_history,

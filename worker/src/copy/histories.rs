@@ -1,15 +1,20 @@
-//! Randomized histories of the copy engine on the in-memory store: source writes and
-//! deletes, plans (live or snapshot mode, with the backup as listed or unknown), copies
-//! run alone, two copies interleaved at a chosen request (one paused there while the other
-//! runs to the end), copies whose answer is lost after the write took effect (a crash
-//! between the write and the settling), and tombstones planned for deleted blobs. After every step the invariants of
-//! `docs/architecture.md` that concern the copy engine are checked:
+//! Randomized histories of the copy engine, purge and the restore planner on the in-memory
+//! store: source writes and deletes, plans (live or snapshot mode, with the backup as
+//! listed or unknown), copies run alone, two copies interleaved at a chosen request (one
+//! paused there while the other runs to the end), copies whose answer is lost after the
+//! write took effect (a crash between the write and the settling), tombstones planned for
+//! deleted blobs, restores planned as of a past time, and purges (alone, or held at their
+//! first delete while a copy runs). Engine and purge stamp their records on the in-memory
+//! service's clock. After every step the invariants of `docs/architecture.md` are checked:
 //!
 //! - I1: every version a copy reported copied is in the backup (base or a snapshot), with
-//!   its content and a record naming it;
+//!   its content and a record naming it, and a restore as of its backup time chooses it
+//!   (unless a purge let it go: no restore inside the retention window needed it);
 //! - I2: the base backup blob holds the newest source version any copy reported;
 //! - I3: an item ends as done only when the backup holds its version or a newer one, or
 //!   the source was deleted after it was planned;
+//! - I4: a purge changes no restore inside the retention window: as of every time from the
+//!   window's start on, a restore chooses the same version after the purge as before;
 //! - I6: a source snapshot is gone once its item has a final outcome, and kept while the
 //!   item may be retried;
 //! - I7: a restore without overwrite never replaces a blob an application wrote to the
@@ -19,11 +24,17 @@
 //!   on the backup as listed, and lands on no newer copy).
 
 use super::*;
-use lakevault_common::record::BackupRecord;
+use futures::StreamExt;
+use lakevault_common::clock::Clock;
+use lakevault_common::record::{BackupRecord, parse_rfc3339, rfc3339};
+use lakevault_common::store::ListOptions;
 use lakevault_common::store::memory::{Action, Fault, MemoryStore, Op, World};
 use lakevault_common::store::{BlobRef, Condition, StorageErrorCode as Code};
 use lakevault_common::wire::{Location, PlannedBackup, WIRE_VERSION};
+use lakevault_plan::purge::{PurgeOptions, purge_container};
+use lakevault_plan::versions::{self, RestoreChoice, Version};
 use proptest::prelude::*;
+use time::OffsetDateTime;
 
 const NAMES: [&str; 2] = ["a.csv", "dir/b.csv"];
 
@@ -52,6 +63,10 @@ enum Step {
     /// The item's write takes effect but its answer is lost (the worker dies before it
     /// settles): the item stays pending, as a redelivery would bring it back.
     LostAnswer(usize),
+    /// The item's write is refused (503) after the backup's version was kept as a snapshot:
+    /// the item stays pending, and its next try keeps that version once more (a second
+    /// copy of one version, as failed tries leave them).
+    Throttled(usize),
     /// A full plan finds the source blob gone and enqueues a tombstone for the backup blob
     /// as listed.
     PlanTombstone(usize),
@@ -60,7 +75,19 @@ enum Step {
     PlanRestore(usize),
     /// An application writes the blob in the `restored` container.
     TargetWrite(usize),
+    /// A restore (without overwrite) planned as of `back` seconds ago.
+    PlanRestoreAt { name: usize, back: u64 },
+    /// A purge with these windows (indexes into `WINDOWS`); with `race`, held at its first
+    /// delete while that pending item runs to its end.
+    Purge {
+        keep: usize,
+        tombstones: usize,
+        race: Option<usize>,
+    },
 }
+
+/// Retention windows a purge is given, in seconds of the service's clock.
+const WINDOWS: [i64; 4] = [0, 2, 5, 3600];
 
 const PAUSE_AT: [Op; 6] = [
     Op::CopyFromUrl,
@@ -85,9 +112,13 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..8usize, 0..8usize, 0..PAUSE_AT.len())
             .prop_map(|(first, second, at)| Step::Race { first, second, at }),
         1 => (0..8usize).prop_map(Step::LostAnswer),
+        1 => (0..8usize).prop_map(Step::Throttled),
         2 => (0..NAMES.len()).prop_map(Step::PlanTombstone),
         2 => (0..NAMES.len()).prop_map(Step::PlanRestore),
         1 => (0..NAMES.len()).prop_map(Step::TargetWrite),
+        1 => (0..NAMES.len(), 0..6u64).prop_map(|(name, back)| Step::PlanRestoreAt { name, back }),
+        1 => (0..WINDOWS.len(), 0..WINDOWS.len(), prop::option::of(0..8usize))
+            .prop_map(|(keep, tombstones, race)| Step::Purge { keep, tombstones, race }),
     ]
 }
 
@@ -112,15 +143,21 @@ struct Sim {
     versions: Vec<Vec<(String, Vec<u8>)>>,
     deletes: Vec<usize>,
     pending: Vec<Pending>,
-    /// Versions a copy reported copied, per name.
+    /// Versions a copy reported copied, per name, that the backup must still hold (a purge
+    /// lets go of those no restore inside its window needs).
     copied: Vec<Vec<usize>>,
+    /// The newest version a copy reported, per name (I2).
+    newest: Vec<Option<usize>>,
     /// What an application last wrote to each name of the restore target: a restore
     /// without overwrite must never replace it (I7).
     target_writes: Vec<Option<Vec<u8>>>,
+    /// Where listings put the base blob among its snapshots (the service does not say):
+    /// after them, or before.
+    base_last: bool,
 }
 
 impl Sim {
-    fn new(blocks: bool) -> Self {
+    fn new(blocks: bool, base_last: bool) -> Self {
         let world = World::new();
         let (src, bak) = (world.account("src"), world.account("bak"));
         src.create_container("data");
@@ -136,10 +173,10 @@ impl Sim {
         } else {
             CopyOptions::default()
         };
-        let engine = Arc::new(CopyEngine::with_stores(
-            vec![Arc::new(src.clone()), Arc::new(bak.clone())],
-            options,
-        ));
+        let engine = Arc::new(
+            CopyEngine::with_stores(vec![Arc::new(src.clone()), Arc::new(bak.clone())], options)
+                .with_clock(Arc::new(world.clone())),
+        );
         Self {
             world,
             src,
@@ -149,7 +186,9 @@ impl Sim {
             deletes: vec![0; NAMES.len()],
             pending: Vec::new(),
             copied: vec![Vec::new(); NAMES.len()],
+            newest: vec![None; NAMES.len()],
             target_writes: vec![None; NAMES.len()],
+            base_last,
         }
     }
 
@@ -206,10 +245,182 @@ impl Sim {
                     }
                 }
             }
+            Step::Throttled(i) => {
+                if let Some(p) = self.take(*i) {
+                    for op in [Op::CopyFromUrl, Op::CommitBlocks] {
+                        self.world.inject(
+                            Fault::on(op, Action::Fail(503, Code::ServerBusy)).account("bak"),
+                        );
+                    }
+                    let result = self.engine.copy_item(&batch(p.kind), &p.item).await;
+                    self.world.clear_faults();
+                    self.settle(p, result).await;
+                }
+            }
             Step::Race { first, second, at } => self.race(*first, *second, PAUSE_AT[*at]).await,
             Step::PlanTombstone(n) => self.plan_tombstone(*n).await,
             Step::PlanRestore(n) => self.plan_restore(*n).await,
             Step::TargetWrite(n) => self.target_write(*n),
+            Step::PlanRestoreAt { name, back } => self.plan_restore_at(*name, *back).await,
+            Step::Purge {
+                keep,
+                tombstones,
+                race,
+            } => {
+                self.purge(WINDOWS[*keep], WINDOWS[*tombstones], *race)
+                    .await
+            }
+        }
+    }
+
+    /// The versions of each name in the backup, as a listing with snapshots shows them.
+    async fn groups(&self) -> Vec<Vec<Version>> {
+        let listing = self.bak.list(
+            "data",
+            ListOptions {
+                tags: true,
+                snapshots: true,
+                ..Default::default()
+            },
+        );
+        let listed: Vec<_> = listing
+            .map(|l| l.expect("listing"))
+            .collect::<Vec<_>>()
+            .await;
+        NAMES
+            .iter()
+            .map(|name| {
+                let mut group: Vec<Version> = listed
+                    .iter()
+                    .filter(|l| l.name == *name)
+                    .cloned()
+                    .map(Version::new)
+                    .collect();
+                group.sort_by_key(|v| v.is_snapshot() == self.base_last);
+                group
+            })
+            .collect()
+    }
+
+    /// What a restore as of `at` takes for a name: the version (by its record's backup
+    /// time: copies of one version share it) and its content; `None`: nothing to restore.
+    fn restored(&self, group: &[Version], at: OffsetDateTime) -> Option<(String, Vec<u8>)> {
+        let RestoreChoice::Restore(item, _) = versions::choose_for_restore(group.to_vec(), at)
+        else {
+            return None;
+        };
+        let chosen = group
+            .iter()
+            .find(|v| v.listed.etag == item.etag && v.listed.snapshot == item.snapshot)
+            .expect("a listed version");
+        let blob = BlobRef::new("data", &item.name).at_snapshot(item.snapshot.as_deref());
+        Some((
+            chosen
+                .record
+                .as_ref()
+                .expect("recorded")
+                .backed_up_at
+                .clone(),
+            self.bak.content(blob).unwrap_or_default(),
+        ))
+    }
+
+    /// As `restore --as-of` plans one name.
+    async fn plan_restore_at(&mut self, name: usize, back: u64) {
+        let at = self.world.now() - time::Duration::seconds(back as i64);
+        let group = self.groups().await.swap_remove(name);
+        if let RestoreChoice::Restore(item, _) = versions::choose_for_restore(group, at) {
+            self.pending.push(Pending {
+                kind: MessageKind::Restore,
+                item,
+                name,
+                version: 0,
+                deletes_at_plan: self.deletes[name],
+            });
+        }
+    }
+
+    /// Runs purge (alone, or held at its first delete while a pending item runs), then
+    /// checks I4: as of every time a restore choice can change at, from the window's
+    /// start on, the same version is chosen as before the purge. Versions no restore in
+    /// the window chose may be gone: I1 stops asking for them.
+    async fn purge(&mut self, keep: i64, tombstones: i64, race: Option<usize>) {
+        let now = self.world.now();
+        let before = self.groups().await;
+        let options = PurgeOptions {
+            keep_versions_for: time::Duration::seconds(keep),
+            tombstones_for: Some(time::Duration::seconds(tombstones)),
+            max_deletes: 1_000,
+            dry_run: false,
+            sample: 0,
+        };
+        let purging = {
+            let (bak, options) = (self.bak.clone(), options.clone());
+            let gate = race.map(|_| self.world.pause(Op::Delete, |f| f.account("bak")));
+            let task = tokio::spawn(async move {
+                purge_container(&bak, "data", &options, now)
+                    .await
+                    .expect("purge")
+            });
+            if let Some(gate) = &gate {
+                tokio::select! {
+                    _ = gate.arrived() => {}
+                    _ = async { while !task.is_finished() { tokio::task::yield_now().await } } => {}
+                }
+                self.world.clear_faults();
+            }
+            (task, gate)
+        };
+        if let Some(i) = race
+            && let Some(p) = self.take(i)
+        {
+            let result = self.engine.copy_item(&batch(p.kind), &p.item).await;
+            self.settle(p, result).await;
+        }
+        let (task, gate) = purging;
+        if let Some(gate) = gate {
+            gate.release();
+        }
+        task.await.expect("no panic");
+        let after = self.groups().await;
+        for (n, name) in NAMES.iter().enumerate() {
+            let retention = versions::Retention {
+                now,
+                keep_versions_for: options.keep_versions_for,
+                tombstones_for: options.tombstones_for,
+            };
+            let whole = versions::choose_for_purge(&before[n], retention)
+                .whole_blob
+                .is_some();
+            let start = now - time::Duration::seconds(if whole { tombstones } else { keep });
+            let mut probes = vec![start, now];
+            for v in &before[n] {
+                if let Some(r) = &v.record {
+                    probes.extend(parse_rfc3339(&r.backed_up_at));
+                    probes.extend(r.deleted_at.as_deref().and_then(parse_rfc3339));
+                }
+            }
+            let mut needed = Vec::new();
+            for at in probes.into_iter().filter(|t| *t >= start && *t <= now) {
+                let was = self.restored(&before[n], at);
+                assert_eq!(
+                    was.as_ref().map(|(t, _)| t),
+                    self.restored(&after[n], at).as_ref().map(|(t, _)| t),
+                    "I4: purging (keep {keep} s, tombstones {tombstones} s) changed what a restore of {name} as of {} takes",
+                    rfc3339(at)
+                );
+                needed.extend(was.map(|(_, content)| content));
+            }
+            let kept: Vec<usize> = self.copied[n]
+                .iter()
+                .copied()
+                .filter(|v| needed.contains(&self.versions[n][*v].1))
+                .collect();
+            self.copied[n] = kept;
+            // A tombstoned name purged whole holds nothing any more.
+            if after[n].iter().all(Version::is_snapshot) {
+                self.newest[n] = None;
+            }
         }
     }
 
@@ -399,6 +610,7 @@ impl Sim {
                             p.version
                         );
                         self.copied[p.name].push(v);
+                        self.newest[p.name] = self.newest[p.name].max(Some(v));
                     }
                     ItemOutcome::Tombstoned => {}
                     ItemOutcome::Superseded if p.kind == MessageKind::Tombstone => {}
@@ -465,11 +677,38 @@ impl Sim {
                 held.push((v, self.bak.content(at)));
             }
             held.push((self.base_version(n).await, self.bak.content(blob)));
+            let group = self.groups().await.swap_remove(n);
+            // A restore as of now takes what the base blob holds, and nothing once the
+            // source deleted it: a kept copy of the version does not bring it back.
+            let now = self.world.now();
+            let base = group.iter().find(|v| !v.is_snapshot());
+            let current = base
+                .and_then(|b| b.record.as_ref())
+                .filter(|r| r.deleted_at.is_none())
+                .map(|r| r.backed_up_at.clone());
+            assert_eq!(
+                self.restored(&group, now).map(|(t, _)| t),
+                current,
+                "a restore of {name} as of now takes another version than the backup's current one: {group:#?}"
+            );
             for &v in &self.copied[n] {
                 assert!(
                     held.iter().any(|(hv, c)| *hv == Some(v)
                         && c.as_deref() == Some(&self.versions[n][v].1[..])),
                     "I1: version {v} of {name} was reported copied but the backup holds {held:?}"
+                );
+                // Restorable as of its backup time.
+                let backed_up = group
+                    .iter()
+                    .filter_map(|g| g.record.as_ref())
+                    .find(|r| self.index_of(n, &r.source_etag) == Some(v))
+                    .and_then(|r| parse_rfc3339(&r.backed_up_at))
+                    .expect("a record names the version");
+                assert_eq!(
+                    self.restored(&group, backed_up).map(|(_, c)| c).as_deref(),
+                    Some(&self.versions[n][v].1[..]),
+                    "I1: a restore of {name} as of {} does not take version {v}",
+                    rfc3339(backed_up)
                 );
             }
             // A deletion is recorded only for a version the source no longer has: a
@@ -484,10 +723,10 @@ impl Sim {
                     "I3: {name} is marked deleted, but the source holds that very version"
                 );
             }
-            if let Some(newest) = self.copied[n].iter().max() {
+            if let Some(newest) = self.newest[n] {
                 let base = self.base_version(n).await;
                 assert!(
-                    base.is_some_and(|b| b >= *newest),
+                    base.is_some_and(|b| b >= newest),
                     "I2: {name}: newest copied {newest}, base holds {base:?}"
                 );
             }
@@ -533,13 +772,13 @@ fn batch(kind: MessageKind) -> CopyBatch {
     }
 }
 
-fn run_history(blocks: bool, steps: &[Step]) {
+fn run_history(blocks: bool, base_last: bool, steps: &[Step]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut sim = Sim::new(blocks);
+        let mut sim = Sim::new(blocks, base_last);
         for step in steps {
             sim.run(step).await;
             sim.check().await;
@@ -569,9 +808,10 @@ proptest! {
     #[test]
     fn copies_keep_every_version_and_the_newest_on_top(
         blocks in any::<bool>(),
+        base_last in any::<bool>(),
         steps in prop::collection::vec(step(), 1..30),
     ) {
-        run_history(blocks, &steps);
+        run_history(blocks, base_last, &steps);
     }
 }
 
@@ -585,6 +825,7 @@ fn a_tombstone_planned_before_the_blob_came_back_lands_on_no_newer_copy() {
     };
     run_history(
         false,
+        true,
         &[
             Write { name: 0, later: 1 },
             plan.clone(),

@@ -29,6 +29,7 @@ mod write;
 
 pub use blocks::{MAX_BLOCK_SIZE, MAX_BLOCKS, block_ids, effective_block_size};
 
+use lakevault_common::clock::{Clock, SystemClock};
 use lakevault_common::error::{FailureClass, classify, describe};
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::store::azure::AzureStore;
@@ -332,6 +333,8 @@ pub struct CopyEngine {
     options: CopyOptions,
     /// `None`: any batch naming known accounts runs (tests of the engine's decisions).
     policy: Option<WritePolicy>,
+    /// Stamps records: the backup time of a copy, the deletion time of a tombstone.
+    clock: Arc<dyn Clock>,
 }
 
 #[async_trait::async_trait]
@@ -349,7 +352,8 @@ impl Copier for CopyEngine {
         match batch.kind {
             MessageKind::Tombstone => {
                 let backup = self.store(&batch.destination.account)?;
-                tombstone::tombstone(backup, &batch.destination.container, item).await
+                tombstone::tombstone(backup, &batch.destination.container, item, self.clock.now())
+                    .await
             }
             MessageKind::Restore => self.restore_item(batch, item).await,
             _ => self.backup_item(batch, item).await,
@@ -387,7 +391,15 @@ impl CopyEngine {
             stores,
             options,
             policy: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The engine with its records stamped by `clock` (tests on the in-memory service's
+    /// clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn store(&self, alias: &str) -> Result<&dyn BlobStore, ItemFailure> {

@@ -1236,3 +1236,53 @@ async fn a_worker_writes_only_where_its_config_lets_each_kind_of_work_write() {
     );
     assert_eq!(content(&rig.src, "a.csv").as_deref(), Some(&b"lake"[..]));
 }
+
+/// Two deliveries of one changed blob: the first is held at its Snapshot Blob (it keeps
+/// whatever the backup holds by then) while the second copies the version. The first then
+/// writes the same version again over the second's copy: its record must not be stamped
+/// before the second's, or a restore as of now would take the kept copy instead of the base
+/// blob, and purge would age the kept copy from the wrong time.
+#[tokio::test]
+async fn backup_times_follow_the_order_the_writes_land_in() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = Arc::new(engine(&rig, CopyOptions::default()));
+    let first = planned(&rig, "a.csv").await;
+    engine
+        .copy_item(&batch(MessageKind::Copy), &first)
+        .await
+        .unwrap();
+    rig.src.write("data", "a.csv", b"v2", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let gate = rig
+        .world
+        .pause(Op::Snapshot, |f| f.account("bak").name("a.csv"));
+    let held = {
+        let (engine, item) = (engine.clone(), item.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    rig.world.clear_faults();
+    engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    gate.release();
+    held.await.unwrap().unwrap();
+    let base = record(&rig.bak, "a.csv").await;
+    for id in rig.bak.snapshot_ids("data", "a.csv") {
+        let tags = rig
+            .bak
+            .tags(BlobRef::new("data", "a.csv").at_snapshot(Some(&id)))
+            .await
+            .unwrap();
+        let kept = BackupRecord::from_tags(&tags).expect("a record");
+        let at = |r: &BackupRecord| lakevault_common::record::parse_rfc3339(&r.backed_up_at);
+        assert!(
+            at(&kept) <= at(&base),
+            "a kept version ({}) is stamped after the base blob ({})",
+            kept.backed_up_at,
+            base.backed_up_at
+        );
+    }
+}

@@ -12,6 +12,7 @@ pub(super) async fn tombstone(
     backup: &dyn BlobStore,
     container: &str,
     item: &CopyItem,
+    now: time::OffsetDateTime,
 ) -> Result<ItemOutcome, ItemFailure> {
     let mut record = BackupRecord::from_tags(&item.tags).ok_or_else(|| {
         ItemFailure::permanent("backup blob has no lakevault record; it is not tombstoned")
@@ -19,7 +20,7 @@ pub(super) async fn tombstone(
     if record.deleted_at.is_some() {
         return Ok(ItemOutcome::Tombstoned);
     }
-    record.deleted_at = Some(rfc3339(time::OffsetDateTime::now_utc()));
+    record.deleted_at = Some(rfc3339(now));
     let mut tags = user_tags(&item.tags);
     tags.insert(RECORD_TAG.to_string(), record.to_tag_value());
     let condition = Condition::IfMatch(lakevault_common::record::normalise_etag(&item.etag));
