@@ -138,7 +138,7 @@ impl CopyEngine {
             let source = self.store(&batch.source.account)?;
             let blob = BlobRef::new(&batch.source.container, &item.name);
             self.drop_source_snapshot(source, blob.at_snapshot(Some(snapshot)))
-                .await;
+                .await?;
         }
         result
     }
@@ -437,21 +437,28 @@ impl CopyEngine {
             .map_err(|e| ItemFailure::refused(Refusal::NoRoomForRecord, e.to_string()))
     }
 
-    /// Snapshot mode: deletes the source snapshot taken for an item, after its copy. Best
-    /// effort: a snapshot left behind costs storage, not correctness.
-    async fn drop_source_snapshot(&self, source: &dyn BlobStore, blob: BlobRef<'_>) {
-        let Some(snapshot) = blob.snapshot else {
-            return;
-        };
-        if !self.options.delete_source_snapshots {
-            return;
+    /// Snapshot mode: deletes the source snapshot taken for an item, after its copy. Until
+    /// it is gone the item is not final (I6): a snapshot left on the production lake holds
+    /// storage and makes the lake's own deletes fail with `SnapshotsPresent`. A failure
+    /// fails the item, classified as usual (an outage waits; a denied delete is a
+    /// credential problem); its next try finds the backup current and deletes it then.
+    async fn drop_source_snapshot(
+        &self,
+        source: &dyn BlobStore,
+        blob: BlobRef<'_>,
+    ) -> Result<(), ItemFailure> {
+        if blob.snapshot.is_none() || !self.options.delete_source_snapshots {
+            return Ok(());
         }
         match source.delete(blob, Condition::None, false).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                tracing::warn!(blob = %blob.name, %snapshot, error = %e, "source snapshot not deleted")
-            }
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(ItemFailure::from_store(
+                "deleting the source snapshot the item was copied from (snapshot mode needs \
+                 the `d` permission on the source)",
+                Side::Source,
+                &e,
+            )),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! listed or unknown), copies run alone, two copies interleaved at a chosen request (one
 //! paused there while the other runs to the end), copies whose answer is lost after the
 //! write took effect (a crash between the write and the settling), tombstones planned for
-//! deleted blobs, restores planned as of a past time, and purges (alone, or held at their
-//! first delete while a copy runs). Engine and purge stamp their records on the in-memory
+//! deleted blobs, restores planned as of a past time, purges (alone, or held at their
+//! first delete while a copy runs), and outages of chosen operations on both accounts. Engine and purge stamp their records on the in-memory
 //! service's clock. After every step the invariants of `docs/architecture.md` are checked:
 //!
 //! - I1: every version a copy reported copied is in the backup (base or a snapshot), with
@@ -15,6 +15,8 @@
 //!   the source was deleted after it was planned;
 //! - I4: a purge changes no restore inside the retention window: as of every time from the
 //!   window's start on, a restore chooses the same version after the purge as before;
+//! - I5: a failure an outage caused is an outage, which the message's decision hands back
+//!   without using up an attempt or poisoning, even on the last attempt;
 //! - I6: a source snapshot is gone once its item has a final outcome, and kept while the
 //!   item may be retried;
 //! - I7: a restore without overwrite never replaces a blob an application wrote to the
@@ -67,6 +69,16 @@ enum Step {
     /// the item stays pending, and its next try keeps that version once more (a second
     /// copy of one version, as failed tries leave them).
     Throttled(usize),
+    /// Both accounts stop serving the operations in `ops` (a bit per entry of
+    /// `OUTAGE_OPS`; `how`: 503, 500 OperationTimedOut, 429, no connection) after the
+    /// first `after` calls of each, and come back once the item ends. A failure is an
+    /// outage: it uses up no attempt and poisons nothing, even on the last one (I5).
+    Outage {
+        item: usize,
+        ops: u16,
+        after: usize,
+        how: usize,
+    },
     /// A full plan finds the source blob gone and enqueues a tombstone for the backup blob
     /// as listed.
     PlanTombstone(usize),
@@ -85,6 +97,19 @@ enum Step {
         race: Option<usize>,
     },
 }
+
+/// The operations an outage can take down.
+const OUTAGE_OPS: [Op; 9] = [
+    Op::Properties,
+    Op::Tags,
+    Op::SetTags,
+    Op::Snapshot,
+    Op::Delete,
+    Op::CopyFromUrl,
+    Op::StageBlockFromUrl,
+    Op::CommitBlocks,
+    Op::List,
+];
 
 /// Retention windows a purge is given, in seconds of the service's clock.
 const WINDOWS: [i64; 4] = [0, 2, 5, 3600];
@@ -113,6 +138,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(first, second, at)| Step::Race { first, second, at }),
         1 => (0..8usize).prop_map(Step::LostAnswer),
         1 => (0..8usize).prop_map(Step::Throttled),
+        2 => (0..8usize, 1..(1u16 << OUTAGE_OPS.len()), 0..3usize, 0..4usize)
+            .prop_map(|(item, ops, after, how)| Step::Outage { item, ops, after, how }),
         2 => (0..NAMES.len()).prop_map(Step::PlanTombstone),
         2 => (0..NAMES.len()).prop_map(Step::PlanRestore),
         1 => (0..NAMES.len()).prop_map(Step::TargetWrite),
@@ -257,6 +284,12 @@ impl Sim {
                     self.settle(p, result).await;
                 }
             }
+            Step::Outage {
+                item,
+                ops,
+                after,
+                how,
+            } => self.outage(*item, *ops, *after, *how).await,
             Step::Race { first, second, at } => self.race(*first, *second, PAUSE_AT[*at]).await,
             Step::PlanTombstone(n) => self.plan_tombstone(*n).await,
             Step::PlanRestore(n) => self.plan_restore(*n).await,
@@ -271,6 +304,59 @@ impl Sim {
                     .await
             }
         }
+    }
+
+    async fn outage(&mut self, i: usize, ops: u16, after: usize, how: usize) {
+        let Some(p) = self.take(i) else { return };
+        let action = match how {
+            0 => Action::Fail(503, Code::ServerBusy),
+            1 => Action::Fail(500, Code::OperationTimedOut),
+            2 => Action::Fail(429, Code::ServerBusy),
+            _ => Action::Disconnect,
+        };
+        for (k, op) in OUTAGE_OPS.into_iter().enumerate() {
+            if ops & (1 << k) == 0 {
+                continue;
+            }
+            self.world
+                .inject(Fault::on(op, action.clone()).skip(after).times(None));
+        }
+        let result = self.engine.copy_item(&batch(p.kind), &p.item).await;
+        self.world.clear_faults();
+        // A failure of the item's own (a restore whose backup blob changed since it was
+        // planned) stays what it is; one the outage caused must be an outage.
+        if let Err(failure) = &result
+            && failure.reason.contains("injected by the in-memory store")
+        {
+            assert_eq!(
+                failure.class,
+                FailureClass::Unavailable,
+                "I5: an outage ended {p:?} as {failure:?}"
+            );
+            let policy = crate::message::MessagePolicy::default();
+            let last = CopyBatch {
+                attempt: policy.max_attempts - 1,
+                ..batch(p.kind)
+            };
+            let decided = crate::message::decide(
+                &last,
+                vec![(
+                    p.item.clone(),
+                    crate::message::ItemResult::Failed(failure.clone()),
+                )],
+                &policy,
+            );
+            assert!(
+                decided.poison.is_empty()
+                    && decided.retry.is_empty()
+                    && matches!(
+                        decided.release,
+                        Some(crate::message::Release::Outage { .. })
+                    ),
+                "I5: an outage on the last attempt was decided {decided:?}"
+            );
+        }
+        self.settle(p, result).await;
     }
 
     /// The versions of each name in the backup, as a listing with snapshots shows them.

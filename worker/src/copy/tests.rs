@@ -1286,3 +1286,32 @@ async fn backup_times_follow_the_order_the_writes_land_in() {
         );
     }
 }
+
+/// A copy is done, but the source snapshot it came from cannot be deleted now (the source
+/// account throttles): the item is not final, or the snapshot would outlive it on the
+/// production lake (I6). It waits, and its next try finds the backup current and deletes
+/// the snapshot.
+#[tokio::test]
+async fn a_source_snapshot_that_cannot_be_deleted_keeps_its_item_open() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let item = snapshot_item(&rig, "a.csv").await;
+    rig.world
+        .inject(Fault::on(Op::Delete, Action::Fail(503, Code::ServerBusy)).account("src"));
+    let failure = engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect_err("the snapshot is still there");
+    assert_eq!(failure.class, FailureClass::Unavailable, "{failure:?}");
+    assert_eq!(rig.src.snapshot_ids("data", "a.csv").len(), 1);
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(
+        engine
+            .copy_item(&batch(MessageKind::Copy), &item)
+            .await
+            .unwrap(),
+        ItemOutcome::AlreadyCurrent
+    );
+    assert!(rig.src.snapshot_ids("data", "a.csv").is_empty());
+}

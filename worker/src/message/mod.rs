@@ -5,6 +5,9 @@
 mod decide;
 mod keeper;
 
+/// The decision alone, for the copy engine's randomized histories.
+#[cfg(test)]
+pub(crate) use decide::decide;
 pub use decide::{Decision, ItemResult, Release};
 
 use keeper::{Keeper, Progress};
