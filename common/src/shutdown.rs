@@ -37,13 +37,21 @@ pub fn cancel_on_signals(on_first: &'static str, on_second: &'static str) -> Sig
     let driven = signals.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("{on_first}");
         driven.stop.cancel();
+        say(on_first);
         wait_for_signal().await;
-        eprintln!("{on_second}");
         driven.abort.cancel();
+        say(on_second);
     });
     signals
+}
+
+/// Tells the operator on stderr, if anyone still reads it: a log collector that went
+/// away (a closed pipe) must not keep the signal from taking effect (`eprintln!` would
+/// panic here and the signal would be lost).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// The exit code of a process ended by a second signal (128 + SIGINT).

@@ -153,10 +153,53 @@ pub fn batch_worker(config: &Path, extra: &[&str]) -> anyhow::Result<Command> {
     Ok(c)
 }
 
-/// Waits for batch workers and adds up their summaries.
+/// A process a test started, killed and reaped when dropped: a test that fails part-way
+/// (a panic unwinds through it) leaves no worker running behind it.
+#[derive(Debug)]
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub fn start(command: &mut Command) -> anyhow::Result<Self> {
+        let child = command.spawn().context("spawning a process")?;
+        Ok(Self(Some(child)))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the process to end on its own and returns what it printed.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        match self.0.take() {
+            Some(child) => child.wait_with_output(),
+            None => Err(std::io::Error::other("already waited for")),
+        }
+    }
+
+    /// The process itself, to signal or wait for; still killed when dropped.
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not waited for yet")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for batch workers and adds up their summaries. Every worker is waited for (or
+/// killed) before a failure is reported, so none is left running.
 pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<()> {
-    for child in children {
-        let out = checked(child.wait_with_output()?, "lakevault-worker run")?;
+    let outputs: Vec<std::io::Result<Output>> = children
+        .into_iter()
+        .map(|c| Spawned(Some(c)).wait_with_output())
+        .collect();
+    for out in outputs {
+        let out = checked(out?, "lakevault-worker run")?;
         let summary: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("worker summary JSON")?;
         report.copied += summary["copied"].as_u64().unwrap_or(0);

@@ -9,6 +9,7 @@ use lakevault_common::cli::CommonArgs;
 use lakevault_common::queue::{AzureQueue, POISON_SUFFIX};
 use lakevault_common::storage::StorageAccount;
 use lakevault_common::throttle::{AdaptiveLimit, RateCap, ThrottlePolicy};
+use std::io::Write;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,13 +261,18 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
                 elapsed_seconds = elapsed,
                 "worker finished"
             );
+            // Written if anyone still reads it: a closed pipe does not change the exit code.
             if args.summary_json {
-                println!("{}", serde_json::to_string(&summary)?);
+                let text = serde_json::to_string(&summary)?;
+                let _ = writeln!(std::io::stdout(), "{text}");
             }
             Ok(0)
         }
         Err(RunError::Auth(reason)) => {
-            eprintln!("error: credentials failed, stopping; no work was dropped: {reason}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: credentials failed, stopping; no work was dropped: {reason}"
+            );
             Ok(lakevault_common::exit::CREDENTIALS)
         }
         Err(e) => Err(e.into()),

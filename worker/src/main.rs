@@ -1,5 +1,6 @@
 use clap::Parser;
 use lakevault_worker::cli::{Cli, run};
+use std::io::Write;
 
 // jemalloc keeps peak RSS flat over long listings and copy runs, where glibc malloc's
 // per-thread arenas held on to freed page buffers (docs/benchmarks.md).
@@ -26,7 +27,8 @@ async fn main() {
     let code = match outcome {
         Some(Ok(code)) => code,
         Some(Err(e)) => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "error: {}",
                 lakevault_common::secret::scrub(&format!("{e:#}"))
             );

@@ -11,7 +11,7 @@ use lakevault_common::wire::WorkMessage;
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::{Azurite, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{PassReport, collect, drain, plan, worker};
+use lakevault_tests::scenario::{PassReport, Spawned, collect, drain, plan, worker};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -101,24 +101,25 @@ async fn a_killed_worker_leaves_its_work_to_another() {
     let s = setup("killed", 800).await;
     let (planned, _) = plan(&s.path).expect("plan");
     assert_eq!(planned, 800);
-    let mut victim = worker(&s.path)
-        .expect("bin")
-        .args([
-            "run",
-            "--concurrency",
-            "1",
-            "--prefetch",
-            "1",
-            "--visibility-timeout-secs",
-            "4",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut victim = Spawned::start(
+        worker(&s.path)
+            .expect("bin")
+            .args([
+                "run",
+                "--concurrency",
+                "1",
+                "--prefetch",
+                "1",
+                "--visibility-timeout-secs",
+                "4",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("spawn");
     wait_until_some_copied(&s).await;
-    victim.kill().expect("SIGKILL");
-    victim.wait().expect("reaped");
+    victim.child().kill().expect("SIGKILL");
+    victim.child().wait().expect("reaped");
     let at_kill = backup_count(&s).await;
     assert!(
         at_kill < 800,
@@ -140,28 +141,29 @@ async fn a_killed_worker_leaves_its_work_to_another() {
 async fn sigterm_drains_then_releases_and_nothing_is_lost() {
     let s = setup("sigterm", 800).await;
     plan(&s.path).expect("plan");
-    let child = worker(&s.path)
-        .expect("bin")
-        .args([
-            "run",
-            "--concurrency",
-            "1",
-            "--prefetch",
-            "1",
-            "--drain-timeout-secs",
-            "1",
-            // Far apart: a held message left invisible would take two minutes to come
-            // back; retry messages (transient failures under load) one or two seconds.
-            "--visibility-timeout-secs",
-            "120",
-            "--retry-delay-secs",
-            "1",
-            "--summary-json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = Spawned::start(
+        worker(&s.path)
+            .expect("bin")
+            .args([
+                "run",
+                "--concurrency",
+                "1",
+                "--prefetch",
+                "1",
+                "--drain-timeout-secs",
+                "1",
+                // Far apart: a held message left invisible would take two minutes to come
+                // back; retry messages (transient failures under load) one or two seconds.
+                "--visibility-timeout-secs",
+                "120",
+                "--retry-delay-secs",
+                "1",
+                "--summary-json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("spawn");
     wait_until_some_copied(&s).await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -247,19 +249,20 @@ async fn an_expired_sas_stops_the_worker_without_dropping_work() {
     .expect("write");
 
     // A worker starts with a valid token and waits for work.
-    let idle_worker = worker(&sas_config)
-        .expect("bin")
-        .args([
-            "run",
-            "--exit-when-idle",
-            "60",
-            "--visibility-timeout-secs",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let idle_worker = Spawned::start(
+        worker(&sas_config)
+            .expect("bin")
+            .args([
+                "run",
+                "--exit-when-idle",
+                "60",
+                "--visibility-timeout-secs",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("spawn");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The token expires; then work arrives (planned with the shared-key config).
     let expired = sas::account_sas(

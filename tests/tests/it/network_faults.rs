@@ -12,7 +12,7 @@ use lakevault_tests::Lab;
 use lakevault_tests::azurite::SOURCE_ACCOUNT;
 use lakevault_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{batch_worker, checked, coordinator, drain};
+use lakevault_tests::scenario::{Spawned, batch_worker, checked, coordinator, drain};
 use std::path::PathBuf;
 
 /// A config whose source account is reached through `proxy`.
@@ -298,24 +298,26 @@ async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
     let proxy = start_proxy(&lab).await;
     let path = through_proxy(&lab, &proxy);
     proxy.add(Rule::new(Fault::Hang).containing(format!("/{SOURCE_ACCOUNT}/data/")));
-    let mut child = lakevault_tests::scenario::worker(&path)
-        .expect("bin")
-        .args([
-            "run",
-            "--concurrency",
-            "1",
-            "--prefetch",
-            "1",
-            // Long: only the second signal can end the drain early.
-            "--drain-timeout-secs",
-            "600",
-            "--visibility-timeout-secs",
-            "5",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut guard = Spawned::start(
+        lakevault_tests::scenario::worker(&path)
+            .expect("bin")
+            .args([
+                "run",
+                "--concurrency",
+                "1",
+                "--prefetch",
+                "1",
+                // Long: only the second signal can end the drain early.
+                "--drain-timeout-secs",
+                "600",
+                "--visibility-timeout-secs",
+                "5",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .expect("spawn");
+    let child = guard.child();
     let started = std::time::Instant::now();
     while proxy.faulted() == 0 {
         assert!(
@@ -331,14 +333,14 @@ async fn a_second_signal_ends_a_stuck_worker_at_once_and_loses_nothing() {
             .expect("kill -TERM");
         assert!(status.success());
     };
-    signal(&child);
+    signal(child);
     // The first signal drains: the stuck copy keeps the worker alive.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
         child.try_wait().expect("wait").is_none(),
         "a drain waits for work in flight"
     );
-    signal(&child);
+    signal(child);
     let stopped_at = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -395,10 +397,10 @@ async fn an_outage_longer_than_every_retry_poisons_nothing() {
     let path = lab.dir.path().join("outage.toml");
     std::fs::write(&path, text).expect("config");
 
-    let child = batch_worker(&path, &["--max-attempts", "2", "--concurrency", "4"])
-        .expect("bin")
-        .spawn()
-        .expect("worker");
+    let child = Spawned::start(
+        &mut batch_worker(&path, &["--max-attempts", "2", "--concurrency", "4"]).expect("bin"),
+    )
+    .expect("worker");
     let started = std::time::Instant::now();
     while proxy.faulted() < 4 * 5 * 3 {
         assert!(
@@ -419,4 +421,65 @@ async fn an_outage_longer_than_every_retry_poisons_nothing() {
         "{summary}"
     );
     lab.assert_backup_matches(&[("data", "data")], 4).await;
+}
+
+/// A worker told to stop while the storage service, the queue and whoever read its output
+/// are all gone (a node losing its network, a log collector that died) still ends within
+/// its drain timeout and the SDK's bounded retries. It used to ignore the signal: the
+/// notice it printed first panicked on the closed pipe, and the stop was never given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_during_a_total_outage_still_exits() {
+    use lakevault_tests::azurite::BACKUP_ACCOUNT;
+    let mut lab = Lab::start("total-outage", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 8,
+        large_bytes: 0,
+        seed: 29,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    lab.coordinator_ok(&["backup"]);
+    let blob_direct = lab.azurite.blob_endpoint(BACKUP_ACCOUNT);
+    let base = blob_direct.trim_end_matches(&format!("/{BACKUP_ACCOUNT}"));
+    let proxy = FaultProxy::start(base).await.expect("proxy");
+    proxy.add(Rule::new(Fault::Status(503, "ServerBusy")));
+    let text = std::fs::read_to_string(&lab.path)
+        .expect("config")
+        .replace(&blob_direct, &format!("{}/{BACKUP_ACCOUNT}", proxy.url()));
+    let path = lab.dir.path().join("total-outage.toml");
+    std::fs::write(&path, text).expect("config");
+    let mut worker = Spawned::start(
+        &mut batch_worker(&path, &["--concurrency", "2", "--drain-timeout-secs", "5"])
+            .expect("bin"),
+    )
+    .expect("worker");
+    let started = std::time::Instant::now();
+    while proxy.faulted() < 10 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Everything goes: the proxy, the emulator with the queue, and whoever read the
+    // worker's output (a log collector that died).
+    drop(worker.child().stdout.take());
+    drop(worker.child().stderr.take());
+    drop(proxy);
+    lab.azurite.stop();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let stopped = std::time::Instant::now();
+    loop {
+        if let Some(status) = worker.child().try_wait().expect("wait") {
+            assert!(status.code().is_some(), "{status:?}");
+            break;
+        }
+        // Generous: detects a worker that never ends, not a performance target.
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(120),
+            "the worker did not exit within 2 minutes of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

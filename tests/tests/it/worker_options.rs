@@ -46,13 +46,14 @@ async fn get(url: &str) -> Option<(u16, String)> {
 async fn probes_answer_while_running_and_the_worker_stops_cleanly() {
     let lab = Lab::start("probes", &["data"]).expect("lab");
     let port = free_port();
-    let mut child = lakevault_tests::scenario::worker(&lab.path)
-        .expect("bin")
-        .args(["run", "--health-listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = lakevault_tests::scenario::Spawned::start(
+        lakevault_tests::scenario::worker(&lab.path)
+            .expect("bin")
+            .args(["run", "--health-listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("spawn");
     let base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let ready = loop {
@@ -74,7 +75,7 @@ async fn probes_answer_while_running_and_the_worker_stops_cleanly() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || child.child().wait())
         .await
         .expect("join")
         .expect("wait");

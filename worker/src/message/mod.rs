@@ -51,7 +51,8 @@ pub const MAX_WAIT_DOUBLINGS: u32 = 6;
 impl MessagePolicy {
     /// How long items wait before their next try after `waits` outages.
     pub fn wait_delay(&self, waits: u32) -> Duration {
-        self.retry_delay * 2u32.pow(waits.min(MAX_WAIT_DOUBLINGS))
+        self.retry_delay
+            .saturating_mul(2u32.pow(waits.min(MAX_WAIT_DOUBLINGS)))
     }
 }
 
@@ -232,7 +233,10 @@ async fn process_message(
     }
     let mut retries = Vec::new();
     if !decision.retry.is_empty() {
-        let delay = ctx.policy.retry_delay * 2u32.saturating_pow(batch.attempt.min(10));
+        let delay = ctx
+            .policy
+            .retry_delay
+            .saturating_mul(2u32.saturating_pow(batch.attempt.min(10)));
         let header = batch.with_items(Vec::new(), batch.attempt + 1);
         retries.extend(encode_retries(&header, decision.retry, delay));
     }
@@ -404,7 +408,10 @@ async fn process_scan(
         Some(Err(f)) if f.class.is_retryable() => {
             let exponent =
                 u32::try_from(message.dequeue_count.saturating_sub(1).min(10)).unwrap_or(10);
-            let delay = ctx.policy.retry_delay * 2u32.saturating_pow(exponent);
+            let delay = ctx
+                .policy
+                .retry_delay
+                .saturating_mul(2u32.saturating_pow(exponent));
             tracing::info!(message_id = %message.id, reason = %f.reason, delay_secs = delay.as_secs(), "scan failed; will retry");
             hand_back(delay, false).await;
             report.tally.retried = 1;
