@@ -471,6 +471,17 @@ fn resolve_entra(alias: &str, config: &AccountConfig) -> Result<Resolved, Accoun
     })
 }
 
+/// How an account names its blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Namespace {
+    /// Names are flat; `/` is a character like any other (Blob Storage).
+    Flat,
+    /// A hierarchical namespace (ADLS Gen2): directories are entries, files carry POSIX
+    /// ACLs, there are no blob index tags and listings come in another order.
+    Hierarchical,
+}
+
 impl StorageAccount {
     /// Resolves an account's credential (reading env vars and files) and endpoints.
     pub fn from_config(
@@ -624,6 +635,21 @@ impl StorageAccount {
             Auth::Token(t) => Some(t.clone()),
             _ => None,
         }
+    }
+
+    /// Whether the account has a hierarchical namespace (ADLS Gen2), from Get Account
+    /// Information (`x-ms-is-hns-enabled`; an account that does not say is flat).
+    /// <https://learn.microsoft.com/rest/api/storageservices/get-account-information>
+    pub async fn namespace(&self) -> azure_core::Result<Namespace> {
+        use azure_storage_blob::models::BlobServiceClientGetAccountInfoResultHeaders;
+        let service = self.blob_service().map_err(|e| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Other, e.to_string())
+        })?;
+        let response = service.get_account_info(None).await?;
+        Ok(match response.is_hierarchical_namespace_enabled()? {
+            Some(true) => Namespace::Hierarchical,
+            _ => Namespace::Flat,
+        })
     }
 
     pub fn blob_service(&self) -> Result<BlobServiceClient, AccountError> {

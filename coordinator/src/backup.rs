@@ -14,7 +14,7 @@ use lakevault_common::progress::Progress;
 use lakevault_common::queue::WorkQueue;
 use lakevault_common::record::rfc3339;
 use lakevault_common::select::is_glob;
-use lakevault_common::storage::StorageAccount;
+use lakevault_common::storage::{Namespace, StorageAccount};
 use lakevault_common::wire::{Location, MessageKind, ScanTask, WIRE_VERSION};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -131,7 +131,16 @@ pub struct BackupReport {
     /// Containers that could not be planned (missing, listing failed), with the reason. The
     /// other containers are planned regardless.
     pub failed: Vec<FailedContainer>,
+    /// What kind of namespace each account has (`null`: it could not be told).
+    pub namespaces: Namespaces,
     pub elapsed_seconds: f64,
+}
+
+/// The namespace of the source and of the backup account, as Get Account Information said.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Namespaces {
+    pub source: Option<Namespace>,
+    pub destination: Option<Namespace>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +205,9 @@ pub enum BackupError {
     },
     #[error("{0}")]
     Destination(String),
+    /// An account whose namespace this version cannot work with.
+    #[error("{0}")]
+    Namespace(String),
     #[error("container `{container}`: {message}")]
     Scan { container: String, message: String },
     #[error("enqueueing to `{queue}`: {message}")]
@@ -262,6 +274,42 @@ pub(crate) async fn selected_containers(
     Ok(out)
 }
 
+/// Asks both accounts what namespace they have, before anything is planned. A backup
+/// account with a hierarchical namespace is refused: lakevault keeps its record of each
+/// backed-up version in a blob index tag and older versions as snapshots, and such an
+/// account has neither. An account that cannot be asked (a SAS without service-level
+/// access) is taken as flat, with a warning.
+async fn check_namespaces(
+    config: &Config,
+    source: &StorageAccount,
+    destination: &StorageAccount,
+) -> Result<Namespaces, BackupError> {
+    let ask = async |account: &StorageAccount| match account.namespace().await {
+        Ok(namespace) => Some(namespace),
+        Err(e) => {
+            tracing::warn!(account = %account.alias, error = %describe(&e), "cannot tell the account's namespace (Get Account Information); taking it as flat");
+            None
+        }
+    };
+    let namespaces = Namespaces {
+        source: ask(source).await,
+        destination: ask(destination).await,
+    };
+    if namespaces.destination == Some(Namespace::Hierarchical) {
+        return Err(BackupError::Namespace(format!(
+            "backup account `{}` has a hierarchical namespace (ADLS Gen2): lakevault records each backed-up version in a blob index tag and keeps older versions as snapshots, and such an account has neither; back up into a storage account without a hierarchical namespace (set backup.destination to one)",
+            config.backup.destination
+        )));
+    }
+    if namespaces.source == Some(Namespace::Hierarchical) {
+        return Err(BackupError::Namespace(format!(
+            "source account `{}` has a hierarchical namespace (ADLS Gen2): this version of lakevault cannot back it up yet (such an account lists in another order and has no blob index tags); nothing was planned",
+            config.backup.source
+        )));
+    }
+    Ok(namespaces)
+}
+
 /// One container of a job: where it goes and since when it is scanned.
 #[derive(Debug, Clone, Copy)]
 struct ContainerTarget<'a> {
@@ -283,6 +331,7 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    let namespaces = check_namespaces(config, source, destination).await?;
     let mut skipped = Vec::new();
     let mut failed = Vec::new();
     let containers = selected_containers(config, source, &mut skipped, &mut failed).await?;
@@ -300,6 +349,7 @@ pub async fn run(
         dry_run: options.dry_run,
         skipped,
         failed,
+        namespaces,
         ..Default::default()
     };
     for (container, dest_name) in containers {

@@ -230,7 +230,30 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     if matches!(fault, Some(Fault::Hang)) {
         std::future::pending::<()>().await;
     }
-    let url = format!("{}{}", shared.upstream, target);
+    relay(
+        &shared.client,
+        &shared.upstream,
+        request,
+        matches!(fault, Some(Fault::Reset)),
+    )
+    .await
+}
+
+/// Sends `request` on to `upstream` (`http://host:port`) unchanged and returns its answer;
+/// with `reset`, the answer's body is cut off after its headers. Shared with the HNS façade.
+pub(crate) async fn relay(
+    client: &reqwest::Client,
+    upstream: &str,
+    request: Request,
+    reset: bool,
+) -> Response {
+    let method = request.method().as_str().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let url = format!("{upstream}{target}");
     let mut headers = HeaderMap::new();
     for (name, value) in request.headers() {
         if !hop_by_hop(name) {
@@ -239,8 +262,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let body = reqwest::Body::wrap_stream(request.into_body().into_data_stream());
-    let upstream = match shared
-        .client
+    let upstream = match client
         .request(method, url)
         .headers(headers)
         .body(body)
@@ -259,7 +281,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             builder = builder.header(name, value);
         }
     }
-    let body = if matches!(fault, Some(Fault::Reset)) {
+    let body = if reset {
         // Headers go out, then the body stream fails: the client sees the connection cut.
         Body::from_stream(futures::stream::once(async {
             Err::<bytes::Bytes, std::io::Error>(std::io::Error::new(

@@ -4,6 +4,7 @@
 pub mod azurite;
 pub mod conformance;
 pub mod fault_proxy;
+pub mod hns_facade;
 pub mod lake;
 pub mod scenario;
 pub mod soak;

@@ -15,6 +15,7 @@ mod incremental;
 mod lease;
 mod ledger;
 mod names;
+mod namespaces;
 mod network_faults;
 mod purge;
 mod redrive;

@@ -1,0 +1,84 @@
+//! Accounts with a hierarchical namespace (ADLS Gen2), presented by the HNS façade in front
+//! of the emulator: the coordinator asks each account what namespace it has before it plans
+//! anything, reports it, and refuses what this version cannot do, saying why.
+
+use lakevault_tests::Lab;
+use lakevault_tests::azurite::{BACKUP_ACCOUNT, SOURCE_ACCOUNT};
+use lakevault_tests::hns_facade::HnsFacade;
+use lakevault_tests::lake::{self, LakeSpec};
+use lakevault_tests::scenario::coordinator;
+use std::path::PathBuf;
+
+/// A config whose `account` blob endpoint is the façade's.
+async fn behind_facade(lab: &Lab, account: &str) -> (HnsFacade, PathBuf) {
+    let direct = lab.azurite.blob_endpoint(account);
+    let facade = HnsFacade::start(direct.trim_end_matches(&format!("/{account}")))
+        .await
+        .expect("facade");
+    let text = std::fs::read_to_string(&lab.path)
+        .expect("config")
+        .replace(&direct, &format!("{}/{account}", facade.url()));
+    assert!(
+        text.contains(&facade.url()),
+        "the endpoint is in the config"
+    );
+    let path = lab.dir.path().join(format!("hns-{account}.toml"));
+    std::fs::write(&path, text).expect("config");
+    (facade, path)
+}
+
+fn backup(path: &std::path::Path) -> (i32, String, String) {
+    let out = coordinator(path)
+        .expect("bin")
+        .args(["backup", "--output", "json"])
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_accounts_are_reported_flat_in_the_plan() {
+    let lab = Lab::start("ns-flat", &["data"]).expect("lab");
+    let spec = LakeSpec {
+        containers: vec!["data".into()],
+        blobs: 3,
+        large_bytes: 0,
+        seed: 5,
+    };
+    lake::seed(&lab.src, &spec).await.expect("seed");
+    let report = lab.coordinator_ok(&["backup", "--dry-run"]);
+    assert_eq!(report["namespaces"]["source"], "flat", "{report}");
+    assert_eq!(report["namespaces"]["destination"], "flat", "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_account_with_a_hierarchical_namespace_is_refused_with_the_reason() {
+    let lab = Lab::start("ns-dest", &["data"]).expect("lab");
+    let (_facade, path) = behind_facade(&lab, BACKUP_ACCOUNT).await;
+    let (code, stdout, stderr) = backup(&path);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("hierarchical namespace")
+            && stderr.contains("blob index tag")
+            && stderr.contains("backup.destination"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_a_hierarchical_namespace_is_refused_before_anything_is_planned() {
+    let lab = Lab::start("ns-src", &["data"]).expect("lab");
+    let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
+    let (code, stdout, stderr) = backup(&path);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("source account `source` has a hierarchical namespace"),
+        "{stderr}"
+    );
+    // Refused up front: no listing asked the façade for index tags.
+    assert_eq!(facade.refused(), 0);
+}
