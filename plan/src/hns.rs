@@ -73,6 +73,32 @@ pub trait Directories: Send + Sync {
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<LevelEntry, Self::Error>>;
 }
 
+/// The directories of one container, listed through the Blob service (`delimiter=/`,
+/// without index tags: an account with a hierarchical namespace has none).
+pub struct ContainerDirectories {
+    pub client: azure_storage_blob::BlobContainerClient,
+    /// Entries per listing page (`None`: the service's maximum).
+    pub page_size: Option<u32>,
+}
+
+impl std::fmt::Debug for ContainerDirectories {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerDirectories")
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directories for ContainerDirectories {
+    type Error = azure_core::Error;
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<LevelEntry, azure_core::Error>> {
+        match crate::listing::list_level(&self.client, prefix.to_string(), false, self.page_size) {
+            Ok(listing) => listing.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+}
+
 /// A prefix waiting to be walked, ordered as the flat order places it.
 #[derive(Debug, PartialEq, Eq)]
 struct Pending(String);

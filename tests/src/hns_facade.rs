@@ -17,8 +17,22 @@
 //!   "Blob index tags": not available with a hierarchical namespace;
 //!   <https://learn.microsoft.com/rest/api/storageservices/get-blob-tags>).
 //!
-//! Not emulated yet: the listing order and directories as entries, `include=permissions`,
-//! and the dfs endpoint (directories, access control).
+//! - List Blobs answers from the façade's own view of the container (read from the emulator
+//!   in full): a directory for every path above a blob, and a blob with metadata
+//!   `hdi_isfolder=true` is a directory too
+//!   (<https://learn.microsoft.com/azure/storage/blobs/data-lake-storage-namespace>);
+//!   entries in the order a hierarchical namespace lists them, a depth-first walk with
+//!   siblings in name order (`plan::hns::cmp_hns`); every entry with `ResourceType` `file` or
+//!   `directory` (<https://learn.microsoft.com/rest/api/storageservices/list-blobs>, "for
+//!   version 2020-10-02 and later, for accounts with a hierarchical namespace enabled, List
+//!   Blobs returns the ResourceType property element"); with `delimiter=/`, a directory as an
+//!   entry and as a `BlobPrefix` right after it (as Azure answers, see
+//!   <https://github.com/microsoft/ALAppExtensions/issues/24891>); continuation markers of
+//!   its own (opaque, not the emulator's).
+//!
+//! Not emulated yet: `include=permissions` (owner, group, permissions, ACL), the dfs
+//! endpoint (directories, access control), and a file with names below it (the emulator
+//! can hold `a` and `a/b`; an HNS account cannot: the façade shows `a` as a directory).
 
 use crate::fault_proxy::relay;
 use anyhow::Context;
@@ -26,6 +40,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::TryStreamExt;
+use lakevault_common::storage::StorageAccount;
+use lakevault_plan::hns::cmp_hns;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +51,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 struct Shared {
     upstream: String,
+    /// The account, straight to the emulator: what the façade reads its view from.
+    direct: StorageAccount,
     client: reqwest::Client,
     /// Requests the façade answered itself with a refusal.
     refused: AtomicUsize,
@@ -55,9 +75,10 @@ impl Drop for HnsFacade {
 impl HnsFacade {
     /// Starts a façade on a free loopback port in front of `upstream`
     /// (`http://127.0.0.1:port`, no path: the blob service of the emulator).
-    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+    pub async fn start(upstream: &str, direct: StorageAccount) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
+            direct,
             client: reqwest::Client::builder()
                 .no_gzip()
                 .no_brotli()
@@ -160,5 +181,242 @@ async fn serve(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             Some("InvalidQueryParameterValue"),
         );
     }
+    if has(&query, "restype", "container") && has(&query, "comp", "list") {
+        let path = request.uri().path().to_string();
+        return list_blobs(&shared, &path, &query).await;
+    }
     relay(&shared.client, &shared.upstream, request, false).await
+}
+
+/// One entry of the hierarchical namespace.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    directory: bool,
+    etag: String,
+    size: u64,
+    last_modified: String,
+    content_md5: Option<String>,
+    content_type: Option<String>,
+}
+
+/// What a listing page holds: an entry, or the prefix of a directory's children.
+#[derive(Debug, Clone)]
+enum Item {
+    Blob(Entry),
+    Prefix(String),
+}
+
+impl Item {
+    /// Where the item stands in the listing: a directory's prefix right after its entry.
+    fn position(&self) -> (&str, bool) {
+        match self {
+            Item::Blob(e) => (&e.name, false),
+            Item::Prefix(p) => (p.trim_end_matches('/'), true),
+        }
+    }
+
+    fn marker(&self) -> String {
+        let (name, prefix) = self.position();
+        format!("{}{}", if prefix { "p" } else { "b" }, hex::encode(name))
+    }
+}
+
+fn value<'q>(query: &'q [(String, String)], key: &str) -> Option<std::borrow::Cow<'q, str>> {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+}
+
+/// The container as a hierarchical namespace holds it, in its listing order.
+async fn namespace_view(direct: &StorageAccount, container: &str) -> anyhow::Result<Vec<Entry>> {
+    use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
+    let client = direct.container(container)?;
+    let options = BlobContainerClientListBlobsOptions {
+        include: Some(vec![ListBlobsIncludeItem::Metadata]),
+        ..Default::default()
+    };
+    let items: Vec<_> = client.list_blobs(Some(options))?.try_collect().await?;
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    for item in items {
+        let (Some(name), Some(props)) = (item.name, item.properties) else {
+            continue;
+        };
+        let folder = item
+            .metadata
+            .and_then(|m| m.values)
+            .is_some_and(|m| m.get("hdi_isfolder").is_some_and(|v| v == "true"));
+        entries.insert(
+            name.clone(),
+            Entry {
+                directory: folder,
+                etag: props.etag.map(|e| e.to_string()).unwrap_or_default(),
+                size: props.content_length.unwrap_or(0),
+                last_modified: props
+                    .last_modified
+                    .map(|t| azure_core::time::to_rfc7231(&t))
+                    .unwrap_or_default(),
+                content_md5: props
+                    .content_md5
+                    .filter(|m| !m.is_empty())
+                    .map(azure_core::base64::encode),
+                content_type: props.content_type,
+                name,
+            },
+        );
+    }
+    // Every path above an entry is a directory (also where the emulator holds a file).
+    let names: Vec<String> = entries.keys().cloned().collect();
+    for name in names {
+        let mut parent = name.as_str();
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            parent = up;
+            let implied = Entry {
+                name: up.to_string(),
+                directory: true,
+                etag: format!("\"0x8DD{:012X}\"", fnv(up)),
+                size: 0,
+                last_modified: azure_core::time::to_rfc7231(&time::OffsetDateTime::UNIX_EPOCH),
+                content_md5: None,
+                content_type: None,
+            };
+            let entry = entries.entry(up.to_string()).or_insert(implied);
+            entry.directory = true;
+        }
+    }
+    let mut view: Vec<Entry> = entries.into_values().collect();
+    view.sort_by(|a, b| cmp_hns(&a.name, &b.name));
+    Ok(view)
+}
+
+/// A stable number for a name (implied directories' ETags).
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3) & 0xFFFF_FFFF_FFFF
+    })
+}
+
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A name as List Blobs writes it: escaped, or percent-encoded (`Encoded="true"`) when it
+/// holds characters XML 1.0 cannot carry.
+fn xml_name(name: &str) -> String {
+    if name
+        .chars()
+        .any(|c| (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r')
+        || name.contains('\u{FFFE}')
+        || name.contains('\u{FFFF}')
+    {
+        let encoded =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        format!("<Name Encoded=\"true\">{encoded}</Name>")
+    } else {
+        format!("<Name>{}</Name>", xml_text(name))
+    }
+}
+
+fn render(item: &Item) -> String {
+    match item {
+        Item::Prefix(p) => format!("<BlobPrefix>{}</BlobPrefix>", xml_name(p)),
+        Item::Blob(e) => {
+            let mut props = format!(
+                "<Last-Modified>{}</Last-Modified><Etag>{}</Etag><Content-Length>{}</Content-Length>",
+                e.last_modified,
+                xml_text(&e.etag),
+                e.size
+            );
+            if let Some(t) = &e.content_type {
+                props.push_str(&format!("<Content-Type>{}</Content-Type>", xml_text(t)));
+            }
+            if let Some(m) = &e.content_md5 {
+                props.push_str(&format!("<Content-MD5>{m}</Content-MD5>"));
+            }
+            props.push_str("<BlobType>BlockBlob</BlobType>");
+            props.push_str(if e.directory {
+                "<ResourceType>directory</ResourceType>"
+            } else {
+                "<ResourceType>file</ResourceType>"
+            });
+            let metadata = if e.directory {
+                "<Metadata><hdi_isfolder>true</hdi_isfolder></Metadata>"
+            } else {
+                ""
+            };
+            format!(
+                "<Blob>{}<Properties>{props}</Properties>{metadata}</Blob>",
+                xml_name(&e.name)
+            )
+        }
+    }
+}
+
+/// List Blobs, as an account with a hierarchical namespace answers it.
+async fn list_blobs(shared: &Shared, path: &str, query: &[(String, String)]) -> Response {
+    let path = path.trim_start_matches('/');
+    let Some((_, container)) = path.split_once('/') else {
+        return answer(StatusCode::BAD_REQUEST, &[], Some("InvalidUri"));
+    };
+    let container = percent_encoding::percent_decode_str(container)
+        .decode_utf8_lossy()
+        .into_owned();
+    let view = match namespace_view(&shared.direct, &container).await {
+        Ok(view) => view,
+        Err(e) => {
+            tracing::warn!(error = %e, "HNS façade: reading the container failed");
+            return answer(StatusCode::NOT_FOUND, &[], Some("ContainerNotFound"));
+        }
+    };
+    let prefix = value(query, "prefix").unwrap_or_default().into_owned();
+    let hierarchical = value(query, "delimiter").is_some_and(|d| d == "/");
+    let max: usize = value(query, "maxresults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(5_000)
+        .clamp(1, 5_000);
+    let mut items = Vec::new();
+    for entry in view.into_iter().filter(|e| e.name.starts_with(&prefix)) {
+        if hierarchical {
+            if entry.name[prefix.len()..].contains('/') {
+                continue;
+            }
+            let directory = entry.directory.then(|| format!("{}/", entry.name));
+            items.push(Item::Blob(entry));
+            items.extend(directory.map(Item::Prefix));
+        } else {
+            items.push(Item::Blob(entry));
+        }
+    }
+    let start = match value(query, "marker").filter(|m| !m.is_empty()) {
+        Some(marker) => items
+            .iter()
+            .position(|i| i.marker() == marker.as_ref())
+            .unwrap_or(items.len()),
+        None => 0,
+    };
+    let page = &items[start.min(items.len())..];
+    let next = page.get(max).map(Item::marker);
+    let body: String = page.iter().take(max).map(render).collect();
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ContainerName=\"{}\"><Prefix>{}</Prefix><MaxResults>{max}</MaxResults>{}<Blobs>{body}</Blobs><NextMarker>{}</NextMarker></EnumerationResults>",
+        xml_text(&container),
+        xml_text(&prefix),
+        if hierarchical {
+            "<Delimiter>/</Delimiter>"
+        } else {
+            ""
+        },
+        next.unwrap_or_default()
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/xml")
+        .header("x-ms-version", "2025-11-05")
+        .header("x-ms-request-id", uuid::Uuid::new_v4().to_string())
+        .body(Body::from(xml))
+        .unwrap_or_default()
 }

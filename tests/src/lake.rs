@@ -112,6 +112,43 @@ async fn upload(
     Ok(())
 }
 
+/// Writes one blob as it is, nothing else set.
+pub async fn put(
+    account: &StorageAccount,
+    container: &str,
+    name: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    account
+        .blob(container, name)?
+        .upload(RequestContent::from(body.to_vec()), None)
+        .await
+        .with_context(|| format!("uploading {container}/{name}"))?;
+    Ok(())
+}
+
+/// Writes a directory as an account with a hierarchical namespace holds one when seen
+/// through the Blob service: an empty blob with metadata `hdi_isfolder=true`.
+pub async fn put_directory(
+    account: &StorageAccount,
+    container: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let options = BlockBlobClientUploadOptions {
+        metadata: Some(std::collections::HashMap::from([(
+            "hdi_isfolder".to_string(),
+            "true".to_string(),
+        )])),
+        ..Default::default()
+    };
+    account
+        .blob(container, name)?
+        .upload(RequestContent::from(Vec::new()), Some(options))
+        .await
+        .with_context(|| format!("creating directory {container}/{name}"))?;
+    Ok(())
+}
+
 /// Seeds the lake; returns (blobs, bytes).
 pub async fn seed(account: &StorageAccount, spec: &LakeSpec) -> anyhow::Result<(u64, u64)> {
     for c in &spec.containers {
