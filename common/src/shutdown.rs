@@ -36,19 +36,20 @@ pub fn cancel_on_signals(on_first: &'static str, on_second: &'static str) -> Sig
     let signals = Signals::default();
     let driven = signals.clone();
     tokio::spawn(async move {
+        // Said before acting: once `abort` is cancelled the process may exit at once.
         wait_for_signal().await;
-        driven.stop.cancel();
         say(on_first);
+        driven.stop.cancel();
         wait_for_signal().await;
-        driven.abort.cancel();
         say(on_second);
+        driven.abort.cancel();
     });
     signals
 }
 
 /// Tells the operator on stderr, if anyone still reads it: a log collector that went
 /// away (a closed pipe) must not keep the signal from taking effect (`eprintln!` would
-/// panic here and the signal would be lost).
+/// panic here and the signal would be lost). Never panics.
 fn say(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{text}");
