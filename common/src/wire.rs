@@ -115,6 +115,10 @@ pub struct CopyBatch {
     /// counted).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// The source account has a hierarchical namespace (ADLS Gen2): it has no blob index
+    /// tags, so none are read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_hierarchical: bool,
     pub items: Vec<CopyItem>,
 }
 
@@ -213,6 +217,10 @@ pub struct ScanTask {
     pub scan_started_at: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write_watermark: bool,
+    /// The source account has a hierarchical namespace: its directories are walked into
+    /// the flat order, and it has no blob index tags.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_hierarchical: bool,
     /// Deliveries handed back without a try (credentials failed, shutdown): they do not
     /// count against the dequeue limit.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -326,7 +334,6 @@ impl CopyBatch {
         serde_json::to_string(self).unwrap_or_else(|e| panic!("a CopyBatch always serialises: {e}"))
     }
 
-    /// A batch with the same header and other items.
     /// A new message of the same job and locations (its own deliveries, nothing carried).
     pub fn with_items(&self, items: Vec<CopyItem>, attempt: u32) -> Self {
         CopyBatch {
@@ -448,6 +455,7 @@ mod tests {
             items: vec![],
             handed_back: 0,
             waits: 0,
+            source_hierarchical: false,
             carried: Default::default(),
         }
     }

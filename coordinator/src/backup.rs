@@ -277,8 +277,9 @@ pub(crate) async fn selected_containers(
 /// Asks both accounts what namespace they have, before anything is planned. A backup
 /// account with a hierarchical namespace is refused: lakevault keeps its record of each
 /// backed-up version in a blob index tag and older versions as snapshots, and such an
-/// account has neither. An account that cannot be asked (a SAS without service-level
-/// access) is taken as flat, with a warning.
+/// account has neither. A source with one is walked directory by directory. An account
+/// that cannot be asked (a SAS without service-level access) is taken as flat, with a
+/// warning.
 async fn check_namespaces(
     config: &Config,
     source: &StorageAccount,
@@ -301,12 +302,6 @@ async fn check_namespaces(
             config.backup.destination
         )));
     }
-    if namespaces.source == Some(Namespace::Hierarchical) {
-        return Err(BackupError::Namespace(format!(
-            "source account `{}` has a hierarchical namespace (ADLS Gen2): this version of lakevault cannot back it up yet (such an account lists in another order and has no blob index tags); nothing was planned",
-            config.backup.source
-        )));
-    }
     Ok(namespaces)
 }
 
@@ -318,6 +313,8 @@ struct ContainerTarget<'a> {
     /// Incremental: the watermark minus the safety margin.
     modified_since: Option<time::OffsetDateTime>,
     scan_started: time::OffsetDateTime,
+    /// The source account has a hierarchical namespace.
+    source_hierarchical: bool,
 }
 
 /// Plans (and unless dry-run, enqueues) one backup job.
@@ -387,6 +384,7 @@ pub async fn run(
                 dest_name: &dest_name,
                 modified_since: since,
                 scan_started,
+                source_hierarchical: namespaces.source == Some(Namespace::Hierarchical),
             },
             cancel,
         )
@@ -462,6 +460,7 @@ async fn plan_container(
         dest_name,
         modified_since,
         scan_started,
+        ..
     } = target;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         BackupError::Destination(format!("{what} `{dest_name}`: {e}"))
@@ -490,6 +489,7 @@ async fn plan_container(
         modified_since,
         snapshot: options.snapshot,
         lease: options.lease,
+        source_hierarchical: target.source_hierarchical,
         max_tombstones: options.max_tombstones,
         sample: options.sample,
         dry_run: options.dry_run,
@@ -549,6 +549,7 @@ async fn plan_container(
                 max_tombstones: options.max_tombstones,
                 scan_started_at: rfc3339(scan_started),
                 write_watermark: options.write_watermarks,
+                source_hierarchical: scan.source_hierarchical,
                 handed_back: 0,
             };
             accounts

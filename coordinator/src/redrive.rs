@@ -239,6 +239,7 @@ mod tests {
             }],
             handed_back: 0,
             waits: 0,
+            source_hierarchical: false,
             carried: Default::default(),
         }
     }
@@ -280,6 +281,7 @@ mod tests {
             max_tombstones: 1,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: false,
+            source_hierarchical: false,
             handed_back: 0,
         };
         for text in [

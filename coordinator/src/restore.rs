@@ -208,6 +208,7 @@ pub async fn run(
         items: Vec::new(),
         handed_back: 0,
         waits: 0,
+        source_hierarchical: false,
         carried: Default::default(),
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);

@@ -177,8 +177,7 @@ async fn verify_container(
     destination: &StorageAccount,
     config: &Config,
     options: &VerifyOptions,
-    container: &str,
-    dest_name: &str,
+    (container, dest_name, hierarchical): (&str, &str, bool),
 ) -> Result<ContainerVerify, String> {
     let mut report = ContainerVerify {
         source_container: container.to_string(),
@@ -186,7 +185,8 @@ async fn verify_container(
         ..Default::default()
     };
     let filter = config.backup.filter();
-    let source_client = source.container(container).map_err(|e| e.to_string())?;
+    let source_client =
+        std::sync::Arc::new(source.container(container).map_err(|e| e.to_string())?);
     let dest_client = destination
         .container(dest_name)
         .map_err(|e| e.to_string())?;
@@ -194,9 +194,26 @@ async fn verify_container(
     let max = options.max_listed;
     for prefix in filter.listing_prefixes() {
         let selected = |b: &ListedBlob| futures::future::ready(filter.matches(&b.name));
-        let src = list_blobs(&source_client, prefix.clone(), true, None)
-            .map_err(|e| describe(&e))?
-            .try_filter(selected);
+        let src: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
+            if hierarchical {
+                let directories = lakevault_plan::hns::ContainerDirectories {
+                    client: source_client.clone(),
+                    page_size: None,
+                };
+                Box::pin(
+                    lakevault_plan::hns::walk_in_flat_order(
+                        directories,
+                        prefix.clone().unwrap_or_default(),
+                    )
+                    .map_err(lakevault_plan::scan::walk_error),
+                )
+            } else {
+                Box::pin(
+                    list_blobs(&source_client, prefix.clone(), true, None)
+                        .map_err(|e| describe(&e))?,
+                )
+            };
+        let src = src.try_filter(selected);
         let bak: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
             if backup_exists {
                 let filter = filter.clone();
@@ -290,8 +307,17 @@ pub async fn run(
     };
     let containers =
         selected_containers(config, source, &mut report.skipped, &mut report.failed).await?;
+    // A source with a hierarchical namespace is walked into the flat order, without tags.
+    let hierarchical = match source.namespace().await {
+        Ok(namespace) => namespace == lakevault_common::storage::Namespace::Hierarchical,
+        Err(e) => {
+            tracing::warn!(account = %source.alias, error = %describe(&e), "cannot tell the source's namespace; taking it as flat");
+            false
+        }
+    };
     for (container, dest_name) in containers {
-        match verify_container(source, destination, config, options, &container, &dest_name).await {
+        let target = (container.as_str(), dest_name.as_str(), hierarchical);
+        match verify_container(source, destination, config, options, target).await {
             Ok(c) => {
                 tracing::info!(container = %container, checked = c.checked, problems = c.problems, "container verified");
                 report.containers.push(c);

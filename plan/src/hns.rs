@@ -76,7 +76,7 @@ pub trait Directories: Send + Sync {
 /// The directories of one container, listed through the Blob service (`delimiter=/`,
 /// without index tags: an account with a hierarchical namespace has none).
 pub struct ContainerDirectories {
-    pub client: azure_storage_blob::BlobContainerClient,
+    pub client: std::sync::Arc<azure_storage_blob::BlobContainerClient>,
     /// Entries per listing page (`None`: the service's maximum).
     pub page_size: Option<u32>,
 }

@@ -2,7 +2,8 @@
 //! The coordinator runs this for its own shards, and workers run the very same code for
 //! scan tasks, so a plan does not depend on who scanned.
 
-use crate::diff::{Change, DiffError, changes};
+use crate::diff::{Change, DiffError, changes, cmp_names};
+use crate::hns::{ContainerDirectories, WalkError, walk_in_flat_order};
 use crate::listing::{LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
 use crate::shard::{self, MAX_CHILDREN};
 use azure_storage_blob::BlobContainerClient;
@@ -20,6 +21,7 @@ use lakevault_common::wire::{
     BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, PlannedBackup,
     Shard, WIRE_VERSION, pack,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +58,9 @@ pub struct ContainerScan {
     pub modified_since: Option<time::OffsetDateTime>,
     pub snapshot: bool,
     pub lease: bool,
+    /// The source account has a hierarchical namespace (ADLS Gen2): it is walked directory
+    /// by directory into the flat order the backup lists in, without index tags.
+    pub source_hierarchical: bool,
     pub max_tombstones: u64,
     /// Blob names to keep as a sample of what is copied.
     pub sample: usize,
@@ -103,6 +108,7 @@ impl ContainerScan {
             items: Vec::new(),
             handed_back: 0,
             waits: 0,
+            source_hierarchical: self.source_hierarchical,
             carried: Default::default(),
         }
     }
@@ -176,15 +182,29 @@ fn listing_error(e: azure_core::Error) -> ScanError {
     }
 }
 
-/// The blobs of one shard, in listing order.
+/// The blobs of one shard, in the flat listing order. An account with a hierarchical
+/// namespace (`hierarchical`) has no index tags, and its whole-prefix shards are walked
+/// directory by directory into that order ([`crate::hns`]); within one level both kinds of
+/// account list blobs in the same order.
 fn shard_listing(
-    client: &BlobContainerClient,
+    client: &Arc<BlobContainerClient>,
     shard: &Shard,
     page_size: Option<u32>,
+    hierarchical: bool,
 ) -> Result<BoxStream<'static, azure_core::Result<ListedBlob>>, azure_core::Error> {
+    let tags = !hierarchical;
+    if hierarchical && !shard.level {
+        let directories = ContainerDirectories {
+            client: client.clone(),
+            page_size,
+        };
+        return Ok(Box::pin(
+            walk_in_flat_order(directories, shard.prefix.clone()).map_err(walk_error),
+        ));
+    }
     if shard.level {
         Ok(Box::pin(
-            list_level(client, shard.prefix.clone(), true, page_size)?.try_filter_map(
+            list_level(client, shard.prefix.clone(), tags, page_size)?.try_filter_map(
                 |e| async move {
                     Ok(match e {
                         LevelEntry::Blob(b) => Some(b),
@@ -195,7 +215,18 @@ fn shard_listing(
         ))
     } else {
         let prefix = (!shard.prefix.is_empty()).then(|| shard.prefix.clone());
-        Ok(Box::pin(list_blobs(client, prefix, true, page_size)?))
+        Ok(Box::pin(list_blobs(client, prefix, tags, page_size)?))
+    }
+}
+
+/// A walk that stopped, as a listing error (a failed listing keeps its status and code).
+pub fn walk_error(e: WalkError<azure_core::Error>) -> azure_core::Error {
+    match e {
+        WalkError::Listing { source, .. } => source,
+        other => azure_core::Error::with_message(
+            azure_core::error::ErrorKind::DataConversion,
+            other.to_string(),
+        ),
     }
 }
 
@@ -214,6 +245,8 @@ async fn child_prefixes(
             out.push(p);
         }
     }
+    // An account with a hierarchical namespace lists `a/` before `a-b/`.
+    out.sort_by(|a, b| cmp_names(a, b));
     Ok(Some(out))
 }
 
@@ -341,29 +374,35 @@ pub async fn scan_shard(
     scan: &ContainerScan,
     shard: &Shard,
 ) -> Result<ShardScan, ScanError> {
-    let source_client = accounts.source.container(&scan.container)?;
-    let dest_client = accounts
-        .destination
-        .container(&scan.destination_container)?;
+    let source_client = Arc::new(accounts.source.container(&scan.container)?);
+    let dest_client = Arc::new(
+        accounts
+            .destination
+            .container(&scan.destination_container)?,
+    );
     let filter = &scan.filter;
     let modified_since = scan.modified_since;
     // Both sides go through the same filter, so a backup blob outside the selection is
     // never mistaken for one deleted in the source. Incremental: only what changed since
     // the watermark, and no backup listing (every selected blob is planned as new; copying
     // a version the backup has is harmless).
-    let source_listing = shard_listing(&source_client, shard, scan.page_size)
-        .map_err(listing_error)?
-        .try_filter(move |blob| {
-            futures::future::ready(
-                filter.matches(&blob.name)
-                    && modified_since.is_none_or(|t| modified_after(blob, t)),
-            )
-        });
+    let source_listing = shard_listing(
+        &source_client,
+        shard,
+        scan.page_size,
+        scan.source_hierarchical,
+    )
+    .map_err(listing_error)?
+    .try_filter(move |blob| {
+        futures::future::ready(
+            filter.matches(&blob.name) && modified_since.is_none_or(|t| modified_after(blob, t)),
+        )
+    });
     let backup_listing: BoxStream<'static, azure_core::Result<ListedBlob>> = if scan.lists_backup()
     {
         let filter = filter.clone();
         Box::pin(
-            shard_listing(&dest_client, shard, scan.page_size)
+            shard_listing(&dest_client, shard, scan.page_size, false)
                 .map_err(listing_error)?
                 .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
         )

@@ -18,8 +18,9 @@
 //!   <https://learn.microsoft.com/rest/api/storageservices/get-blob-tags>).
 //!
 //! - List Blobs answers from the façade's own view of the container (read from the emulator
-//!   in full): a directory for every path above a blob, and a blob with metadata
-//!   `hdi_isfolder=true` is a directory too
+//!   in full): a directory for every path above a blob (created in the emulator as an empty
+//!   blob with `hdi_isfolder=true` when missing, so that it can be read and copied), and a
+//!   blob with metadata `hdi_isfolder=true` is a directory too
 //!   (<https://learn.microsoft.com/azure/storage/blobs/data-lake-storage-namespace>);
 //!   entries in the order a hierarchical namespace lists them, a depth-first walk with
 //!   siblings in name order (`plan::hns::cmp_hns`); every entry with `ResourceType` `file` or
@@ -222,15 +223,32 @@ impl Item {
     }
 }
 
-fn value<'q>(query: &'q [(String, String)], key: &str) -> Option<std::borrow::Cow<'q, str>> {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+/// A query value, decoded as a form value (`+` is a space; the SDK writes spaces so).
+fn value(query: &[(String, String)], key: &str) -> Option<String> {
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| {
+        percent_encoding::percent_decode_str(&v.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
-/// The container as a hierarchical namespace holds it, in its listing order.
+/// The container as a hierarchical namespace holds it, in its listing order. A directory
+/// the emulator holds no blob for (a path above a blob) is created there first, as an
+/// empty blob with `hdi_isfolder=true`: on an HNS account every directory exists, and reads
+/// and copies of it go straight to the emulator.
 async fn namespace_view(direct: &StorageAccount, container: &str) -> anyhow::Result<Vec<Entry>> {
+    let view = read_view(direct, container).await?;
+    let missing: Vec<&Entry> = view.iter().filter(|e| e.etag.is_empty()).collect();
+    if missing.is_empty() {
+        return Ok(view);
+    }
+    for dir in missing {
+        crate::lake::put_directory(direct, container, &dir.name).await?;
+    }
+    read_view(direct, container).await
+}
+
+async fn read_view(direct: &StorageAccount, container: &str) -> anyhow::Result<Vec<Entry>> {
     use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
     let client = direct.container(container)?;
     let options = BlobContainerClientListBlobsOptions {
@@ -272,10 +290,11 @@ async fn namespace_view(direct: &StorageAccount, container: &str) -> anyhow::Res
         let mut parent = name.as_str();
         while let Some((up, _)) = parent.rsplit_once('/') {
             parent = up;
+            // No ETag: not in the emulator yet (created by `namespace_view`).
             let implied = Entry {
                 name: up.to_string(),
                 directory: true,
-                etag: format!("\"0x8DD{:012X}\"", fnv(up)),
+                etag: String::new(),
                 size: 0,
                 last_modified: azure_core::time::to_rfc7231(&time::OffsetDateTime::UNIX_EPOCH),
                 content_md5: None,
@@ -288,13 +307,6 @@ async fn namespace_view(direct: &StorageAccount, container: &str) -> anyhow::Res
     let mut view: Vec<Entry> = entries.into_values().collect();
     view.sort_by(|a, b| cmp_hns(&a.name, &b.name));
     Ok(view)
-}
-
-/// A stable number for a name (implied directories' ETags).
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3) & 0xFFFF_FFFF_FFFF
-    })
 }
 
 fn xml_text(text: &str) -> String {
@@ -372,7 +384,7 @@ async fn list_blobs(shared: &Shared, path: &str, query: &[(String, String)]) -> 
             return answer(StatusCode::NOT_FOUND, &[], Some("ContainerNotFound"));
         }
     };
-    let prefix = value(query, "prefix").unwrap_or_default().into_owned();
+    let prefix = value(query, "prefix").unwrap_or_default();
     let hierarchical = value(query, "delimiter").is_some_and(|d| d == "/");
     let max: usize = value(query, "maxresults")
         .and_then(|m| m.parse().ok())
@@ -394,7 +406,7 @@ async fn list_blobs(shared: &Shared, path: &str, query: &[(String, String)]) -> 
     let start = match value(query, "marker").filter(|m| !m.is_empty()) {
         Some(marker) => items
             .iter()
-            .position(|i| i.marker() == marker.as_ref())
+            .position(|i| i.marker() == marker)
             .unwrap_or(items.len()),
         None => 0,
     };

@@ -322,6 +322,7 @@ fn container_scan(
         modified_since,
         snapshot: task.snapshot,
         lease: task.lease,
+        source_hierarchical: task.source_hierarchical,
         max_tombstones: task.max_tombstones,
         sample: SAMPLE,
         dry_run: false,
@@ -397,6 +398,7 @@ mod tests {
             max_tombstones: 10,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: true,
+            source_hierarchical: false,
             handed_back: 0,
         }
     }

@@ -6,7 +6,7 @@ use lakevault_tests::Lab;
 use lakevault_tests::azurite::{BACKUP_ACCOUNT, SOURCE_ACCOUNT};
 use lakevault_tests::hns_facade::HnsFacade;
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::coordinator;
+use lakevault_tests::scenario::{coordinator, drain};
 use std::path::PathBuf;
 
 /// A config whose `account` blob endpoint is the façade's.
@@ -74,18 +74,105 @@ async fn a_backup_account_with_a_hierarchical_namespace_is_refused_with_the_reas
     );
 }
 
+/// The names of a data lake that put the two orders apart: a directory next to siblings
+/// that start with its name and go on below `/` (`-`, `.`, space), partitions, markers,
+/// an empty directory.
+const LAKE: [&str; 14] = [
+    "A/dat1",
+    "A-B/dat2",
+    "A-B-C",
+    "AB/AB",
+    "AB/dat4",
+    "AB.txt",
+    "sales/year=2024/month=01/part-0.parquet",
+    "sales/year=2024/month=01/_SUCCESS",
+    "sales/year=2024/month=02/part-0.parquet",
+    "sales-2024/summary.csv",
+    "sales.csv",
+    "sales 2023/old.csv",
+    "raw/événements/e1.json",
+    "raw/événements-archive/e0.json",
+];
+
+/// A hierarchical source, planned through the façade: directories are walked into the
+/// flat order the backup lists in, nothing asks for index tags, every file and directory
+/// (also an empty one) is backed up, and a full re-plan, sharded or not, finds nothing
+/// to do: the diff of an HNS source against its flat backup holds its order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_with_a_hierarchical_namespace_is_refused_before_anything_is_planned() {
+async fn a_hierarchical_source_is_backed_up_with_its_directories() {
     let lab = Lab::start("ns-src", &["data"]).expect("lab");
+    lab.src.ensure_container("data").await.expect("container");
+    for name in LAKE {
+        lake::put(&lab.src, "data", name, name.as_bytes())
+            .await
+            .expect("put");
+    }
+    lake::put_directory(&lab.src, "data", "staging")
+        .await
+        .expect("directory");
     let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
+    // The files, their 12 directories, and the empty one.
+    let entries = LAKE.len() as u64 + 13;
+
+    // The coordinator plans through the façade; workers copy straight from the emulator
+    // (which cannot fetch a copy source from another address).
     let (code, stdout, stderr) = backup(&path);
-    assert_eq!(code, 2, "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("source account `source` has a hierarchical namespace"),
-        "{stderr}"
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(report["namespaces"]["source"], "hierarchical", "{report}");
+    assert_eq!(report["containers"][0]["new"], entries, "{report}");
+    assert_eq!(facade.refused(), 0, "no index tags asked of the source");
+    let pass = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!((pass.copied, pass.poisoned), (entries, 0), "{pass:?}");
+    lab.assert_backup_matches(&[("data", "data")], entries)
+        .await;
+    // verify walks the source the same way.
+    let out = coordinator(&path)
+        .expect("bin")
+        .args(["verify", "--deep", "--output", "json"])
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // Refused up front: no listing asked the façade for index tags.
-    assert_eq!(facade.refused(), 0);
+    let verified: serde_json::Value = serde_json::from_str(&stdout).expect("verify report");
+    assert_eq!(verified["containers"][0]["checked"], entries, "{verified}");
+    assert_eq!(verified["containers"][0]["ok"], entries, "{verified}");
+    assert_eq!(facade.refused(), 0, "no index tags asked of the source");
+
+    for shards in ["1", "6"] {
+        let out = coordinator(&path)
+            .expect("bin")
+            .args(["backup", "--output", "json", "--shards", shards])
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(&stdout).expect("report");
+        let containers = report["containers"].as_array().expect("containers");
+        let planned: u64 = containers
+            .iter()
+            .map(|c| c["new"].as_u64().unwrap_or(0) + c["changed"].as_u64().unwrap_or(0))
+            .sum();
+        let unchanged: u64 = containers
+            .iter()
+            .map(|c| c["unchanged"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            (planned, unchanged),
+            (0, entries),
+            "{shards} shards: {report}"
+        );
+    }
 }
 
 /// The façade lists the container as an account with a hierarchical namespace does (the
@@ -131,7 +218,7 @@ async fn the_facade_lists_in_hns_order_and_the_walk_brings_it_into_flat_order() 
     assert_eq!(facade.refused(), 1);
 
     let directories = ContainerDirectories {
-        client: hns.container("data").expect("client"),
+        client: std::sync::Arc::new(hns.container("data").expect("client")),
         page_size: Some(2),
     };
     let walked: Vec<String> = walk_in_flat_order(directories, String::new())

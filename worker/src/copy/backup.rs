@@ -182,7 +182,8 @@ impl CopyEngine {
                 // change without a new ETag; a re-driven item carries its planning-time
                 // tags): judge by the source's current tags once.
                 Err(_) if version.tags.is_none() => {
-                    version.tags = Some(read_tags(source, source_blob).await?);
+                    version.tags =
+                        Some(read_tags(source, source_blob, batch.source_hierarchical).await?);
                     self.backup_tags(batch, item, &version)?;
                 }
                 Err(refused) => return Err(refused),
@@ -197,7 +198,14 @@ impl CopyEngine {
                         Some(condition) => condition,
                         // Another writer got there first, likely with a newer version.
                         None => {
-                            if !follow_source(source, source_blob, &mut version).await? {
+                            if !follow_source(
+                                source,
+                                source_blob,
+                                &mut version,
+                                batch.source_hierarchical,
+                            )
+                            .await?
+                            {
                                 return Ok(ItemOutcome::SourceGone);
                             }
                             known = Known::Unknown;
@@ -252,7 +260,9 @@ impl CopyEngine {
             }
             if is_conflict(&failure) {
                 tracing::debug!(blob = %item.name, reason = %failure.reason, "conflict; reading source and backup again");
-                if !follow_source(source, source_blob, &mut version).await? {
+                if !follow_source(source, source_blob, &mut version, batch.source_hierarchical)
+                    .await?
+                {
                     return Ok(ItemOutcome::SourceGone);
                 }
                 known = Known::Unknown;
@@ -469,6 +479,7 @@ async fn follow_source(
     source: &dyn BlobStore,
     blob: BlobRef<'_>,
     version: &mut SourceVersion,
+    hierarchical: bool,
 ) -> Result<bool, ItemFailure> {
     if blob.snapshot.is_some() {
         return Ok(true);
@@ -477,7 +488,7 @@ async fn follow_source(
         Some(current) if current.etag == version.etag => {}
         Some(mut current) => {
             // The planned tags belong to the old version.
-            current.tags = Some(read_tags(source, blob).await?);
+            current.tags = Some(read_tags(source, blob, hierarchical).await?);
             *version = current;
         }
         None => return Ok(false),
@@ -506,11 +517,16 @@ async fn read_source(
     }
 }
 
-/// The source's current index tags.
+/// The source's current index tags; none, without a request, on an account with a
+/// hierarchical namespace (`hierarchical`), which has no index tags and refuses the read.
 async fn read_tags(
     source: &dyn BlobStore,
     blob: BlobRef<'_>,
+    hierarchical: bool,
 ) -> Result<BTreeMap<String, String>, ItemFailure> {
+    if hierarchical {
+        return Ok(BTreeMap::new());
+    }
     source.tags(blob.at_snapshot(None)).await.map_err(|e| {
         ItemFailure::from_store(
             "reading source index tags (needs the `t` permission)",

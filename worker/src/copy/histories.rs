@@ -842,6 +842,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         attempt: 0,
         handed_back: 0,
         waits: 0,
+        source_hierarchical: false,
         carried: Default::default(),
         source: Location {
             account: "src".into(),

@@ -49,6 +49,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         items: Vec::new(),
         handed_back: 0,
         waits: 0,
+        source_hierarchical: false,
         carried: Default::default(),
     }
 }
@@ -1314,4 +1315,42 @@ async fn a_source_snapshot_that_cannot_be_deleted_keeps_its_item_open() {
         ItemOutcome::AlreadyCurrent
     );
     assert!(rig.src.snapshot_ids("data", "a.csv").is_empty());
+}
+
+/// A source with a hierarchical namespace has no index tags and refuses to read them: a
+/// copy that follows the source to a newer version (which re-reads the tags of a flat
+/// source) reads none, and the backup blob carries only the record.
+#[tokio::test]
+async fn a_hierarchical_source_is_copied_without_reading_index_tags() {
+    let rig = rig();
+    rig.src.write("data", "dir/a.csv", b"v1", &[]);
+    let item = planned(&rig, "dir/a.csv").await;
+    let v2 = rig.src.write("data", "dir/a.csv", b"v2", &[]);
+    let planning_reads = rig.world.calls("src", Op::Tags);
+    rig.world.inject(
+        Fault::on(
+            Op::Tags,
+            Action::Fail(400, Code::InvalidQueryParameterValue),
+        )
+        .account("src"),
+    );
+    let hns = CopyBatch {
+        source_hierarchical: true,
+        ..batch(MessageKind::Copy)
+    };
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&hns, &item)
+        .await
+        .expect("copied");
+    assert!(
+        matches!(&outcome, ItemOutcome::Copied { source_etag, .. } if *source_etag == v2),
+        "{outcome:?}"
+    );
+    assert_eq!(rig.world.calls("src", Op::Tags), planning_reads);
+    let tags = rig
+        .bak
+        .tags(BlobRef::new("data", "dir/a.csv"))
+        .await
+        .unwrap();
+    assert_eq!(tags.keys().collect::<Vec<_>>(), [RECORD_TAG]);
 }

@@ -215,6 +215,7 @@ mod tests {
             items: Vec::new(),
             handed_back: 0,
             waits: 0,
+            source_hierarchical: false,
             carried: Default::default(),
         }
     }

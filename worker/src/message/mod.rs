@@ -726,6 +726,7 @@ mod tests {
                 .collect(),
             handed_back: 0,
             waits: 0,
+            source_hierarchical: false,
             carried: Default::default(),
         }
     }
@@ -956,6 +957,7 @@ mod tests {
             max_tombstones: 10,
             scan_started_at: "2026-01-01T00:00:00Z".into(),
             write_watermark: true,
+            source_hierarchical: false,
             handed_back: 0,
         }
         .encode()
