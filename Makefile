@@ -3,8 +3,9 @@
 #   make test   unit, property and Azurite integration tests, and the offline checks of
 #               the deployment files (docker/, infra/: make check-infra)
 #   make bench  coordinator list + diff at 50k/100k/200k blobs; writes docs/benchmarks.md (slow)
+#   make bench-hns  listing requests of an ADLS Gen2 directory walk next to a flat listing
 #   make soak   20,000 blobs backed up under kills, faults and a writer; nothing may be lost (slow)
-.PHONY: demo test bench soak azurite build check-infra fmt lint clean
+.PHONY: demo test bench bench-hns soak azurite build check-infra fmt lint clean
 
 CARGO ?= cargo
 
@@ -29,6 +30,11 @@ test: azurite build check-infra
 
 bench:
 	bash scripts/bench.sh
+
+# Listing requests of an HNS walk next to a flat listing of the same lake (counts, not
+# times). Writes target/hns-listing.md.
+bench-hns: azurite
+	$(CARGO) run --release -p lakevault-tests --bin lakevault-hns-listing
 
 # 20,000 blobs under kills, faults and a writer; not part of `make test` (its short
 # version is: it::soak). Writes target/soak.json.

@@ -57,6 +57,8 @@ struct Shared {
     client: reqwest::Client,
     /// Requests the façade answered itself with a refusal.
     refused: AtomicUsize,
+    /// List Blobs requests answered.
+    listings: AtomicUsize,
 }
 
 /// A running façade; stops when dropped.
@@ -87,6 +89,7 @@ impl HnsFacade {
                 .no_zstd()
                 .build()?,
             refused: AtomicUsize::new(0),
+            listings: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -110,6 +113,11 @@ impl HnsFacade {
     /// (blob index tags).
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// List Blobs requests answered so far (pages, each one request).
+    pub fn listings(&self) -> usize {
+        self.shared.listings.load(Ordering::SeqCst)
     }
 }
 
@@ -184,6 +192,7 @@ async fn serve(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     }
     if has(&query, "restype", "container") && has(&query, "comp", "list") {
         let path = request.uri().path().to_string();
+        shared.listings.fetch_add(1, Ordering::SeqCst);
         return list_blobs(&shared, &path, &query).await;
     }
     relay(&shared.client, &shared.upstream, request, false).await

@@ -175,6 +175,46 @@ async fn a_hierarchical_source_is_backed_up_with_its_directories() {
     }
 }
 
+/// A distributed scan of a hierarchical source: workers run the scan tasks through the
+/// façade (walking their shard), then copy what they planned. The emulator cannot fetch a
+/// copy source from the façade's address, so these workers copy through themselves
+/// (`--stream-fallback`), as a worker does when a firewall sits between two accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_scan_of_a_hierarchical_source_plans_what_one_scan_plans() {
+    let lab = Lab::start("ns-dist", &["data"]).expect("lab");
+    lab.src.ensure_container("data").await.expect("container");
+    for name in LAKE {
+        lake::put(&lab.src, "data", name, name.as_bytes())
+            .await
+            .expect("put");
+    }
+    let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
+    let entries = LAKE.len() as u64 + 12;
+    let out = coordinator(&path)
+        .expect("bin")
+        .args([
+            "backup",
+            "--output",
+            "json",
+            "--distributed-scan",
+            "--shards",
+            "6",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pass = drain(&path, 2, &["--stream-fallback"]).expect("workers");
+    assert_eq!((pass.copied, pass.poisoned), (entries, 0), "{pass:?}");
+    assert_eq!(facade.refused(), 0, "no index tags asked of the source");
+    lab.assert_backup_matches(&[("data", "data")], entries)
+        .await;
+}
+
 /// The façade lists the container as an account with a hierarchical namespace does (the
 /// example of the ordering trap, an empty directory, pages of a few entries), refuses
 /// index tags, and the walk brings its directory listings into the flat order.
