@@ -261,6 +261,17 @@ pub async fn run(spec: &SoakSpec) -> anyhow::Result<SoakReport> {
         lab.bak.queue(&format!("{QUEUE}-poison"))?,
     );
     report.poisoned = poison.approximate_len().await.unwrap_or(0);
+    // Why, when anything was: the records name each item and its reason.
+    if report.poisoned > 0
+        && let Ok(records) = poison.receive(32, Duration::from_secs(30)).await
+    {
+        report.problems.extend(
+            records
+                .into_iter()
+                .take(10)
+                .map(|r| format!("poisoned: {}", r.text)),
+        );
+    }
 
     // 1. The test kit's own comparison.
     let compared =

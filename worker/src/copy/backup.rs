@@ -101,6 +101,9 @@ fn is_conflict(failure: &ItemFailure) -> bool {
 enum Unreadable {
     /// Listed at planning time, gone now: deleted meanwhile.
     Gone,
+    /// The source holds another version than the one copied now (deleted and written
+    /// again while the copy read it): judged again, like a failed source condition.
+    Changed,
     /// The worker can read it, the backup service cannot: this blob, or the network path
     /// between the services. The failure explains it.
     ByServiceOnly(ItemFailure),
@@ -245,8 +248,24 @@ impl CopyEngine {
             // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
             // service could not read the source, which is not proof the blob is gone.
             if failure.has_service_code(StorageErrorCode::CannotVerifyCopySource) {
-                return match diagnose_unreadable_source(source, source_blob, failure).await? {
+                return match diagnose_unreadable_source(source, source_blob, &version.etag, failure)
+                    .await?
+                {
                     Unreadable::Gone => Ok(ItemOutcome::SourceGone),
+                    Unreadable::Changed => {
+                        if !follow_source(
+                            source,
+                            source_blob,
+                            &mut version,
+                            batch.source_hierarchical,
+                        )
+                        .await?
+                        {
+                            return Ok(ItemOutcome::SourceGone);
+                        }
+                        known = Known::Unknown;
+                        continue;
+                    }
                     Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => Err(f),
                     Unreadable::ByServiceOnly(_) => {
                         let bytes = self.stream_copy(copy_source, target).await?;
@@ -543,11 +562,16 @@ async fn read_tags(
 async fn diagnose_unreadable_source(
     source: &dyn BlobStore,
     blob: BlobRef<'_>,
+    copied_etag: &str,
     failure: ItemFailure,
 ) -> Result<Unreadable, ItemFailure> {
     // The very version the copy read: a source snapshot can be gone while the blob lives
-    // on (deleted with its snapshots, then written again).
+    // on (deleted with its snapshots, then written again). A blob that is there with
+    // another ETag was replaced while the copy read it: not a path the service cannot take.
     let direct = match source.properties(blob).await {
+        Ok(p) if normalise_etag(&p.etag) != normalise_etag(copied_etag) => {
+            return Ok(Unreadable::Changed);
+        }
         Ok(_) => Ok(Some(())),
         Err(e) if e.class(Side::Source) == FailureClass::SourceMissing => Ok(None),
         Err(e) => Err(ItemFailure::from_store(

@@ -1354,3 +1354,31 @@ async fn a_hierarchical_source_is_copied_without_reading_index_tags() {
         .unwrap();
     assert_eq!(tags.keys().collect::<Vec<_>>(), [RECORD_TAG]);
 }
+
+/// The backup service answers `CannotVerifyCopySource` because the source blob was deleted
+/// while it read it, and by the time the worker looks the blob is back with new content.
+/// That is a changed source, not a path the service cannot take: the copy follows it to
+/// its new version instead of poisoning the item as unreachable.
+#[tokio::test]
+async fn a_source_replaced_while_the_service_read_it_is_followed_not_poisoned() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let item = planned(&rig, "a.csv").await;
+    let v2 = rig.src.write("data", "a.csv", b"v2", &[]);
+    rig.world.inject(
+        Fault::on(
+            Op::CopyFromUrl,
+            Action::Fail(404, Code::CannotVerifyCopySource),
+        )
+        .account("bak"),
+    );
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect("followed to the new version");
+    assert!(
+        matches!(&outcome, ItemOutcome::Copied { source_etag, .. } if *source_etag == v2),
+        "{outcome:?}"
+    );
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
+}
