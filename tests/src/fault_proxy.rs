@@ -120,24 +120,13 @@ impl FaultProxy {
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
-            client: reqwest::Client::builder()
-                .no_gzip()
-                .no_brotli()
-                .no_deflate()
-                .no_zstd()
-                .build()?,
+            client: relay_client()?,
             rules: Mutex::new(Vec::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the fault proxy")?;
-        let addr = listener.local_addr()?;
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_on_loopback(app, "the fault proxy").await?;
         Ok(Self { addr, shared, task })
     }
 
@@ -166,6 +155,31 @@ impl FaultProxy {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RuleState>> {
         self.shared.rules.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The HTTP client that passes requests on: bodies as they are (no decompression).
+pub(crate) fn relay_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
+        .build()
+}
+
+/// Serves `app` on a free loopback port until the task is aborted.
+pub(crate) async fn serve_on_loopback(
+    app: axum::Router,
+    what: &str,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .with_context(|| format!("binding {what}"))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
 }
 
 /// The fault for this request, if a rule says so (counting the match either way).

@@ -35,8 +35,7 @@
 //! endpoint (directories, access control), and a file with names below it (the emulator
 //! can hold `a` and `a/b`; an HNS account cannot: the façade shows `a` as a directory).
 
-use crate::fault_proxy::relay;
-use anyhow::Context;
+use crate::fault_proxy::{relay, relay_client, serve_on_loopback};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -82,25 +81,14 @@ impl HnsFacade {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             direct,
-            client: reqwest::Client::builder()
-                .no_gzip()
-                .no_brotli()
-                .no_deflate()
-                .no_zstd()
-                .build()?,
+            client: relay_client()?,
             refused: AtomicUsize::new(0),
             listings: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the HNS façade")?;
-        let addr = listener.local_addr()?;
         let app = axum::Router::new()
             .fallback(serve)
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_on_loopback(app, "the HNS façade").await?;
         Ok(Self { addr, shared, task })
     }
 

@@ -248,49 +248,37 @@ impl CopyEngine {
             // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
             // service could not read the source, which is not proof the blob is gone.
             if failure.has_service_code(StorageErrorCode::CannotVerifyCopySource) {
-                return match diagnose_unreadable_source(source, source_blob, &version.etag, failure)
+                match diagnose_unreadable_source(source, source_blob, &version.etag, failure)
                     .await?
                 {
-                    Unreadable::Gone => Ok(ItemOutcome::SourceGone),
-                    Unreadable::Changed => {
-                        if !follow_source(
-                            source,
-                            source_blob,
-                            &mut version,
-                            batch.source_hierarchical,
-                        )
-                        .await?
-                        {
-                            return Ok(ItemOutcome::SourceGone);
-                        }
-                        known = Known::Unknown;
-                        continue;
+                    Unreadable::Gone => return Ok(ItemOutcome::SourceGone),
+                    // Replaced while the service read it: judged again below.
+                    Unreadable::Changed => {}
+                    Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => {
+                        return Err(f);
                     }
-                    Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => Err(f),
                     Unreadable::ByServiceOnly(_) => {
                         let bytes = self.stream_copy(copy_source, target).await?;
-                        Ok(ItemOutcome::Copied {
+                        return Ok(ItemOutcome::Copied {
                             bytes,
                             source_etag: version.etag,
                             kept_previous: kept.is_some(),
-                        })
+                        });
                     }
-                };
-            }
-            if is_conflict(&failure) {
-                tracing::debug!(blob = %item.name, reason = %failure.reason, "conflict; reading source and backup again");
-                if !follow_source(source, source_blob, &mut version, batch.source_hierarchical)
-                    .await?
-                {
-                    return Ok(ItemOutcome::SourceGone);
                 }
-                known = Known::Unknown;
-                continue;
-            }
-            return match failure.class {
-                FailureClass::SourceMissing => Ok(ItemOutcome::SourceGone),
-                _ => Err(failure),
+            } else if is_conflict(&failure) {
+                tracing::debug!(blob = %item.name, reason = %failure.reason, "conflict; reading source and backup again");
+            } else {
+                return match failure.class {
+                    FailureClass::SourceMissing => Ok(ItemOutcome::SourceGone),
+                    _ => Err(failure),
+                };
             };
+            // The source or the backup changed: read both again and judge again.
+            if !follow_source(source, source_blob, &mut version, batch.source_hierarchical).await? {
+                return Ok(ItemOutcome::SourceGone);
+            }
+            known = Known::Unknown;
         }
         Err(ItemFailure {
             code: Some(super::FailureCode::Refusal(Refusal::SourceKeptChanging)),
