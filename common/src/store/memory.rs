@@ -215,6 +215,10 @@ struct State {
     last_snapshot: Option<time::OffsetDateTime>,
     /// Added to the wall clock: lets a test move the service's time forward.
     clock_offset: time::Duration,
+    /// How a copy whose source is missing is answered: Azure's `404
+    /// CannotVerifyCopySource`, or (`true`) Azurite's `404 BlobNotFound`, which it gives
+    /// for a source deleted between its check of the source and the copy.
+    missing_source_as_blob_not_found: bool,
 }
 
 /// Every account of one in-memory service; copies between its accounts resolve here.
@@ -228,6 +232,12 @@ const SCHEME: &str = "memory://";
 impl World {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Answers a copy from a missing source as Azurite can, `404 BlobNotFound` (from the
+    /// account written to), instead of `404 CannotVerifyCopySource`.
+    pub fn answer_missing_copy_sources_like_azurite(&self) {
+        self.lock().missing_source_as_blob_not_found = true;
     }
 
     /// A store for the account `alias` (created empty the first time).
@@ -598,7 +608,18 @@ impl MemoryStore {
             .map_err(|_| unreadable())?
             .into_owned();
         let blob = BlobRef::new(container, &name).at_snapshot(snapshot);
-        let version = state.version(account, blob).map_err(|_| unreadable())?;
+        let version = state.version(account, blob).map_err(|_| {
+            if state.missing_source_as_blob_not_found {
+                StoreError::answered(
+                    &self.alias,
+                    404,
+                    Code::BlobNotFound,
+                    "The specified blob does not exist.",
+                )
+            } else {
+                unreadable()
+            }
+        })?;
         if let Some(expected) = source_if_match
             && expected != version.etag
         {

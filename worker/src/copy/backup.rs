@@ -97,7 +97,8 @@ fn is_conflict(failure: &ItemFailure) -> bool {
         || failure.has_service_code(StorageErrorCode::BlobAlreadyExists)
 }
 
-/// What reading the source directly says about a `CannotVerifyCopySource`.
+/// What reading the source directly says about a `CannotVerifyCopySource` (or a `404
+/// BlobNotFound` answered to the copy).
 enum Unreadable {
     /// Listed at planning time, gone now: deleted meanwhile.
     Gone,
@@ -246,14 +247,22 @@ impl CopyEngine {
                 Err(f) => f,
             };
             // Before `SourceMissing`: a 404 CannotVerifyCopySource only says the backup
-            // service could not read the source, which is not proof the blob is gone.
-            if failure.has_service_code(StorageErrorCode::CannotVerifyCopySource) {
+            // service could not read the source, which is not proof the blob is gone. A
+            // 404 BlobNotFound of the write names no side either: Azurite answers it for
+            // a source deleted between its check of the source and the copy, and it can
+            // be about the backup blob the condition named. Only a read of the source
+            // tells.
+            let not_found = failure.has_service_code(StorageErrorCode::BlobNotFound);
+            if not_found || failure.has_service_code(StorageErrorCode::CannotVerifyCopySource) {
                 match diagnose_unreadable_source(source, source_blob, &version.etag, failure)
                     .await?
                 {
                     Unreadable::Gone => return Ok(ItemOutcome::SourceGone),
                     // Replaced while the service read it: judged again below.
                     Unreadable::Changed => {}
+                    // The source is there at this version: the 404 was the backup
+                    // blob's (removed since it was read), judged again below.
+                    Unreadable::ByServiceOnly(_) if not_found => {}
                     Unreadable::ByServiceOnly(f) if !self.options.stream_fallback => {
                         return Err(f);
                     }

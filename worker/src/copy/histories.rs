@@ -184,8 +184,11 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(blocks: bool, base_last: bool) -> Self {
+    fn new(blocks: bool, base_last: bool, azurite_answers: bool) -> Self {
         let world = World::new();
+        if azurite_answers {
+            world.answer_missing_copy_sources_like_azurite();
+        }
         let (src, bak) = (world.account("src"), world.account("bak"));
         src.create_container("data");
         src.create_container("restored");
@@ -859,13 +862,15 @@ fn batch(kind: MessageKind) -> CopyBatch {
     }
 }
 
-fn run_history(blocks: bool, base_last: bool, steps: &[Step]) {
+/// `azurite_answers`: a copy from a deleted source is answered `404 BlobNotFound` by the
+/// backup account, as Azurite does, instead of Azure's `404 CannotVerifyCopySource`.
+fn run_history(blocks: bool, base_last: bool, azurite_answers: bool, steps: &[Step]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut sim = Sim::new(blocks, base_last);
+        let mut sim = Sim::new(blocks, base_last, azurite_answers);
         for step in steps {
             sim.run(step).await;
             sim.check().await;
@@ -896,9 +901,10 @@ proptest! {
     fn copies_keep_every_version_and_the_newest_on_top(
         blocks in any::<bool>(),
         base_last in any::<bool>(),
+        azurite_answers in any::<bool>(),
         steps in prop::collection::vec(step(), 1..30),
     ) {
-        run_history(blocks, base_last, &steps);
+        run_history(blocks, base_last, azurite_answers, &steps);
     }
 }
 
@@ -913,6 +919,7 @@ fn a_tombstone_planned_before_the_blob_came_back_lands_on_no_newer_copy() {
     run_history(
         false,
         true,
+        false,
         &[
             Write { name: 0, later: 1 },
             plan.clone(),

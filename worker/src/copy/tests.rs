@@ -1382,3 +1382,42 @@ async fn a_source_replaced_while_the_service_read_it_is_followed_not_poisoned() 
     );
     assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v2"[..]));
 }
+
+/// Azurite checks a copy's source with a read, then copies it: a source deleted in
+/// between is answered `404 BlobNotFound` by the backup account. That 404 names no side;
+/// only a read of the source proves the blob gone, and then the item is done.
+#[tokio::test]
+async fn a_blob_not_found_from_the_copy_of_a_deleted_source_is_source_gone() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let item = planned(&rig, "a.csv").await;
+    rig.src
+        .delete(BlobRef::new("data", "a.csv"), Condition::None, true)
+        .await
+        .unwrap();
+    rig.world
+        .inject(Fault::on(Op::CopyFromUrl, Action::Fail(404, Code::BlobNotFound)).account("bak"));
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect("the source read proves it gone");
+    assert!(matches!(outcome, ItemOutcome::SourceGone), "{outcome:?}");
+}
+
+/// The same 404 while the source is still there at the planned version: the backup blob
+/// the write was conditional on may have gone (purge, an operator). Read both again and
+/// decide again; the item is copied, not poisoned.
+#[tokio::test]
+async fn a_blob_not_found_from_the_copy_of_a_live_source_is_judged_again() {
+    let rig = rig();
+    rig.src.write("data", "a.csv", b"v1", &[]);
+    let item = planned(&rig, "a.csv").await;
+    rig.world
+        .inject(Fault::on(Op::CopyFromUrl, Action::Fail(404, Code::BlobNotFound)).account("bak"));
+    let outcome = engine(&rig, CopyOptions::default())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect("copied on the second round");
+    assert!(matches!(outcome, ItemOutcome::Copied { .. }), "{outcome:?}");
+    assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v1"[..]));
+}
