@@ -2,6 +2,7 @@
 //! (credentials, Shared Key signing, SAS), the work-item wire format, the work queue,
 //! failure classification, telemetry and metrics.
 
+pub mod access;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -5,8 +5,11 @@
 //! writing our own keys into metadata would mean re-sending the user's metadata through an
 //! HTTP stack that lowercases header names. Tags are set in the same copy request
 //! (`x-ms-tags`), come back in the backup listing (`include=tags`), and leave metadata
-//! untouched. Index tags allow 10 per blob: the record takes one, user tags keep nine.
+//! untouched. Index tags allow 10 per blob: the record takes one, user tags keep nine. A
+//! source with a hierarchical namespace has no index tags; its paths' access control takes
+//! the nine (`crate::access`).
 
+use crate::access::{PathAccess, is_access_tag};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::collections::BTreeMap;
 
@@ -133,24 +136,31 @@ pub fn encode_tag_part(part: &str) -> String {
     utf8_percent_encode(part, TAG_ENCODE).to_string()
 }
 
-/// The complete tag set of a backup blob: the user's tags and lakevault's record, or
-/// [`TooManyTags`] when the user's leave no room for the record.
+/// The complete tag set of a backup blob: the user's tags, lakevault's record and the
+/// source path's access control (HNS sources, which have no tags of their own, so it has
+/// the tags the record leaves), or [`TooManyTags`] when the user's leave no room for the
+/// record.
 pub fn tag_set(
     user_tags: &BTreeMap<String, String>,
     record: &BackupRecord,
+    access: Option<&PathAccess>,
 ) -> Result<BTreeMap<String, String>, TooManyTags> {
     let mut tags = self::user_tags(user_tags);
     if tags.len() + 1 > MAX_TAGS {
         return Err(TooManyTags(tags.len()));
     }
     tags.insert(RECORD_TAG.to_string(), record.to_tag_value());
+    if let Some(access) = access {
+        tags.extend(access.to_tags(MAX_TAGS - tags.len()));
+    }
     Ok(tags)
 }
 
-/// The user's tags on a backup blob: all of them but the record.
+/// The user's tags on a backup blob: all of them but lakevault's (the record, and the
+/// access control kept).
 pub fn user_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags.iter()
-        .filter(|(k, _)| k.as_str() != RECORD_TAG)
+        .filter(|(k, _)| k.as_str() != RECORD_TAG && !is_access_tag(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -200,7 +210,7 @@ mod tests {
     fn the_tag_set_encodes_and_leaves_room_for_the_record() {
         let mut user = BTreeMap::new();
         user.insert("Project Name".to_string(), "a&b=c".to_string());
-        let set = tag_set(&user, &record()).unwrap();
+        let set = tag_set(&user, &record(), None).unwrap();
         let h = crate::store::azure::tags_header(&set).unwrap();
         assert!(
             h.starts_with("Project%20Name=a%26b%3Dc&lakevault=v1%20etag%3D0x8DC1234ABCD"),
@@ -209,7 +219,7 @@ mod tests {
         for i in 0..9 {
             user.insert(format!("k{i}"), "v".into());
         }
-        assert_eq!(tag_set(&user, &record()), Err(TooManyTags(10)));
+        assert_eq!(tag_set(&user, &record(), None), Err(TooManyTags(10)));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!            "last_modified":"2026-11-22T03:07:23Z"}]}
 //! ```
 
+use crate::access::PathAccess;
 use crate::tally::Tally;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,10 @@ pub struct CopyItem {
     /// What the plan saw of the backup blob under this name.
     #[serde(default, skip_serializing_if = "PlannedBackup::is_unknown")]
     pub backup: PlannedBackup,
+    /// A source with a hierarchical namespace: the path's access control as listed, kept
+    /// with the version (backup), or applied to the restored path (restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Box<PathAccess>>,
 }
 
 /// What the plan saw of the backup blob under an item's name, so that the worker can write
@@ -462,6 +467,7 @@ mod tests {
 
     fn item(name: &str) -> CopyItem {
         CopyItem {
+            access: None,
             name: name.into(),
             etag: "0x8DC0000000000000".into(),
             size: 42,

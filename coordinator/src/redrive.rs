@@ -229,6 +229,7 @@ mod tests {
             destination_prefix: None,
             overwrite: false,
             items: vec![CopyItem {
+                access: None,
                 name: "a".into(),
                 etag: "0x1".into(),
                 size: 1,

@@ -9,6 +9,7 @@ use crate::diff::{Pair, join_pairs};
 use crate::listing::{ListedBlob, list_blobs};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
+use lakevault_common::access::{KeptAccess, kept_access};
 use lakevault_common::config::Config;
 use lakevault_common::error::describe;
 use lakevault_common::record::BackupRecord;
@@ -48,6 +49,9 @@ pub enum ProblemKind {
     Content,
     /// A side could not be read for hashing.
     Unreadable,
+    /// An HNS source path's owner, group, permissions or ACL differ from what the backup
+    /// keeps for its version (changed since the last backup, or kept only as a digest).
+    Access,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +156,25 @@ fn judge(source: &ListedBlob, backup: &ListedBlob) -> Verdict {
                 record.source_etag, record.backed_up_at, source.etag
             ),
         );
+    }
+    if let Some(access) = &source.access {
+        let kept = kept_access(&backup.tags);
+        if !access.matches(&kept) {
+            let detail = match kept {
+                KeptAccess::Kept(k) => format!(
+                    "the source has owner {} group {} acl {}; the backup keeps owner {} group {} acl {}",
+                    access.owner, access.group, access.acl, k.owner, k.group, k.acl
+                ),
+                KeptAccess::DigestOnly(_) => {
+                    "the source's access control changed since the backup (the backup keeps only its digest: it was too long for the tags)".into()
+                }
+                KeptAccess::None | KeptAccess::Unreadable => format!(
+                    "the backup keeps no readable access control for it; the source has owner {} group {} acl {}",
+                    access.owner, access.group, access.acl
+                ),
+            };
+            return Verdict::Problem(ProblemKind::Access, detail);
+        }
     }
     if source.size != backup.size {
         return Verdict::Problem(

@@ -8,6 +8,7 @@
 use crate::listing::ListedBlob;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use lakevault_common::access::kept_access;
 use lakevault_common::record::BackupRecord;
 use std::cmp::Ordering;
 
@@ -57,10 +58,17 @@ pub fn cmp_names(a: &str, b: &str) -> Ordering {
 }
 
 /// Whether the backup blob records the source blob's current version (and is not a
-/// tombstone: a source blob back under a tombstoned name is copied again).
+/// tombstone: a source blob back under a tombstoned name is copied again), with the
+/// access control the source listing shows (HNS sources). A change of access control alone
+/// leaves the ETag and Last-Modified as they were: it is told only by comparing the ACL
+/// itself, which both listings carry.
 pub fn is_current(source: &ListedBlob, backup: &ListedBlob) -> bool {
     BackupRecord::from_tags(&backup.tags)
         .is_some_and(|r| r.source_etag == source.etag && r.deleted_at.is_none())
+        && source
+            .access
+            .as_ref()
+            .is_none_or(|a| a.matches(&kept_access(&backup.tags)))
 }
 
 /// One name of a merge-join: in the source only, in both, or in the backup only.
@@ -183,6 +191,7 @@ mod tests {
 
     fn blob(name: &str, etag: &str) -> ListedBlob {
         ListedBlob {
+            access: None,
             name: name.into(),
             etag: etag.into(),
             size: 1,
@@ -191,6 +200,38 @@ mod tests {
             tags: BTreeMap::new(),
             content_md5: None,
         }
+    }
+
+    fn acl(acl: &str) -> lakevault_common::access::PathAccess {
+        lakevault_common::access::PathAccess {
+            directory: false,
+            owner: "4f1c2b1e-0000-4000-8000-000000000001".into(),
+            group: "$superuser".into(),
+            permissions: "rw-r-----+".into(),
+            acl: acl.into(),
+        }
+    }
+
+    /// An HNS path whose ACL changed and nothing else (ETag as it was) is a change; the
+    /// same ACL is not; a flat source (no access control listed) compares as before.
+    #[test]
+    fn a_change_of_access_control_alone_is_a_change() {
+        let before = acl("user::rw-,user:ab12:r--,group::r--,mask::r--,other::---");
+        let after = acl("user::rw-,user:ab12:rw-,group::r--,mask::rw-,other::---");
+        let mut backup = backup_of("dir/a.csv", "e1");
+        backup.tags.extend(before.to_tags(9));
+        let source = |access: Option<lakevault_common::access::PathAccess>| ListedBlob {
+            access: access.map(Box::new),
+            ..blob("dir/a.csv", "e1")
+        };
+        assert!(is_current(&source(Some(before.clone())), &backup));
+        assert!(!is_current(&source(Some(after)), &backup));
+        assert!(is_current(&source(None), &backup));
+        // Backed up before access control was kept: copied once more to keep it.
+        assert!(!is_current(
+            &source(Some(before)),
+            &backup_of("dir/a.csv", "e1")
+        ));
     }
 
     fn backup_of(name: &str, source_etag: &str) -> ListedBlob {

@@ -74,7 +74,8 @@ pub trait Directories: Send + Sync {
 }
 
 /// The directories of one container, listed through the Blob service (`delimiter=/`,
-/// without index tags: an account with a hierarchical namespace has none).
+/// with every entry's access control, without index tags: an account with a hierarchical
+/// namespace has none).
 pub struct ContainerDirectories {
     pub client: std::sync::Arc<azure_storage_blob::BlobContainerClient>,
     /// Entries per listing page (`None`: the service's maximum).
@@ -92,7 +93,12 @@ impl std::fmt::Debug for ContainerDirectories {
 impl Directories for ContainerDirectories {
     type Error = azure_core::Error;
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<LevelEntry, azure_core::Error>> {
-        match crate::listing::list_level(&self.client, prefix.to_string(), false, self.page_size) {
+        match crate::listing::list_level(
+            &self.client,
+            prefix.to_string(),
+            crate::listing::Include::Permissions,
+            self.page_size,
+        ) {
             Ok(listing) => listing.boxed(),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
@@ -311,6 +317,7 @@ mod tests {
 
         fn blob(name: &str) -> ListedBlob {
             ListedBlob {
+                access: None,
                 name: name.to_string(),
                 etag: format!("etag-{name}"),
                 size: 0,

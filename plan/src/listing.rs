@@ -9,6 +9,7 @@ use azure_storage_blob::models::{
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient};
 use futures::{Stream, TryStreamExt};
+use lakevault_common::access::PathAccess;
 use lakevault_common::extra_headers::ExtraQuery;
 use lakevault_common::record::{normalise_etag, rfc3339};
 use serde::Deserialize;
@@ -25,6 +26,10 @@ pub struct ListedBlob {
     pub tags: BTreeMap<String, String>,
     /// Content-MD5 as stored (base64), when the blob has one.
     pub content_md5: Option<String>,
+    /// Owner, group, permissions and ACL, when the listing asked for them
+    /// ([`Include::Permissions`], accounts with a hierarchical namespace). Boxed: most
+    /// listings carry none, and entries are moved a lot.
+    pub access: Option<Box<PathAccess>>,
 }
 
 impl ListedBlob {
@@ -54,6 +59,7 @@ impl ListedBlob {
                 other => format!("{other:?}"),
             }),
             tags,
+            access: None,
         })
     }
 }
@@ -85,6 +91,18 @@ fn max_results(page_size: Option<u32>) -> Option<i32> {
     page_size.map(|n| n.clamp(1, MAX_PAGE_SIZE) as i32)
 }
 
+/// What a hierarchical listing asks for besides the blobs' properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    Nothing,
+    /// Blob index tags (`include=tags`).
+    Tags,
+    /// Owner, group, permissions and ACL (`include=permissions`, version 2020-06-12 and
+    /// later, accounts with a hierarchical namespace only;
+    /// <https://learn.microsoft.com/rest/api/storageservices/list-blobs>).
+    Permissions,
+}
+
 /// One entry of a hierarchical listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LevelEntry {
@@ -111,6 +129,63 @@ struct LevelBlobs {
 enum LevelItem {
     Blob(Box<BlobItem>),
     BlobPrefix(PrefixItem),
+}
+
+/// The same page read for what the SDK's `BlobItem` drops: an HNS entry's access control
+/// and resource type. Entries come in the same order as in [`LevelPage`].
+#[derive(Deserialize)]
+struct AccessPage {
+    #[serde(rename = "Blobs", default)]
+    blobs: AccessBlobs,
+}
+
+#[derive(Deserialize, Default)]
+struct AccessBlobs {
+    #[serde(rename = "$value", default)]
+    entries: Vec<AccessItem>,
+}
+
+#[derive(Deserialize)]
+enum AccessItem {
+    Blob(AccessBlob),
+    BlobPrefix(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct AccessBlob {
+    #[serde(rename = "Properties")]
+    properties: Option<AccessProperties>,
+}
+
+#[derive(Deserialize)]
+struct AccessProperties {
+    #[serde(rename = "ResourceType")]
+    resource_type: Option<String>,
+    #[serde(rename = "Owner")]
+    owner: Option<String>,
+    #[serde(rename = "Group")]
+    group: Option<String>,
+    #[serde(rename = "Permissions")]
+    permissions: Option<String>,
+    #[serde(rename = "Acl")]
+    acl: Option<String>,
+}
+
+impl AccessItem {
+    /// The entry's access control, when the listing carried it (an owner at least).
+    fn into_access(self) -> Option<Box<PathAccess>> {
+        let AccessItem::Blob(blob) = self else {
+            return None;
+        };
+        let p = blob.properties?;
+        Some(Box::new(PathAccess {
+            directory: p.resource_type.as_deref() == Some("directory"),
+            owner: p.owner?,
+            group: p.group.unwrap_or_default(),
+            permissions: p.permissions.unwrap_or_default(),
+            acl: p.acl.unwrap_or_default(),
+        }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,17 +215,21 @@ impl PrefixItem {
 pub fn list_level(
     container: &BlobContainerClient,
     prefix: String,
-    with_tags: bool,
+    include: Include,
     page_size: Option<u32>,
 ) -> azure_core::Result<impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static> {
-    let include = with_tags.then(|| vec![ListBlobsIncludeItem::Tags]);
+    let mut extra = vec![("delimiter", "/".to_string())];
+    // The generated client has no `permissions` include value: sent as an extra query
+    // parameter, the only `include` of the request.
+    if include == Include::Permissions {
+        extra.push(("include", "permissions".to_string()));
+    }
     let options = BlobContainerClientListBlobsOptions {
-        include,
+        include: (include == Include::Tags).then(|| vec![ListBlobsIncludeItem::Tags]),
         prefix: (!prefix.is_empty()).then_some(prefix),
         maxresults: max_results(page_size),
         method_options: PagerOptions {
-            context: azure_core::http::Context::new()
-                .with_value(ExtraQuery(vec![("delimiter", "/".into())])),
+            context: azure_core::http::Context::new().with_value(ExtraQuery(extra)),
             ..Default::default()
         },
         ..Default::default()
@@ -158,15 +237,28 @@ pub fn list_level(
     Ok(container
         .list_blobs(Some(options))?
         .into_pages()
-        .and_then(|page| async move {
+        .and_then(move |page| async move {
             let body = page.into_body();
             let page: LevelPage = azure_core::xml::from_xml(&body)?;
+            let mut access: Vec<Option<Box<PathAccess>>> = if include == Include::Permissions {
+                let page: AccessPage = azure_core::xml::from_xml(&body)?;
+                page.blobs
+                    .entries
+                    .into_iter()
+                    .map(AccessItem::into_access)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            access.resize(page.blobs.entries.len(), None);
             let entries: Vec<azure_core::Result<LevelEntry>> = page
                 .blobs
                 .entries
                 .into_iter()
-                .filter_map(|e| match e {
-                    LevelItem::Blob(b) => ListedBlob::from_item(*b).map(LevelEntry::Blob),
+                .zip(access)
+                .filter_map(|(e, access)| match e {
+                    LevelItem::Blob(b) => ListedBlob::from_item(*b)
+                        .map(|blob| LevelEntry::Blob(ListedBlob { access, ..blob })),
                     LevelItem::BlobPrefix(p) => p.into_name().map(LevelEntry::Prefix),
                 })
                 .map(Ok)

@@ -4,7 +4,7 @@
 
 use crate::diff::{Change, DiffError, changes, cmp_names};
 use crate::hns::{ContainerDirectories, WalkError, walk_in_flat_order};
-use crate::listing::{LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
+use crate::listing::{Include, LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
 use crate::shard::{self, MAX_CHILDREN};
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
@@ -193,6 +193,12 @@ fn shard_listing(
     hierarchical: bool,
 ) -> Result<BoxStream<'static, azure_core::Result<ListedBlob>>, azure_core::Error> {
     let tags = !hierarchical;
+    // Index tags on a flat account; access control on a hierarchical one, which has no tags.
+    let include = if hierarchical {
+        Include::Permissions
+    } else {
+        Include::Tags
+    };
     if hierarchical && !shard.level {
         let directories = ContainerDirectories {
             client: client.clone(),
@@ -204,7 +210,7 @@ fn shard_listing(
     }
     if shard.level {
         Ok(Box::pin(
-            list_level(client, shard.prefix.clone(), tags, page_size)?.try_filter_map(
+            list_level(client, shard.prefix.clone(), include, page_size)?.try_filter_map(
                 |e| async move {
                     Ok(match e {
                         LevelEntry::Blob(b) => Some(b),
@@ -236,7 +242,12 @@ async fn child_prefixes(
     prefix: &str,
 ) -> azure_core::Result<Option<Vec<String>>> {
     let mut out = Vec::new();
-    let mut entries = Box::pin(list_level(client, prefix.to_string(), false, None)?);
+    let mut entries = Box::pin(list_level(
+        client,
+        prefix.to_string(),
+        Include::Nothing,
+        None,
+    )?);
     while let Some(entry) = entries.try_next().await? {
         if let LevelEntry::Prefix(p) = entry {
             if out.len() == MAX_CHILDREN {
@@ -302,6 +313,7 @@ fn modified_after(blob: &ListedBlob, t: time::OffsetDateTime) -> bool {
 
 pub fn copy_item(blob: ListedBlob) -> CopyItem {
     CopyItem {
+        access: blob.access,
         name: blob.name,
         etag: blob.etag,
         size: blob.size,
@@ -568,6 +580,7 @@ mod tests {
 
     fn listed(last_modified: &str) -> ListedBlob {
         ListedBlob {
+            access: None,
             name: "a".into(),
             etag: "0x1".into(),
             size: 1,

@@ -149,6 +149,7 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
     let l = v.listed;
     RestoreChoice::Restore(
         CopyItem {
+            access: None,
             tags: user_tags(&l.tags),
             name: l.name,
             etag: l.etag,

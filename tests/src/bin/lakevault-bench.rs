@@ -300,7 +300,7 @@ fn record_tags(source_etag: &str, source_modified: &str) -> anyhow::Result<Strin
         deleted_at: None,
         history_in_versions: false,
     };
-    let tags = tag_set(&BTreeMap::new(), &record)?;
+    let tags = tag_set(&BTreeMap::new(), &record, None)?;
     lakevault_common::store::azure::tags_header(&tags)
         .ok_or_else(|| anyhow::anyhow!("a record tag set is never empty"))
 }

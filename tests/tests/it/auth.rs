@@ -202,6 +202,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.
     let items: Vec<CopyItem> = (0..400)
         .map(|i| CopyItem {
+            access: None,
             name: format!("dir \"<&>\"/ü-{i:04}-{}", "x".repeat(200)),
             etag: "0x8DC0000000000001".into(),
             size: 1,

@@ -5,6 +5,7 @@
 use super::lease::SourceLease;
 use super::write::{Source, Target};
 use super::{CopyEngine, ItemFailure, ItemOutcome, Refusal};
+use lakevault_common::access::{PathAccess, kept_access};
 use lakevault_common::error::FailureClass;
 use lakevault_common::record::{BackupRecord, normalise_etag, parse_rfc3339, rfc3339, tag_set};
 use lakevault_common::store::{BlobRef, BlobStore, Condition, Side, StorageErrorCode, StoreError};
@@ -23,6 +24,10 @@ struct SourceVersion {
     last_modified: String,
     /// The source's index tags when re-read during the copy; `None`: as planned.
     tags: Option<BTreeMap<String, String>>,
+    /// An HNS path's access control, as the plan listed it (kept when the copy follows
+    /// the source to a newer version: a read of the blob does not return it; the next full
+    /// diff compares it again).
+    access: Option<Box<PathAccess>>,
 }
 
 /// What the engine knows of the backup blob under an item's name.
@@ -97,6 +102,13 @@ fn is_conflict(failure: &ItemFailure) -> bool {
         || failure.has_service_code(StorageErrorCode::BlobAlreadyExists)
 }
 
+/// Whether the backup blob's tags keep the access control the plan saw (nothing to keep
+/// on a flat source). A change of access control alone leaves the source's ETag as it was;
+/// it is a change to back up all the same.
+fn access_kept(access: Option<&PathAccess>, tags: &BTreeMap<String, String>) -> bool {
+    access.is_none_or(|a| a.matches(&kept_access(tags)))
+}
+
 /// What reading the source directly says about a `CannotVerifyCopySource` (or a `404
 /// BlobNotFound` answered to the copy).
 enum Unreadable {
@@ -165,6 +177,7 @@ impl CopyEngine {
             size: item.size,
             last_modified: item.last_modified.clone(),
             tags: None,
+            access: item.access.clone(),
         };
         let mut known = Known::planned(&item.backup);
         // The backup ETag whose version this item already kept as a snapshot: kept once,
@@ -310,6 +323,7 @@ impl CopyEngine {
         known: &Known,
         version: &SourceVersion,
     ) -> Result<Decision, ItemFailure> {
+        let access = version.access.as_deref();
         let read_failed =
             |e: &StoreError| ItemFailure::from_store("reading the backup blob", Side::Backup, e);
         match known {
@@ -321,7 +335,11 @@ impl CopyEngine {
             Known::Unknown if source_blob.snapshot.is_none() => {
                 match backup.tags(backup_blob).await {
                     Ok(tags) => Ok(match BackupRecord::from_tags(&tags) {
-                        Some(r) if r.deleted_at.is_none() && r.source_etag == version.etag => {
+                        Some(r)
+                            if r.deleted_at.is_none()
+                                && r.source_etag == version.etag
+                                && access_kept(access, &tags) =>
+                        {
                             Decision::Done(ItemOutcome::AlreadyCurrent)
                         }
                         _ => Decision::Replace(None),
@@ -349,9 +367,13 @@ impl CopyEngine {
                 };
                 Ok(
                     match order(&record, &version.etag, &version.last_modified) {
-                        Order::Same if record.deleted_at.is_none() => {
+                        Order::Same
+                            if record.deleted_at.is_none() && access_kept(access, &tags) =>
+                        {
                             Decision::Done(ItemOutcome::AlreadyCurrent)
                         }
+                        // The same content, its access control changed since.
+                        Order::Same if record.deleted_at.is_none() => Decision::Replace(Some(etag)),
                         // Marked deleted since: not brought back from an old snapshot.
                         Order::Same | Order::BackupNewer => Decision::Done(ItemOutcome::Superseded),
                         Order::BackupOlder => Decision::Replace(Some(etag)),
@@ -459,7 +481,7 @@ impl CopyEngine {
         } else {
             &none
         };
-        tag_set(user, &record)
+        tag_set(user, &record, version.access.as_deref())
             .map_err(|e| ItemFailure::refused(Refusal::NoRoomForRecord, e.to_string()))
     }
 
@@ -505,6 +527,7 @@ async fn follow_source(
         Some(mut current) => {
             // The planned tags belong to the old version.
             current.tags = Some(read_tags(source, blob, hierarchical).await?);
+            current.access = version.access.take();
             *version = current;
         }
         None => return Ok(false),
@@ -523,6 +546,7 @@ async fn read_source(
             size: p.size,
             last_modified: p.last_modified,
             tags: None,
+            access: None,
         })),
         Err(e) if e.class(Side::Source) == FailureClass::SourceMissing => Ok(None),
         Err(e) => Err(ItemFailure::from_store(

@@ -531,6 +531,7 @@ impl Sim {
         Some(Pending {
             kind,
             item: CopyItem {
+                access: None,
                 name: NAMES[name].to_string(),
                 etag: listed.etag,
                 size: listed.size,
@@ -594,6 +595,7 @@ impl Sim {
             PlannedBackup::Unknown
         };
         let mut item = CopyItem {
+            access: None,
             name: NAMES[name].to_string(),
             etag: props.etag,
             size: props.size,

@@ -62,6 +62,7 @@ async fn planned(rig: &Rig, name: &str) -> CopyItem {
         .await
         .expect("source blob");
     CopyItem {
+        access: None,
         name: name.into(),
         etag: p.etag,
         size: p.size,
@@ -456,6 +457,7 @@ fn tombstone_item(etag: &str, name: &str) -> CopyItem {
         history_in_versions: false,
     };
     CopyItem {
+        access: None,
         name: name.into(),
         etag: etag.into(),
         size: 1,
@@ -532,6 +534,7 @@ async fn a_restore_never_replaces_a_target_blob_without_overwrite() {
     };
     rig.src.create_container("restored");
     let item = CopyItem {
+        access: None,
         name: "a.csv".into(),
         etag: v1.etag,
         size: v1.size,
@@ -712,6 +715,7 @@ async fn a_large_restore_never_replaces_a_target_that_appears_while_it_copies() 
         container: "restored".into(),
     };
     let item = CopyItem {
+        access: None,
         name: "big.bin".into(),
         etag: v.etag,
         size: v.size,
@@ -1420,4 +1424,66 @@ async fn a_blob_not_found_from_the_copy_of_a_live_source_is_judged_again() {
         .expect("copied on the second round");
     assert!(matches!(outcome, ItemOutcome::Copied { .. }), "{outcome:?}");
     assert_eq!(content(&rig.bak, "a.csv").as_deref(), Some(&b"v1"[..]));
+}
+
+fn hns_access(acl: &str) -> lakevault_common::access::PathAccess {
+    lakevault_common::access::PathAccess {
+        directory: false,
+        owner: "4f1c2b1e-0000-4000-8000-000000000001".into(),
+        group: "$superuser".into(),
+        permissions: "rw-r-----+".into(),
+        acl: acl.into(),
+    }
+}
+
+/// An HNS path's access control goes with its version into the backup's tags. A change of
+/// the ACL alone (same ETag) is backed up as a new version, and the version it replaces
+/// is kept with the ACL it had.
+#[tokio::test]
+async fn access_control_is_kept_with_each_version_and_a_change_of_it_alone_is_backed_up() {
+    use lakevault_common::access::{KeptAccess, kept_access};
+    let rig = rig();
+    rig.src.write("data", "dir/a.csv", b"v1", &[]);
+    let mut hns = batch(MessageKind::Copy);
+    hns.source_hierarchical = true;
+    let before = hns_access("user::rw-,user:ab12:r--,group::r--,mask::r--,other::---");
+    let after = hns_access("user::rw-,user:ab12:rw-,group::r--,mask::rw-,other::---");
+    let engine = engine(&rig, CopyOptions::default());
+    let first = CopyItem {
+        access: Some(Box::new(before.clone())),
+        ..planned(&rig, "dir/a.csv").await
+    };
+    engine.copy_item(&hns, &first).await.expect("copied");
+    let blob = BlobRef::new("data", "dir/a.csv");
+    let tags = rig.bak.tags(blob).await.unwrap();
+    assert_eq!(kept_access(&tags), KeptAccess::Kept(before.clone()));
+    // Planned again as it is: nothing to do.
+    let again = engine.copy_item(&hns, &first).await.expect("judged");
+    assert!(matches!(again, ItemOutcome::AlreadyCurrent), "{again:?}");
+    // The ACL alone changed.
+    let changed = CopyItem {
+        access: Some(Box::new(after.clone())),
+        ..first.clone()
+    };
+    let outcome = engine.copy_item(&hns, &changed).await.expect("copied");
+    assert!(
+        matches!(
+            outcome,
+            ItemOutcome::Copied {
+                kept_previous: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let tags = rig.bak.tags(blob).await.unwrap();
+    assert_eq!(kept_access(&tags), KeptAccess::Kept(after));
+    let kept = rig.bak.snapshot_ids("data", "dir/a.csv");
+    assert_eq!(kept.len(), 1);
+    let old = rig
+        .bak
+        .tags(blob.at_snapshot(Some(&kept[0])))
+        .await
+        .unwrap();
+    assert_eq!(kept_access(&old), KeptAccess::Kept(before));
 }

@@ -1,11 +1,11 @@
 //! Tombstones: a backup blob marked as deleted in the source.
 
 use super::{ItemFailure, ItemOutcome};
-use lakevault_common::record::{BackupRecord, RECORD_TAG, rfc3339, user_tags};
+use lakevault_common::record::{BackupRecord, RECORD_TAG, rfc3339};
 use lakevault_common::store::{BlobRef, BlobStore, Condition, Side};
 use lakevault_common::wire::CopyItem;
 
-/// Adds `deleted=<now>` to the backup blob's record tag, keeping its user tags.
+/// Adds `deleted=<now>` to the backup blob's record tag, keeping its other tags.
 /// Conditional on the backup blob's ETag at planning time: a blob rewritten or removed
 /// since is left alone (`Superseded`).
 pub(super) async fn tombstone(
@@ -21,7 +21,8 @@ pub(super) async fn tombstone(
         return Ok(ItemOutcome::Tombstoned);
     }
     record.deleted_at = Some(rfc3339(now));
-    let mut tags = user_tags(&item.tags);
+    // Every other tag stays: the user's, and the access control the version had.
+    let mut tags = item.tags.clone();
     tags.insert(RECORD_TAG.to_string(), record.to_tag_value());
     let condition = Condition::IfMatch(lakevault_common::record::normalise_etag(&item.etag));
     match backup

@@ -222,6 +222,7 @@ mod tests {
 
     fn item(n: usize) -> CopyItem {
         CopyItem {
+            access: None,
             name: format!("b{n}"),
             etag: "0x1".into(),
             size: 10,

@@ -715,6 +715,7 @@ mod tests {
             items: names
                 .iter()
                 .map(|n| CopyItem {
+                    access: None,
                     name: n.to_string(),
                     etag: "0x1".into(),
                     size: 10,
