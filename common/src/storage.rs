@@ -668,6 +668,57 @@ impl StorageAccount {
         })
     }
 
+    /// The Data Lake Storage (dfs) endpoint of an account with a hierarchical namespace:
+    /// `<account>.dfs.<suffix>` for a blob endpoint `<account>.blob.<suffix>`
+    /// (<https://learn.microsoft.com/azure/storage/common/storage-account-overview#standard-endpoints>).
+    /// An endpoint of another shape (the emulator's path style, a custom domain) is taken
+    /// to serve both APIs.
+    pub fn dfs_endpoint(&self) -> Url {
+        let mut url = self.blob_endpoint.clone();
+        if let Some(host) = url.host_str()
+            && let Some((account, rest)) = host.split_once(".blob.")
+        {
+            let dfs = format!("{account}.dfs.{rest}");
+            let _ = url.set_host(Some(&dfs));
+        }
+        url
+    }
+
+    /// The URL of a path on the dfs endpoint: segments percent-encoded one by one (the dfs
+    /// endpoint reads `/` as the directory separator).
+    pub fn dfs_url(&self, container: &str, path: &str) -> Url {
+        let mut url = self.dfs_endpoint();
+        let base = url.path().trim_end_matches('/').to_string();
+        let encoded: Vec<String> = std::iter::once(container)
+            .chain(path.split('/'))
+            .map(|s| percent_encoding::utf8_percent_encode(s, BLOB_NAME_ENCODE).to_string())
+            .collect();
+        url.set_path(&format!("{base}/{}", encoded.join("/")));
+        url
+    }
+
+    /// A pipeline for requests the SDK has no client for (the dfs endpoint's access
+    /// control and directories), with the account's transport, retries and authorization.
+    pub fn raw_pipeline(&self) -> azure_core::http::Pipeline {
+        let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
+        if let Some(credential) = self.token_credential() {
+            per_try.push(Arc::new(
+                azure_core::http::policies::auth::BearerTokenAuthorizationPolicy::new(
+                    credential,
+                    vec!["https://storage.azure.com/.default"],
+                ),
+            ));
+        }
+        azure_core::http::Pipeline::new(
+            option_env!("CARGO_PKG_NAME"),
+            option_env!("CARGO_PKG_VERSION"),
+            self.client_options(),
+            Vec::new(),
+            per_try,
+            None,
+        )
+    }
+
     pub fn container(&self, container: &str) -> Result<BlobContainerClient, AccountError> {
         Ok(self.blob_service()?.blob_container_client(container))
     }

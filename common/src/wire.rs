@@ -124,6 +124,11 @@ pub struct CopyBatch {
     /// tags, so none are read.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_hierarchical: bool,
+    /// Restore into an account with a hierarchical namespace: set each item's recorded
+    /// owner, group and ACL on the path written (off with `restore --no-acls`; items then
+    /// still say which paths are directories).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply_access: bool,
     pub items: Vec<CopyItem>,
 }
 
@@ -461,6 +466,7 @@ mod tests {
             handed_back: 0,
             waits: 0,
             source_hierarchical: false,
+            apply_access: false,
             carried: Default::default(),
         }
     }

@@ -18,7 +18,7 @@ use lakevault_common::store::{BlobStore, ListOptions, StorageErrorCode, StoreErr
 use lakevault_common::wire::{
     BatchBuilder, CopyBatch, Location, MAX_MESSAGE_BYTES, MessageKind, WIRE_VERSION,
 };
-use lakevault_plan::versions::{self, RestoreChoice};
+use lakevault_plan::versions::{self, AccessKept, RestoreChoice};
 use serde::Serialize;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -74,6 +74,39 @@ pub struct RestoreOptions {
     pub sample: usize,
     /// Backup versions read, on the terminal of an interactive run.
     pub progress: lakevault_common::progress::Progress,
+    /// What is done with the access control kept with HNS versions.
+    pub access: AccessRestore,
+}
+
+/// What a restore does with the owner, group and ACL kept with versions backed up from an
+/// account with a hierarchical namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessRestore {
+    /// Set them on every path restored (the target has a hierarchical namespace).
+    Apply,
+    /// `--no-acls`: directories are still created as directories; paths get what the
+    /// target gives them.
+    Skip,
+    /// The target has no hierarchical namespace, so no ACLs: the data is restored, and the
+    /// report says once that access control was not applied and why.
+    FlatTarget,
+}
+
+/// What became of the access control kept with the versions restored.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessReport {
+    /// Paths whose recorded access control the workers set.
+    pub applied: u64,
+    /// Paths with recorded access control that is not applied (`--no-acls`, or a flat
+    /// target; `reason` says which).
+    pub not_applied: u64,
+    /// Paths whose access control was too long to keep in full (only its digest was
+    /// kept) or is unreadable: restored with what the target gives them.
+    pub not_kept: u64,
+    /// Why access control is not applied, once per job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,6 +131,8 @@ pub struct RestoreReport {
     pub deleted_at_time: u64,
     /// Backup blobs without a lakevault record: not restored.
     pub unrecorded: u64,
+    /// Owner, group and ACL of paths backed up from an HNS source.
+    pub access: AccessReport,
     pub sample: Vec<String>,
     pub elapsed_seconds: f64,
 }
@@ -209,6 +244,7 @@ pub async fn run(
         handed_back: 0,
         waits: 0,
         source_hierarchical: false,
+        apply_access: options.access == AccessRestore::Apply,
         carried: Default::default(),
     };
     let mut builder = BatchBuilder::new(header, MAX_MESSAGE_BYTES);
@@ -247,7 +283,12 @@ pub async fn run(
             RestoreChoice::InBlobVersions => report.in_blob_versions += 1,
             RestoreChoice::Deleted => report.deleted_at_time += 1,
             RestoreChoice::Unrecorded => report.unrecorded += 1,
-            RestoreChoice::Restore(item, older) => {
+            RestoreChoice::Restore {
+                mut item,
+                older,
+                access,
+            } => {
+                account_access(&mut item, access, options, &mut report.access);
                 report.restore += 1;
                 report.from_older_versions += u64::from(older);
                 report.bytes += item.size;
@@ -277,6 +318,38 @@ pub async fn run(
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Counts what happens to an item's kept access control, and keeps it on the item only
+/// where the target can take it (a directory's kind goes with it: `--no-acls` still
+/// restores a directory as a directory).
+fn account_access(
+    item: &mut lakevault_common::wire::CopyItem,
+    kept: AccessKept,
+    options: &RestoreOptions,
+    report: &mut AccessReport,
+) {
+    match (kept, options.access) {
+        (AccessKept::Nothing, _) => {}
+        (_, AccessRestore::FlatTarget) => {
+            item.access = None;
+            report.not_applied += 1;
+            report.reason.get_or_insert_with(|| {
+                format!(
+                    "target account `{}` has no hierarchical namespace, so no ACLs: the data is restored without the owner, group and ACLs kept with it",
+                    options.to.account
+                )
+            });
+        }
+        (AccessKept::InFull, AccessRestore::Skip) => {
+            report.not_applied += 1;
+            report
+                .reason
+                .get_or_insert_with(|| "--no-acls: access control kept with the backup is not applied; paths get what the target gives them".into());
+        }
+        (AccessKept::InFull, AccessRestore::Apply) => report.applied += 1,
+        (AccessKept::NotInFull, _) => report.not_kept += 1,
+    }
 }
 
 /// Whether a container exists: an empty listing cannot tell, a 404 can.
@@ -367,6 +440,7 @@ mod tests {
             dry_run: false,
             sample: 0,
             progress: Default::default(),
+            access: AccessRestore::Apply,
         }
     }
 

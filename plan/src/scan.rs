@@ -109,6 +109,7 @@ impl ContainerScan {
             handed_back: 0,
             waits: 0,
             source_hierarchical: self.source_hierarchical,
+            apply_access: false,
             carried: Default::default(),
         }
     }

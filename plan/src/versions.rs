@@ -7,6 +7,7 @@
 //! time, tested here without a service.
 
 use futures::{Stream, StreamExt};
+use lakevault_common::access::{KeptAccess, kept_access};
 use lakevault_common::record::{BackupRecord, parse_rfc3339, user_tags};
 use lakevault_common::store::Listed;
 use lakevault_common::wire::CopyItem;
@@ -73,8 +74,15 @@ where
 /// What the versions of one name say for a restore to time `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreChoice {
-    /// Restore this version; `true` when it is an older version (a snapshot).
-    Restore(CopyItem, bool),
+    /// Restore this version (`item.access`: the path's access control kept with it, when
+    /// kept in full).
+    Restore {
+        item: CopyItem,
+        /// An older version (a snapshot).
+        older: bool,
+        /// What the version's tags keep of the path's access control.
+        access: AccessKept,
+    },
     /// First backed up after `at`.
     NotYet,
     /// Backed up after `at` by workers without history snapshots (`run --no-history`):
@@ -85,6 +93,17 @@ pub enum RestoreChoice {
     Deleted,
     /// No version carries a lakevault record.
     Unrecorded,
+}
+
+/// What a version's tags keep of its path's access control (an HNS source's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKept {
+    /// Nothing (a flat source).
+    Nothing,
+    /// In full: on the item.
+    InFull,
+    /// Only a digest (too long for the tags), or tags that do not read.
+    NotInFull,
 }
 
 /// For time `at`, the version with the latest backup time at or before `at`, unless it was
@@ -147,9 +166,14 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
     };
     let older = v.is_snapshot();
     let l = v.listed;
-    RestoreChoice::Restore(
-        CopyItem {
-            access: None,
+    let (access, kept) = match kept_access(&l.tags) {
+        KeptAccess::None => (None, AccessKept::Nothing),
+        KeptAccess::Kept(a) => (Some(Box::new(a)), AccessKept::InFull),
+        KeptAccess::DigestOnly(_) | KeptAccess::Unreadable => (None, AccessKept::NotInFull),
+    };
+    RestoreChoice::Restore {
+        item: CopyItem {
+            access,
             tags: user_tags(&l.tags),
             name: l.name,
             etag: l.etag,
@@ -159,7 +183,8 @@ pub fn choose_for_restore(versions: Vec<Version>, at: OffsetDateTime) -> Restore
             backup: Default::default(),
         },
         older,
-    )
+        access: kept,
+    }
 }
 
 /// Retention windows, measured back from `now`.
@@ -301,7 +326,7 @@ mod tests {
         let pick = |at: &str| choose_for_restore(history(), t(at));
         assert_eq!(pick("2026-10-31T00:00:00Z"), RestoreChoice::NotYet);
         match pick("2026-11-01T12:00:00Z") {
-            RestoreChoice::Restore(item, older) => {
+            RestoreChoice::Restore { item, older, .. } => {
                 assert!(older);
                 assert_eq!(item.etag, "etag-2026-11-01T00:00:00Z");
                 assert_eq!(
@@ -314,7 +339,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match pick("2026-11-04T00:00:00Z") {
-            RestoreChoice::Restore(item, older) => {
+            RestoreChoice::Restore { item, older, .. } => {
                 assert!(!older);
                 assert_eq!(item.snapshot, None);
             }
@@ -323,7 +348,7 @@ mod tests {
         // At the exact backup time the version counts; at the deletion time it is gone.
         assert!(matches!(
             pick("2026-11-02T00:00:00Z"),
-            RestoreChoice::Restore(ref item, true) if item.etag == "etag-2026-11-02T00:00:00Z"
+            RestoreChoice::Restore { ref item, older: true, .. } if item.etag == "etag-2026-11-02T00:00:00Z"
         ));
         assert_eq!(pick("2026-11-05T00:00:00Z"), RestoreChoice::Deleted);
         assert_eq!(pick("2026-12-01T00:00:00Z"), RestoreChoice::Deleted);
@@ -350,7 +375,7 @@ mod tests {
         );
         assert!(matches!(
             choose_for_restore(vec![v], t("2026-11-04T00:00:00Z")),
-            RestoreChoice::Restore(_, false)
+            RestoreChoice::Restore { older: false, .. }
         ));
     }
 
@@ -372,7 +397,7 @@ mod tests {
             RestoreChoice::Deleted
         );
         match choose_for_restore(group, t("2026-11-04T12:00:00Z")) {
-            RestoreChoice::Restore(item, older) => {
+            RestoreChoice::Restore { item, older, .. } => {
                 assert!(!older, "the base blob is preferred to its copy");
                 assert_eq!(item.snapshot, None);
             }
@@ -455,7 +480,7 @@ mod tests {
         };
         assert!(matches!(
             choose_for_restore(group.clone(), t("2026-11-03T10:00:04Z")),
-            RestoreChoice::Restore(_, true)
+            RestoreChoice::Restore { older: true, .. }
         ));
         assert_eq!(choose_for_purge(&group, retention), PurgeChoice::default());
         // Once the next version is older than the window, the old one goes.
@@ -473,7 +498,7 @@ mod tests {
     /// version share it; `None`: nothing to restore).
     fn restored(group: &[Version], at: OffsetDateTime) -> Option<String> {
         match choose_for_restore(group.to_vec(), at) {
-            RestoreChoice::Restore(item, _) => group
+            RestoreChoice::Restore { item, .. } => group
                 .iter()
                 .find(|v| v.listed.etag == item.etag && v.listed.snapshot == item.snapshot)
                 .and_then(|v| v.record.as_ref())

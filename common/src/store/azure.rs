@@ -2,8 +2,8 @@
 //! (its pipeline retries throttling and server errors; see `storage.rs`).
 
 use super::{
-    BlobProperties, BlobRef, BlobStore, Commit, Condition, ContentHeaders, CopyFromUrl,
-    ListOptions, Listed, SnapshotTaken, StorageErrorCode, StoreError, Transport,
+    AccessControl, BlobProperties, BlobRef, BlobStore, Commit, Condition, ContentHeaders,
+    CopyFromUrl, ListOptions, Listed, SnapshotTaken, StorageErrorCode, StoreError, Transport,
 };
 use crate::error::describe;
 use crate::extra_headers::ExtraHeaders;
@@ -129,8 +129,78 @@ fn copy_context(source: &CopySource) -> ClientMethodOptions<'static> {
     }
 }
 
+/// The service version of dfs requests (Path - Create with owner, group and ACL headers
+/// needs 2020-06-12 or later).
+const DFS_VERSION: &str = "2025-11-05";
+
+impl AzureStore {
+    /// Sends one dfs request; the answer must be a success.
+    async fn dfs(
+        &self,
+        method: azure_core::http::Method,
+        blob: BlobRef<'_>,
+        query: (&str, &str),
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<(), StoreError> {
+        let mut url = self.account.dfs_url(blob.container, blob.name);
+        url.query_pairs_mut().append_pair(query.0, query.1);
+        let mut request = azure_core::http::Request::new(url, method);
+        request.insert_header("x-ms-version", DFS_VERSION);
+        for (name, value) in headers {
+            request.insert_header(name, value);
+        }
+        request.set_body(Vec::<u8>::new());
+        self.account
+            .raw_pipeline()
+            .send(&azure_core::http::Context::new(), &mut request, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(&e))
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for AzureStore {
+    async fn create_directory(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        let headers = match condition {
+            Condition::None => vec![],
+            Condition::IfAbsent => vec![("if-none-match", "*".to_string())],
+            Condition::IfMatch(e) => vec![("if-match", format!("\"{}\"", normalise_etag(&e)))],
+        };
+        self.dfs(
+            azure_core::http::Method::Put,
+            blob,
+            ("resource", "directory"),
+            headers,
+        )
+        .await
+    }
+
+    async fn set_access_control(
+        &self,
+        blob: BlobRef<'_>,
+        access: &AccessControl<'_>,
+    ) -> Result<(), StoreError> {
+        let mut headers = vec![("x-ms-acl", access.acl.to_string())];
+        if let Some(owner) = access.owner {
+            headers.push(("x-ms-owner", owner.to_string()));
+        }
+        if let Some(group) = access.group {
+            headers.push(("x-ms-group", group.to_string()));
+        }
+        self.dfs(
+            azure_core::http::Method::Patch,
+            blob,
+            ("action", "setAccessControl"),
+            headers,
+        )
+        .await
+    }
+
     fn alias(&self) -> &str {
         &self.account.alias
     }

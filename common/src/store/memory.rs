@@ -35,8 +35,9 @@
 //! [`Gate`] until the test lets it through.
 
 use super::{
-    BlobProperties, BlobRef, BlobStore, Commit, Condition, ContentHeaders, CopyFromUrl,
-    ListOptions, Listed, SnapshotTaken, StorageErrorCode as Code, StoreError, Transport,
+    AccessControl, BlobProperties, BlobRef, BlobStore, Commit, Condition, ContentHeaders,
+    CopyFromUrl, ListOptions, Listed, SnapshotTaken, StorageErrorCode as Code, StoreError,
+    Transport,
 };
 use crate::record::rfc3339;
 use crate::storage::CopySource;
@@ -66,6 +67,8 @@ pub enum Op {
     Put,
     Get,
     List,
+    CreateDirectory,
+    SetAccessControl,
 }
 
 /// Where an operation waits until the test lets it through.
@@ -193,6 +196,8 @@ struct Blob {
     snapshots: Vec<(String, Version)>,
     lease: Option<Lease>,
     staged: HashMap<Vec<u8>, Vec<u8>>,
+    /// Owner, group and ACL set on the dfs endpoint (a hierarchical namespace's path).
+    access: Option<(Option<String>, Option<String>, String)>,
 }
 
 impl Blob {
@@ -490,6 +495,20 @@ impl MemoryStore {
             .map(|v| v.content.to_vec())
     }
 
+    /// What Set Access Control last wrote on a path: (owner, group, ACL), for assertions.
+    pub fn access_of(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> Option<(Option<String>, Option<String>, String)> {
+        let mut state = self.world.lock();
+        state
+            .container(&self.alias, container)
+            .ok()
+            .and_then(|c| c.get(&key(name)))
+            .and_then(|(_, b)| b.access.clone())
+    }
+
     /// The snapshot ids of a blob, oldest first.
     pub fn snapshot_ids(&self, container: &str, name: &str) -> Vec<String> {
         let mut state = self.world.lock();
@@ -765,6 +784,76 @@ impl BlobStore for MemoryStore {
             if let Some(v) = b.current.as_mut() {
                 v.tags = tags.clone();
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A directory is an empty blob with metadata `hdi_isfolder=true`, as the Blob API
+    /// shows one (<https://learn.microsoft.com/azure/storage/blobs/data-lake-storage-namespace>).
+    async fn create_directory(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        self.base_only(blob)?;
+        self.call(Op::CreateDirectory, Some(blob.name), |s| {
+            let etag = s.next_etag();
+            let now = s.now();
+            let blobs = s.container(&self.alias, blob.container)?;
+            let existing = blobs
+                .get(&key(blob.name))
+                .and_then(|(_, b)| b.current.as_ref());
+            if existing.is_some() && condition == Condition::IfAbsent {
+                return Err(StoreError::answered(
+                    &self.alias,
+                    409,
+                    Code::UnknownValue("PathAlreadyExists".into()),
+                    "The specified path already exists.",
+                ));
+            }
+            let entry = blobs
+                .entry(key(blob.name))
+                .or_insert_with(|| (blob.name.to_string(), Blob::default()));
+            if entry.1.current.is_none() {
+                entry.1.current = Some(Version {
+                    content: Arc::new(Vec::new()),
+                    etag,
+                    last_modified: now,
+                    headers: ContentHeaders::default(),
+                    metadata: BTreeMap::from([("hdi_isfolder".into(), "true".into())]),
+                    tags: BTreeMap::new(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_access_control(
+        &self,
+        blob: BlobRef<'_>,
+        access: &AccessControl<'_>,
+    ) -> Result<(), StoreError> {
+        self.base_only(blob)?;
+        self.call(Op::SetAccessControl, Some(blob.name), |s| {
+            let blobs = s.container(&self.alias, blob.container)?;
+            let Some((_, b)) = blobs
+                .get_mut(&key(blob.name))
+                .filter(|(_, b)| b.current.is_some())
+            else {
+                return Err(StoreError::answered(
+                    &self.alias,
+                    404,
+                    Code::UnknownValue("PathNotFound".into()),
+                    "The specified path does not exist.",
+                ));
+            };
+            b.access = Some((
+                access.owner.map(str::to_string),
+                access.group.map(str::to_string),
+                access.acl.to_string(),
+            ));
             Ok(())
         })
         .await

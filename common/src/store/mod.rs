@@ -108,6 +108,15 @@ pub struct CopyFromUrl<'a> {
     pub tier: Option<AccessTier>,
 }
 
+/// What Set Access Control writes on a path.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessControl<'a> {
+    /// `None`: left as it is (setting an owner takes super-user rights).
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub acl: &'a str,
+}
+
 /// Put Block List.
 #[derive(Debug, Clone, Default)]
 pub struct Commit<'a> {
@@ -362,6 +371,26 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 
     /// Get Blob, whole: the bytes and the ETag they belong to.
     async fn get(&self, blob: BlobRef<'_>) -> Result<(Vec<u8>, String), StoreError>;
+
+    /// Path - Create of a directory on the dfs endpoint (accounts with a hierarchical
+    /// namespace), with its missing parents. `IfAbsent`: 409 `PathAlreadyExists` when the
+    /// path exists.
+    /// <https://learn.microsoft.com/rest/api/storageservices/datalakestoragegen2/path/create>
+    async fn create_directory(
+        &self,
+        blob: BlobRef<'_>,
+        condition: Condition,
+    ) -> Result<(), StoreError>;
+
+    /// Path - Update `action=setAccessControl` on the dfs endpoint: the owner and group
+    /// (when given) and the ACL, which carries the permission bits (`x-ms-permissions` may
+    /// not be sent with it).
+    /// <https://learn.microsoft.com/rest/api/storageservices/datalakestoragegen2/path/update>
+    async fn set_access_control(
+        &self,
+        blob: BlobRef<'_>,
+        access: &AccessControl<'_>,
+    ) -> Result<(), StoreError>;
 
     /// A flat listing of a container, in the service's order, page by page.
     fn list<'a>(

@@ -7,6 +7,7 @@ use lakevault_common::ledger;
 use lakevault_common::progress::{self, Progress};
 use lakevault_common::queue::AzureQueue;
 use lakevault_common::record::rfc3339;
+use lakevault_common::storage::Namespace;
 use lakevault_common::store::azure::AzureStore;
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,11 @@ pub struct RestoreArgs {
     /// Replace blobs that exist at the target (otherwise they are left alone and counted).
     #[arg(long, env = "LAKEVAULT_RESTORE_OVERWRITE")]
     pub overwrite: bool,
+    /// Do not set the owner, group and ACLs kept with paths backed up from an account
+    /// with a hierarchical namespace (they are set by default when the target has one);
+    /// directories are still restored as directories.
+    #[arg(long, env = "LAKEVAULT_RESTORE_NO_ACLS")]
+    pub no_acls: bool,
     /// Print the plan, enqueue nothing.
     #[arg(long, env = "LAKEVAULT_DRY_RUN")]
     pub dry_run: bool,
@@ -47,7 +53,7 @@ pub struct RestoreArgs {
 pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
     let config = &env.config;
     let account = |alias: &str| env.account(alias);
-    use crate::restore::{RestoreOptions, Target, source_container_of};
+    use crate::restore::{AccessRestore, RestoreOptions, Target, source_container_of};
     let (from_account, from_container) = match args.from.split_once('/') {
         Some((a, c)) => (a.to_string(), c.to_string()),
         None => (config.backup.destination.clone(), args.from.clone()),
@@ -94,6 +100,19 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let backup = account(&from_account)?;
     let target = account(&to.account)?;
+    // Access control goes only to a target with a hierarchical namespace.
+    let target_namespace = match target.namespace().await {
+        Ok(namespace) => namespace,
+        Err(e) => {
+            tracing::warn!(account = %target.alias, error = %describe(&e), "cannot tell the restore target's namespace (Get Account Information); taking it as flat");
+            Namespace::Flat
+        }
+    };
+    let access = match (target_namespace, args.no_acls) {
+        (Namespace::Flat, _) => AccessRestore::FlatTarget,
+        (Namespace::Hierarchical, true) => AccessRestore::Skip,
+        (Namespace::Hierarchical, false) => AccessRestore::Apply,
+    };
     let queue_account = account(&config.queue.account)?;
     let queue = AzureQueue::new(&config.queue.name, queue_account.queue(&config.queue.name)?);
     let options = RestoreOptions {
@@ -109,6 +128,7 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
         overwrite: args.overwrite,
         dry_run: args.dry_run,
         sample: args.sample,
+        access,
         progress: Progress::counter(
             progress::wanted(args.output == Output::Table),
             "restore",
@@ -155,10 +175,27 @@ pub(super) async fn run(env: &Env, args: RestoreArgs) -> anyhow::Result<i32> {
                 report.deleted_at_time,
                 report.unrecorded
             );
+            let access = &report.access;
+            if access.applied + access.not_applied + access.not_kept > 0 {
+                println!(
+                    "access control: {} paths get their recorded owner, group and ACL; {} not applied; {} not kept in full by the backup",
+                    access.applied, access.not_applied, access.not_kept
+                );
+            }
             for name in &report.sample {
                 println!("    {name}");
             }
         }
+    }
+    if let Some(reason) = &report.access.reason {
+        // Once per job, whatever the output format.
+        eprintln!("note: {reason}");
+    }
+    if report.access.not_kept > 0 {
+        eprintln!(
+            "note: {} paths had access control too long to keep in full in the backup (only its digest was kept): they are restored with what the target gives them",
+            report.access.not_kept
+        );
     }
     if report.in_blob_versions > 0 {
         // The rest is restored; these names are not, and that is never silent.

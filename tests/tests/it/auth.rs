@@ -197,6 +197,7 @@ async fn near_limit_batches_fit_in_one_queue_message() {
         handed_back: 0,
         waits: 0,
         source_hierarchical: false,
+        apply_access: false,
         carried: Default::default(),
     };
     // Quotes and '<' '&' grow when escaped into XML on the wire; the limit must still hold.

@@ -394,7 +394,7 @@ impl Sim {
     /// What a restore as of `at` takes for a name: the version (by its record's backup
     /// time: copies of one version share it) and its content; `None`: nothing to restore.
     fn restored(&self, group: &[Version], at: OffsetDateTime) -> Option<(String, Vec<u8>)> {
-        let RestoreChoice::Restore(item, _) = versions::choose_for_restore(group.to_vec(), at)
+        let RestoreChoice::Restore { item, .. } = versions::choose_for_restore(group.to_vec(), at)
         else {
             return None;
         };
@@ -418,7 +418,7 @@ impl Sim {
     async fn plan_restore_at(&mut self, name: usize, back: u64) {
         let at = self.world.now() - time::Duration::seconds(back as i64);
         let group = self.groups().await.swap_remove(name);
-        if let RestoreChoice::Restore(item, _) = versions::choose_for_restore(group, at) {
+        if let RestoreChoice::Restore { item, .. } = versions::choose_for_restore(group, at) {
             self.pending.push(Pending {
                 kind: MessageKind::Restore,
                 item,
@@ -848,6 +848,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         handed_back: 0,
         waits: 0,
         source_hierarchical: false,
+        apply_access: false,
         carried: Default::default(),
         source: Location {
             account: "src".into(),

@@ -197,6 +197,8 @@ pub enum Refusal {
     /// No request was sent: the account's credential cannot be used (an expired SAS, a
     /// token the identity service would not issue).
     CredentialUnusable,
+    /// Restored with its ACL, but the target refused the recorded owner or group.
+    OwnerNotRestored,
 }
 
 impl Refusal {
@@ -212,6 +214,7 @@ impl Refusal {
             Refusal::CredentialUnusable => "CredentialUnusable",
             Refusal::NotAllowedHere => "NotAllowedHere",
             Refusal::VersionOrderUnclear => "VersionOrderUnclear",
+            Refusal::OwnerNotRestored => "OwnerNotRestored",
         }
     }
 }

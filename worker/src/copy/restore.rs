@@ -2,12 +2,24 @@
 //! its planned ETag) written to the target through the same request builder as a backup,
 //! with the version's user tags and no record. Without `overwrite`, the write is
 //! conditional on the target not existing.
+//!
+//! Into an account with a hierarchical namespace, an item recorded as a directory is
+//! created with Path - Create on the dfs endpoint (an empty directory is an entry of its
+//! own), and with `apply_access` every path written gets the owner, group and ACL recorded
+//! with its version (Path - Update `setAccessControl`), so nothing is left to inheritance
+//! from whichever parent happened to exist first. A directory is not data: its recorded
+//! access control is set even when it already existed (the restore of a file below it may
+//! have created it first, with inherited entries); a file that existed is left alone, as
+//! without ACLs.
 
 use super::write::{Source, Target};
 use super::{CopyEngine, ItemFailure, ItemOutcome, Refusal};
+use lakevault_common::access::PathAccess;
 use lakevault_common::error::FailureClass;
 use lakevault_common::record::{normalise_etag, user_tags};
-use lakevault_common::store::{BlobRef, BlobStore, Condition, Side, StorageErrorCode};
+use lakevault_common::store::{
+    AccessControl, BlobRef, BlobStore, Condition, Side, StorageErrorCode, StoreError,
+};
 use lakevault_common::wire::{CopyBatch, CopyItem};
 
 impl CopyEngine {
@@ -45,6 +57,35 @@ impl CopyEngine {
                 Condition::IfAbsent
             },
         };
+        let access = item.access.as_deref();
+        if access.is_some_and(|a| a.directory) {
+            // A directory that exists is the directory, overwrite or not; a file in its
+            // place (409 `ResourceTypeMismatch`) is not replaced by one.
+            let outcome = match target_store
+                .create_directory(target_blob, Condition::IfAbsent)
+                .await
+            {
+                Ok(()) => ItemOutcome::Copied {
+                    bytes: 0,
+                    source_etag: etag.clone(),
+                    kept_previous: false,
+                },
+                Err(e) if e.code_str() == Some("PathAlreadyExists") => ItemOutcome::TargetExists,
+                Err(e) => {
+                    return Err(ItemFailure::from_store(
+                        "creating the directory (dfs Path - Create)",
+                        Side::Backup,
+                        &e,
+                    ));
+                }
+            };
+            if batch.apply_access
+                && let Some(access) = access
+            {
+                set_access(target_store, target_blob, access).await?;
+            }
+            return Ok(outcome);
+        }
         // Blocks are staged before the conditional commit: check first, rather than
         // copy gigabytes to be refused.
         if !batch.overwrite
@@ -53,9 +94,38 @@ impl CopyEngine {
         {
             return Ok(ItemOutcome::TargetExists);
         }
+        let outcome = self.write_version(batch, source, target).await?;
+        if batch.apply_access
+            && let Some(access) = access
+        {
+            let ours = match &outcome {
+                ItemOutcome::Copied { .. } => true,
+                // A try before this one may have written it and failed to set its ACL:
+                // the same content as the version restored is taken as that write.
+                ItemOutcome::TargetExists => {
+                    same_content(source.store, source.blob, target_store, target_blob).await?
+                }
+                _ => false,
+            };
+            if ours {
+                set_access(target_store, target_blob, access).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Writes the version to the target: `Copied`, or `TargetExists` without overwrite.
+    async fn write_version(
+        &self,
+        batch: &CopyBatch,
+        source: Source<'_>,
+        target: Target<'_>,
+    ) -> Result<ItemOutcome, ItemFailure> {
+        let (etag, size) = (source.etag.to_string(), source.size);
+        let (target_store, target_blob) = (target.store, target.blob);
         match self.write(source, target).await {
             Ok(()) => Ok(ItemOutcome::Copied {
-                bytes: item.size,
+                bytes: size,
                 source_etag: etag,
                 kept_previous: false,
             }),
@@ -81,6 +151,80 @@ impl CopyEngine {
             Err(f) => Err(f),
         }
     }
+}
+
+/// Sets the recorded owner, group and ACL on a restored path. A target that refuses the
+/// owner (setting one takes super-user rights: the Storage Blob Data Owner role) still gets
+/// the ACL, and the item fails with a reason that says so; the data stays where it landed.
+async fn set_access(
+    store: &dyn BlobStore,
+    blob: BlobRef<'_>,
+    access: &PathAccess,
+) -> Result<(), ItemFailure> {
+    let failed = |e: &StoreError| {
+        ItemFailure::from_store(
+            "setting the recorded access control (dfs setAccessControl)",
+            Side::Backup,
+            e,
+        )
+    };
+    let full = AccessControl {
+        owner: Some(&access.owner)
+            .filter(|o| !o.is_empty())
+            .map(|o| o.as_str()),
+        group: Some(&access.group)
+            .filter(|g| !g.is_empty())
+            .map(|g| g.as_str()),
+        acl: &access.acl,
+    };
+    match store.set_access_control(blob, &full).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.status == Some(403) && (full.owner.is_some() || full.group.is_some()) => {
+            let acl_only = AccessControl {
+                owner: None,
+                group: None,
+                acl: &access.acl,
+            };
+            // Refused again: the identity may not change access control at all, which is
+            // a credential problem like any other 403.
+            store
+                .set_access_control(blob, &acl_only)
+                .await
+                .map_err(|e| failed(&e))?;
+            Err(ItemFailure::refused(
+                Refusal::OwnerNotRestored,
+                format!(
+                    "restored with its ACL, but the target refused owner `{}` and group `{}` ({}): setting an owner takes super-user rights on the target (the Storage Blob Data Owner role, or the owning user for the group); grant them and restore again with --overwrite, or restore with --no-acls",
+                    access.owner, access.group, e.message
+                ),
+            ))
+        }
+        Err(e) => Err(failed(&e)),
+    }
+}
+
+/// Whether the target holds the content of the backup version (size and Content-MD5;
+/// without an MD5 on both sides it cannot be told, and the target is left alone).
+async fn same_content(
+    backup: &dyn BlobStore,
+    version: BlobRef<'_>,
+    target: &dyn BlobStore,
+    blob: BlobRef<'_>,
+) -> Result<bool, ItemFailure> {
+    let read = |side: Side, what: &'static str| {
+        move |e: StoreError| ItemFailure::from_store(what, side, &e)
+    };
+    let ours = backup
+        .properties(version)
+        .await
+        .map_err(read(Side::Source, "reading the backup version"))?;
+    let theirs = target
+        .properties(blob)
+        .await
+        .map_err(read(Side::Backup, "reading the restore target"))?;
+    Ok(ours.size == theirs.size
+        && ours.headers.content_md5.is_some()
+        && ours.headers.content_md5 == theirs.headers.content_md5)
 }
 
 /// Whether a blob exists at the restore target.

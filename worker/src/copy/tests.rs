@@ -50,6 +50,7 @@ fn batch(kind: MessageKind) -> CopyBatch {
         handed_back: 0,
         waits: 0,
         source_hierarchical: false,
+        apply_access: false,
         carried: Default::default(),
     }
 }
@@ -1486,4 +1487,142 @@ async fn access_control_is_kept_with_each_version_and_a_change_of_it_alone_is_ba
         .await
         .unwrap();
     assert_eq!(kept_access(&old), KeptAccess::Kept(before));
+}
+
+/// A restore batch from the backup's `data` into the source account's `restored`, onto a
+/// target with a hierarchical namespace (`apply_access`), and the item of the backup's
+/// current version of `name` with the access control `access`.
+async fn hns_restore(
+    rig: &Rig,
+    name: &str,
+    access: lakevault_common::access::PathAccess,
+) -> (CopyBatch, CopyItem) {
+    let mut restore = batch(MessageKind::Restore);
+    restore.source = Location {
+        account: "bak".into(),
+        container: "data".into(),
+    };
+    restore.destination = Location {
+        account: "src".into(),
+        container: "restored".into(),
+    };
+    restore.apply_access = true;
+    rig.src.create_container("restored");
+    let p = rig
+        .bak
+        .properties(BlobRef::new("data", name))
+        .await
+        .expect("backup blob");
+    let item = CopyItem {
+        access: Some(Box::new(access)),
+        name: name.into(),
+        etag: p.etag,
+        size: p.size,
+        last_modified: p.last_modified,
+        tags: BTreeMap::new(),
+        snapshot: None,
+        backup: Default::default(),
+    };
+    (restore, item)
+}
+
+/// Into an HNS target, a directory is created as a directory (also an empty one) and each
+/// path gets the owner, group and ACL recorded with its version.
+#[tokio::test]
+async fn a_restore_into_a_hierarchical_namespace_creates_directories_and_sets_access_control() {
+    let rig = rig();
+    rig.bak
+        .write("data", "empty", b"", &[("hdi_isfolder", "true")]);
+    rig.bak.write("data", "empty/../x.csv", b"x", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let mut dir = hns_access(
+        "user::rwx,group::r-x,other::---,default:user::rwx,default:group::r-x,default:other::---",
+    );
+    dir.directory = true;
+    let (restore, item) = hns_restore(&rig, "empty", dir.clone()).await;
+    let outcome = engine.copy_item(&restore, &item).await.expect("created");
+    assert!(matches!(outcome, ItemOutcome::Copied { .. }), "{outcome:?}");
+    assert_eq!(rig.world.calls("src", Op::CreateDirectory), 1);
+    assert_eq!(
+        rig.world.calls("src", Op::CopyFromUrl),
+        0,
+        "no data to copy"
+    );
+    assert_eq!(
+        rig.src.access_of("restored", "empty"),
+        Some((
+            Some(dir.owner.clone()),
+            Some(dir.group.clone()),
+            dir.acl.clone()
+        ))
+    );
+    // Again (a redelivery, or the directory made by a file restored below it first):
+    // it exists, and still gets its recorded access control.
+    let again = engine.copy_item(&restore, &item).await.expect("exists");
+    assert_eq!(again, ItemOutcome::TargetExists);
+    assert_eq!(rig.world.calls("src", Op::SetAccessControl), 2);
+
+    let file = hns_access("user::rw-,user:ab12:r--,group::r--,mask::r--,other::---");
+    let (restore, item) = hns_restore(&rig, "empty/../x.csv", file.clone()).await;
+    let outcome = engine.copy_item(&restore, &item).await.expect("copied");
+    assert!(matches!(outcome, ItemOutcome::Copied { .. }), "{outcome:?}");
+    assert_eq!(
+        rig.src
+            .content(BlobRef::new("restored", "empty/../x.csv"))
+            .as_deref(),
+        Some(&b"x"[..])
+    );
+    assert_eq!(
+        rig.src.access_of("restored", "empty/../x.csv"),
+        Some((Some(file.owner), Some(file.group), file.acl))
+    );
+    // `--no-acls`: the directory is still a directory, and nothing is set.
+    let (mut restore, item) = hns_restore(&rig, "empty", dir).await;
+    restore.apply_access = false;
+    restore.destination.container = "plain".into();
+    rig.src.create_container("plain");
+    engine.copy_item(&restore, &item).await.expect("created");
+    assert_eq!(rig.world.calls("src", Op::CreateDirectory), 3);
+    assert_eq!(rig.src.access_of("plain", "empty"), None);
+}
+
+/// A target that refuses the owner (no super-user rights) still gets the data and the ACL;
+/// the item fails with a reason that says what was not restored and what to do.
+#[tokio::test]
+async fn a_target_that_refuses_the_owner_gets_the_data_and_the_acl_and_the_item_says_so() {
+    let rig = rig();
+    rig.bak.write("data", "a.csv", b"a", &[]);
+    let engine = engine(&rig, CopyOptions::default());
+    let access = hns_access("user::rw-,group::r--,other::---");
+    let (restore, item) = hns_restore(&rig, "a.csv", access.clone()).await;
+    rig.world.inject(
+        Fault::on(
+            Op::SetAccessControl,
+            Action::Fail(
+                403,
+                Code::UnknownValue("AuthorizationPermissionMismatch".into()),
+            ),
+        )
+        .account("src"),
+    );
+    let failure = engine
+        .copy_item(&restore, &item)
+        .await
+        .expect_err("the owner was not restored");
+    assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+    assert!(
+        failure.reason.contains("owner") && failure.reason.contains("--no-acls"),
+        "{}",
+        failure.reason
+    );
+    assert_eq!(
+        rig.src
+            .content(BlobRef::new("restored", "a.csv"))
+            .as_deref(),
+        Some(&b"a"[..])
+    );
+    assert_eq!(
+        rig.src.access_of("restored", "a.csv"),
+        Some((None, None, access.acl))
+    );
 }

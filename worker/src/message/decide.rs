@@ -216,6 +216,7 @@ mod tests {
             handed_back: 0,
             waits: 0,
             source_hierarchical: false,
+            apply_access: false,
             carried: Default::default(),
         }
     }
