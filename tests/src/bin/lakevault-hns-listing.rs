@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "15,150")]
     files_per_day: Vec<usize>,
     /// Months of day directories (28 days each). The façade answers every listing from a
-    /// full read of the container, so large lakes take long here (not in Azure).
+    /// read of the names under its prefix, so large lakes take long here (not in Azure).
     #[arg(long, default_value_t = 2)]
     months: u32,
 }

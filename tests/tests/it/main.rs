@@ -11,6 +11,7 @@ mod deploy_configs;
 mod entra;
 mod faults;
 mod history;
+mod hns_facade;
 mod incremental;
 mod lease;
 mod ledger;
