@@ -940,15 +940,17 @@ async fn view_or_error(
     path: &str,
     head: bool,
 ) -> Result<Vec<Entry>, Response> {
-    view_with_access(shared, container, path).await.map_err(|e| {
-        tracing::warn!(error = %e, "HNS façade: reading the container failed");
-        dfs_error(
-            StatusCode::NOT_FOUND,
-            "FilesystemNotFound",
-            "The specified filesystem does not exist.",
-            head,
-        )
-    })
+    view_with_access(shared, container, path)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "HNS façade: reading the container failed");
+            dfs_error(
+                StatusCode::NOT_FOUND,
+                "FilesystemNotFound",
+                "The specified filesystem does not exist.",
+                head,
+            )
+        })
 }
 
 fn refuse_owner_change(shared: &Shared, headers: &AccessHeaders) -> Option<Response> {
@@ -1034,7 +1036,12 @@ async fn set_access_control(
 /// `Some(false)` a file, `None` nothing.
 async fn emulator_kind(direct: &StorageAccount, container: &str, name: &str) -> Option<bool> {
     use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-    let props = direct.blob(container, name).ok()?.get_properties(None).await.ok()?;
+    let props = direct
+        .blob(container, name)
+        .ok()?
+        .get_properties(None)
+        .await
+        .ok()?;
     Some(props.metadata().is_ok_and(|m| {
         m.iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true"))
