@@ -18,8 +18,10 @@
 //!   <https://learn.microsoft.com/rest/api/storageservices/get-blob-tags>).
 //!
 //! - List Blobs answers from the façade's own view of the container (read from the emulator
-//!   on every request, the names under the request's prefix only): a directory for every path above a blob (created in the emulator as an empty
-//!   blob with `hdi_isfolder=true` when missing, so that it can be read and copied), and a
+//!   on every request, the names under the request's prefix only; a dfs request on one
+//!   path reads that path): a directory for every path above a blob (created in the
+//!   emulator as an empty blob with `hdi_isfolder=true` when missing, so that it can be
+//!   read and copied), and a
 //!   blob with metadata `hdi_isfolder=true` is a directory too
 //!   (<https://learn.microsoft.com/azure/storage/blobs/data-lake-storage-namespace>);
 //!   entries in the order a hierarchical namespace lists them, a depth-first walk with
@@ -36,8 +38,9 @@
 //!   as given). A path gets one when first seen: a write relayed with success (Put Blob,
 //!   Copy Blob From URL or Copy Blob, Put Block List: "the creator of a file or directory
 //!   becomes the owner", `$superuser` under Shared Key), a path first found in the façade's
-//!   view of the container (written to the emulator directly), a directory the façade
-//!   creates. Without a default ACL on the parent directory it gets Azure's defaults, the
+//!   view of the container (written to the emulator directly: seen by a listing under it,
+//!   a dfs request on it, or a setAccessControl on a directory above it, which looks at
+//!   everything below first), a directory the façade creates. Without a default ACL on the parent directory it gets Azure's defaults, the
 //!   default permission (0777 for a directory, 0666 for a file) less the default umask 0027
 //!   (Path - Create, `x-ms-umask`: "The default permission is 0777 for a directory and 0666
 //!   for a file. The default umask is 0027"): `rwxr-x---` and `rw-r-----` with the matching
@@ -967,11 +970,11 @@ fn refuse_owner_change(shared: &Shared, headers: &AccessHeaders) -> Option<Respo
 
 /// Path - Get Properties with `action=getAccessControl`.
 async fn get_access_control(shared: &Shared, container: &str, path: &str) -> Response {
-    let view = match view_or_error(shared, container, path, true).await {
-        Ok(view) => view,
+    let entry = match path_entry(shared, container, path, true).await {
+        Ok(entry) => entry,
         Err(response) => return response,
     };
-    let entry = view.iter().find(|e| e.name == path);
+    let entry = entry.as_ref();
     if entry.is_none() && !path.is_empty() {
         return dfs_error(StatusCode::NOT_FOUND, "PathNotFound", PATH_NOT_FOUND, true);
     }
@@ -1006,13 +1009,26 @@ async fn set_access_control(
         Ok(headers) => headers,
         Err(what) => return invalid_header(what),
     };
-    let view = match view_or_error(shared, container, path, false).await {
-        Ok(view) => view,
+    let entry = match path_entry(shared, container, path, false).await {
+        Ok(entry) => entry,
         Err(response) => return response,
     };
-    let entry = view.iter().find(|e| e.name == path);
+    let entry = entry.as_ref();
     if entry.is_none() && !path.is_empty() {
         return dfs_error(StatusCode::NOT_FOUND, "PathNotFound", PATH_NOT_FOUND, false);
+    }
+    // Paths below a directory written straight to the emulator exist before its new
+    // default ACL: they are seen (and given their access control) first, so that they do
+    // not inherit what is set now.
+    if entry.is_none_or(|e| e.directory) {
+        let below = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        if let Err(response) = view_or_error(shared, container, &below, false).await {
+            return response;
+        }
     }
     if let Some(refusal) = refuse_owner_change(shared, &headers) {
         return refusal;
@@ -1030,6 +1046,100 @@ async fn set_access_control(
         StatusCode::OK,
         &[("etag", &etag), ("last-modified", &last_modified)],
     )
+}
+
+/// One path as the namespace holds it, read on its own (a request about one path should
+/// cost a request or two, not a listing): the emulator's blob under that name, or a
+/// directory implied by names below it (created in the emulator first, as
+/// `namespace_view` does). `Ok(None)`: no such path; `""` is the root, never an entry.
+async fn path_entry(
+    shared: &Shared,
+    container: &str,
+    path: &str,
+    head: bool,
+) -> Result<Option<Entry>, Response> {
+    use azure_storage_blob::models::BlobContainerClientListBlobsOptions;
+    let missing = || {
+        dfs_error(
+            StatusCode::NOT_FOUND,
+            "FilesystemNotFound",
+            "The specified filesystem does not exist.",
+            head,
+        )
+    };
+    if path.is_empty() {
+        return Ok(None);
+    }
+    if let Some(entry) = emulator_entry(&shared.direct, container, path).await {
+        ensure(&mut shared.access(), container, path, entry.directory);
+        return Ok(Some(entry));
+    }
+    let client = shared.direct.container(container).map_err(|_| missing())?;
+    let options = BlobContainerClientListBlobsOptions {
+        prefix: Some(format!("{path}/")),
+        maxresults: Some(1),
+        ..Default::default()
+    };
+    let below = match client.list_blobs(Some(options)) {
+        Ok(pager) => {
+            let mut pages = pager.into_pages();
+            match pages.try_next().await {
+                Ok(Some(page)) => page
+                    .into_model()
+                    .ok()
+                    .and_then(|m| m.blob_items.first().cloned())
+                    .is_some(),
+                Ok(None) => false,
+                Err(_) => return Err(missing()),
+            }
+        }
+        Err(_) => return Err(missing()),
+    };
+    if !below {
+        return Ok(None);
+    }
+    if let Err(e) = crate::lake::put_directory(&shared.direct, container, path).await {
+        tracing::warn!(error = %e, "HNS façade: creating a directory failed");
+    }
+    let entry = emulator_entry(&shared.direct, container, path).await;
+    if entry.is_some() {
+        ensure(&mut shared.access(), container, path, true);
+    }
+    Ok(entry)
+}
+
+/// The emulator's blob under one name, as an entry of the namespace.
+async fn emulator_entry(direct: &StorageAccount, container: &str, name: &str) -> Option<Entry> {
+    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
+    let props = direct
+        .blob(container, name)
+        .ok()?
+        .get_properties(None)
+        .await
+        .ok()?;
+    let directory = props.metadata().is_ok_and(|m| {
+        m.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true"))
+    });
+    Some(Entry {
+        name: name.to_string(),
+        directory,
+        etag: props
+            .etag()
+            .ok()
+            .flatten()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+        size: props.content_length().ok().flatten().unwrap_or(0),
+        last_modified: props
+            .last_modified()
+            .ok()
+            .flatten()
+            .map(|t| azure_core::time::to_rfc7231(&t))
+            .unwrap_or_default(),
+        content_md5: None,
+        content_type: None,
+    })
 }
 
 /// What the emulator holds under one name: `Some(true)` a directory blob (`hdi_isfolder`),

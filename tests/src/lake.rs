@@ -521,3 +521,45 @@ pub async fn put_uncopyable(
         .await?;
     Ok(())
 }
+
+/// The names of a partitioned data lake of at least `files` files, built around the names
+/// that put a hierarchical namespace's listing order apart from a flat one: tables whose
+/// names continue past a directory's name with `-`, `.`, space or a letter (`sales/`,
+/// `sales-2024/`, `sales.v2/`, `sales 2023/`, `salesforce/`, `sales.csv`), Hive
+/// partitions (`year=/month=/day=`), `_SUCCESS` markers, and non-ASCII names. Sorted in
+/// the flat order; directories are implied by the names (add empty ones separately).
+pub fn partitioned_lake(files: usize) -> Vec<String> {
+    const TABLES: [&str; 8] = [
+        "sales",
+        "sales-2024",
+        "sales.v2",
+        "sales 2023",
+        "salesforce",
+        "événements",
+        "A",
+        "A-B",
+    ];
+    let mut names = vec![
+        "sales.csv".to_string(),
+        "A-B-C".to_string(),
+        "AB.txt".to_string(),
+        "AB/dat4".to_string(),
+        "README".to_string(),
+    ];
+    'fill: for day in 1..=28u32 {
+        for month in 1..=12u32 {
+            for table in TABLES {
+                let dir = format!("{table}/year=2024/month={month:02}/day={day:02}");
+                for part in 0..4 {
+                    names.push(format!("{dir}/part-{part:05}.snappy.parquet"));
+                }
+                names.push(format!("{dir}/_SUCCESS"));
+                if names.len() >= files {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    names.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+    names
+}

@@ -102,6 +102,12 @@ pub struct PassReport {
     pub copied: u64,
     /// Items found already in the backup at their planned version (redeliveries).
     pub already_current: u64,
+    /// Items whose source was gone when they ran (deleted since planning).
+    pub source_gone: u64,
+    /// Items with nothing left to do: the backup changed or went away since planning.
+    pub superseded: u64,
+    /// Restore items left alone because the target exists.
+    pub target_exists: u64,
     pub bytes: u64,
     pub poisoned: u64,
     /// Items handed back for another attempt.
@@ -204,6 +210,9 @@ pub fn collect(children: Vec<Child>, report: &mut PassReport) -> anyhow::Result<
             serde_json::from_slice(&out.stdout).context("worker summary JSON")?;
         report.copied += summary["copied"].as_u64().unwrap_or(0);
         report.already_current += summary["already_current"].as_u64().unwrap_or(0);
+        report.source_gone += summary["source_gone"].as_u64().unwrap_or(0);
+        report.superseded += summary["superseded"].as_u64().unwrap_or(0);
+        report.target_exists += summary["target_exists"].as_u64().unwrap_or(0);
         report.bytes += summary["bytes"].as_u64().unwrap_or(0);
         report.poisoned += summary["poisoned"].as_u64().unwrap_or(0);
         report.retried += summary["retried"].as_u64().unwrap_or(0);

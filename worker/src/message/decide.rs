@@ -81,11 +81,9 @@ pub fn decide(
     for (item, result) in results {
         match result {
             ItemResult::Cancelled => interrupted = true,
-            ItemResult::Done(outcome) => count_done(
-                r,
-                &outcome,
-                item.snapshot.is_some() && policy.releases_source_snapshots,
-            ),
+            ItemResult::Done(outcome) => {
+                count_done(r, &outcome, policy.released_snapshot(batch, &item));
+            }
             // The account's credential itself failed (a SAS expiring mid-batch, a rotated
             // key): whatever succeeded before, every item after it would fail too.
             ItemResult::Failed(f)
@@ -399,6 +397,27 @@ mod tests {
             assert_eq!(got, classes, "row {i}");
             assert!(d.poison.len() + d.retry.len() + d.wait.len() <= n);
         }
+    }
+
+    /// Only a backup in snapshot mode releases source snapshots: a restore of an older
+    /// version reads a snapshot of the backup blob, which is kept, and is not counted.
+    #[test]
+    fn only_backup_items_count_released_source_snapshots() {
+        let at_snapshot = |n| CopyItem {
+            snapshot: Some("2026-12-03T10:00:00.0000000Z".into()),
+            ..item(n)
+        };
+        let policy = MessagePolicy {
+            releases_source_snapshots: true,
+            ..MessagePolicy::default()
+        };
+        let released = |kind| {
+            let b = CopyBatch { kind, ..batch(0) };
+            let results = vec![(at_snapshot(0), copied()), (item(1), copied())];
+            decide(&b, results, &policy).report.tally.snapshots_released
+        };
+        assert_eq!(released(MessageKind::Copy), 1);
+        assert_eq!(released(MessageKind::Restore), 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! A worker that dies then loses only the items in flight; the next delivery starts where
 //! this one stopped, and does not count against the dequeue limit.
 
+use super::MessagePolicy;
 use super::decide::count_done;
 use crate::copy::ItemOutcome;
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
@@ -23,7 +24,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct Progress {
     received: CopyBatch,
-    releases_snapshots: bool,
+    /// Tells which finished items released a source snapshot.
+    policy: MessagePolicy,
     finished: Vec<bool>,
     /// Outcomes of this delivery's finished items.
     tally: Tally,
@@ -33,9 +35,9 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub fn new(received: &CopyBatch, releases_snapshots: bool) -> Self {
+    pub fn new(received: &CopyBatch, policy: MessagePolicy) -> Self {
         Self {
-            releases_snapshots,
+            policy,
             finished: vec![false; received.items.len()],
             received: received.clone(),
             tally: Tally::default(),
@@ -50,12 +52,10 @@ impl Progress {
             && !*f
         {
             *f = true;
-            let snapshot = self.received.items[index].snapshot.is_some();
-            count_done(
-                &mut self.tally,
-                outcome,
-                snapshot && self.releases_snapshots,
-            );
+            let released = self
+                .policy
+                .released_snapshot(&self.received, &self.received.items[index]);
+            count_done(&mut self.tally, outcome, released);
             self.unsaved = true;
         }
     }

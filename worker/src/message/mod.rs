@@ -21,7 +21,7 @@ use lakevault_common::ledger::{self, BatchOutcome, OutcomeFailure};
 use lakevault_common::queue::{QueueError, ReceivedMessage, WorkQueue};
 use lakevault_common::tally::Tally;
 use lakevault_common::throttle::AdaptiveLimit;
-use lakevault_common::wire::{CopyBatch, CopyItem, ScanTask, WorkMessage};
+use lakevault_common::wire::{CopyBatch, CopyItem, MessageKind, ScanTask, WorkMessage};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,13 @@ pub struct MessagePolicy {
 pub const MAX_WAIT_DOUBLINGS: u32 = 6;
 
 impl MessagePolicy {
+    /// Whether the engine released (deleted) a source snapshot when `item` of `batch`
+    /// reached its outcome: backup items taken from a source snapshot, in snapshot mode.
+    /// A restore item at a snapshot reads a kept version of the backup, which stays.
+    pub fn released_snapshot(&self, batch: &CopyBatch, item: &CopyItem) -> bool {
+        self.releases_source_snapshots && batch.kind == MessageKind::Copy && item.snapshot.is_some()
+    }
+
     /// How long items wait before their next try after `waits` outages.
     pub fn wait_delay(&self, waits: u32) -> Duration {
         self.retry_delay
@@ -190,10 +197,7 @@ async fn process_message(
         return report;
     }
 
-    let progress = Arc::new(Mutex::new(Progress::new(
-        &batch,
-        ctx.policy.releases_source_snapshots,
-    )));
+    let progress = Arc::new(Mutex::new(Progress::new(&batch, ctx.policy.clone())));
     let keeper = Keeper::start(
         ctx.queue.clone(),
         &message,
