@@ -418,6 +418,9 @@ struct Shared {
     access_requests: AtomicUsize,
     /// Whether the caller may change owners (a super-user).
     owner_changes: bool,
+    /// A fault for tests: listing pages come with their entries in reverse order (a
+    /// service that breaks its own order).
+    misordered: std::sync::atomic::AtomicBool,
     access: Mutex<AccessMap>,
 }
 
@@ -471,6 +474,7 @@ impl HnsFacade {
             listings: AtomicUsize::new(0),
             access_requests: AtomicUsize::new(0),
             owner_changes,
+            misordered: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new()
@@ -489,6 +493,12 @@ impl HnsFacade {
     /// (blob index tags).
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// From now on, listing pages come with their entries in reverse order, as a service
+    /// that broke its own order would send them (a fault for tests).
+    pub fn misorder_listings(&self) {
+        self.shared.misordered.store(true, Ordering::SeqCst);
     }
 
     /// List Blobs requests answered so far (pages, each one request).
@@ -1553,10 +1563,13 @@ async fn list_blobs(shared: &Shared, path: &str, query: &[(String, String)]) -> 
     let page = &items[start.min(items.len())..];
     let next = page.get(max).map(Item::marker);
     let permissions = has(query, "include", "permissions");
+    let mut page: Vec<&Item> = page.iter().take(max).collect();
+    if shared.misordered.load(Ordering::SeqCst) {
+        page.reverse();
+    }
     let body: String = {
         let map = shared.access();
-        page.iter()
-            .take(max)
+        page.into_iter()
             .map(|item| {
                 let access = match item {
                     Item::Blob(e) if permissions => map.get(&(container.clone(), e.name.clone())),

@@ -569,3 +569,246 @@ fn verify_finds(config: &std::path::Path, kind: &str, expected: usize) -> serde_
     }
     report
 }
+
+/// A small HNS lake with access control set, backed up; returns the façade, its config,
+/// the lake's entries with their access control, and the config's text.
+async fn backed_up_hns_lake(
+    lab: &Lab,
+) -> (
+    HnsFacade,
+    PathBuf,
+    BTreeMap<String, (u64, Option<String>, Option<PathAccess>)>,
+) {
+    lab.src.ensure_container("data").await.expect("container");
+    for name in LAKE {
+        lake::put(&lab.src, "data", name, name.as_bytes())
+            .await
+            .expect("put");
+    }
+    lake::put_directory(&lab.src, "data", "staging")
+        .await
+        .expect("directory");
+    let (facade, path) = behind_facade(lab, SOURCE_ACCOUNT).await;
+    // Restores may write to either account.
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str("\n[restore]\ntargets = [\"source\", \"backup\"]\n");
+    std::fs::write(&path, text).expect("config");
+    let config = lakevault_common::config::Config::load(&path).expect("config");
+    let (hns, _) = lakevault_tests::accounts(&config).expect("accounts");
+    let dfs = AzureStore::new(hns.clone());
+    let analyst = "6b1d2e3f-0000-4000-8000-00000000a11c";
+    set_acl(
+        &dfs,
+        "data",
+        "sales",
+        Some("0f9e8d7c-0000-4000-8000-00000000beef"),
+        &format!(
+            "{},default:user::rwx,default:group::r-x,default:other::---",
+            acl_with(analyst, "r-x")
+        ),
+    )
+    .await;
+    set_acl(&dfs, "data", "AB.txt", None, &acl_with(analyst, "r--")).await;
+    let entries = hns_entries(&hns, "data").await;
+    run_ok(
+        {
+            let mut c = coordinator(&path).expect("bin");
+            c.args(["backup", "--output", "json"]);
+            c
+        },
+        "backup",
+    );
+    let pass = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!(
+        (pass.copied, pass.poisoned),
+        (entries.len() as u64, 0),
+        "{pass:?}"
+    );
+    (facade, path, entries)
+}
+
+fn restore(config: &std::path::Path, to: &str, extra: &[&str]) -> (serde_json::Value, String) {
+    let out = coordinator(config)
+        .expect("bin")
+        .args(["restore", "--from", "data", "--to", to, "--output", "json"])
+        .args(extra)
+        .output()
+        .expect("restore");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (
+        serde_json::from_slice(&out.stdout).expect("restore plan"),
+        stderr,
+    )
+}
+
+/// What a restore does with access control it cannot or may not apply: into a flat
+/// account the data comes back and the plan says once why the ACLs do not; with
+/// `--no-acls` directories are still directories and paths get what the target gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_control_not_applied_is_said_once_and_the_data_still_lands() {
+    let lab = Lab::start("adls-noacl", &["data"]).expect("lab");
+    let (facade, path, entries) = backed_up_hns_lake(&lab).await;
+    let n = entries.len() as u64;
+
+    let asked_before = facade.access_requests();
+    let (plan, stderr) = restore(&path, "backup/flat", &[]);
+    assert_eq!(plan["restore"], n, "{plan}");
+    assert_eq!(plan["access"]["not_applied"], n, "{plan}");
+    assert_eq!(plan["access"]["applied"], 0, "{plan}");
+    assert!(
+        plan["access"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no hierarchical namespace")),
+        "{plan}"
+    );
+    assert_eq!(
+        stderr.matches("no hierarchical namespace").count(),
+        1,
+        "said once per job: {stderr}"
+    );
+    let pass = drain(&path, 1, &[]).expect("workers");
+    assert_eq!((pass.copied, pass.poisoned), (n, 0), "{pass:?}");
+    assert_eq!(
+        facade.access_requests(),
+        asked_before,
+        "nothing asked of a dfs endpoint"
+    );
+
+    let (plan, stderr) = restore(&path, "source/plain", &["--no-acls"]);
+    assert_eq!(plan["access"]["not_applied"], n, "{plan}");
+    assert!(stderr.contains("--no-acls"), "{stderr}");
+    let pass = drain(&path, 1, &[]).expect("workers");
+    assert_eq!(
+        (pass.copied + pass.target_exists, pass.poisoned),
+        (n, 0),
+        "{pass:?}"
+    );
+    let config = lakevault_common::config::Config::load(&path).expect("config");
+    let (hns, _) = lakevault_tests::accounts(&config).expect("accounts");
+    let plain = hns_entries(&hns, "plain").await;
+    assert_eq!(
+        plain.keys().collect::<Vec<_>>(),
+        entries.keys().collect::<Vec<_>>()
+    );
+    for (name, (_, _, access)) in &entries {
+        let restored = plain[name].2.as_ref().expect("listed with access control");
+        let recorded = access.as_ref().expect("recorded");
+        assert_eq!(restored.directory, recorded.directory, "{name}");
+    }
+    let ab = plain["AB.txt"].2.as_ref().expect("access");
+    assert!(
+        !ab.acl.contains("6b1d2e3f"),
+        "--no-acls: the recorded named entry is not applied: {ab:?}"
+    );
+}
+
+/// A target where the restoring identity may not set owners: every path still gets its
+/// data and its ACL, and each item says, in the poison queue and the job's status, that
+/// its owner was not restored and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_owner_rights_gets_data_and_acls_and_each_item_says_so() {
+    let lab = Lab::start("adls-owner", &["data"]).expect("lab");
+    let (_facade, path, entries) = backed_up_hns_lake(&lab).await;
+    let n = entries.len() as u64;
+    // The same account behind a façade that refuses owner changes.
+    let direct = lab.azurite.blob_endpoint(SOURCE_ACCOUNT);
+    let strict = HnsFacade::start_refusing_owner_changes(
+        direct.trim_end_matches(&format!("/{SOURCE_ACCOUNT}")),
+        lab.src.clone(),
+    )
+    .await
+    .expect("facade");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let strict_path = lab.dir.path().join("strict.toml");
+    let facade_url = text
+        .split('"')
+        .find(|s| s.contains("BlobEndpoint=http://127.0.0.1"))
+        .and_then(|cs| cs.split(';').find(|p| p.starts_with("BlobEndpoint=")))
+        .map(|p| p.trim_start_matches("BlobEndpoint=").to_string())
+        .expect("the source's blob endpoint");
+    std::fs::write(
+        &strict_path,
+        text.replace(&facade_url, &format!("{}/{SOURCE_ACCOUNT}", strict.url())),
+    )
+    .expect("config");
+    let (plan, _) = restore(&strict_path, "source/owners", &[]);
+    assert_eq!(plan["access"]["applied"], n, "{plan}");
+    let job = plan["job_id"].as_str().expect("job").to_string();
+    let pass = drain(&strict_path, 1, &["--max-attempts", "1"]).expect("workers");
+    assert_eq!(
+        pass.poisoned, n,
+        "each item says its owner was not restored: {pass:?}"
+    );
+    let out = coordinator(&strict_path)
+        .expect("bin")
+        .args(["status", &job, "--output", "json"])
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(1), "a job with failures exits 1");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["poisoned"], n, "{status}");
+    let reasons = status["failures"].to_string();
+    assert!(
+        reasons.contains("owner") && reasons.contains("Storage Blob Data Owner"),
+        "{status}"
+    );
+    for (name, (size, _, access)) in &entries {
+        let restored = strict.access("owners", name).expect("restored path");
+        let recorded = access.as_ref().expect("recorded");
+        assert_eq!(restored.acl, recorded.acl, "{name}: the ACL is applied");
+        assert_eq!(restored.owner, "$superuser", "{name}: the owner is not");
+        if !recorded.directory {
+            let landed = AzureStore::new(lab.src.clone())
+                .properties(BlobRef::new("owners", name))
+                .await
+                .expect("the data landed");
+            assert_eq!(landed.size, *size, "{name}");
+        }
+    }
+}
+
+/// A hierarchical listing that breaks its own order stops the container with an error
+/// that says so, and marks nothing deleted: a deletion is only believed from a listing
+/// that held its order to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_out_of_its_own_order_stops_the_container_without_tombstones() {
+    let lab = Lab::start("adls-order", &["data"]).expect("lab");
+    let (facade, path, _) = backed_up_hns_lake(&lab).await;
+    lab.src
+        .blob("data", "sales.csv")
+        .expect("client")
+        .delete(None)
+        .await
+        .expect("delete");
+    facade.misorder_listings();
+    let out = coordinator(&path)
+        .expect("bin")
+        .args(["backup", "--output", "json"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("report");
+    let failed = report["failed"].to_string();
+    assert!(
+        // The walk of a directory, or the merge-join of the top level's entries, says so.
+        failed.contains("\"data\"")
+            && failed.contains(" order")
+            && failed.contains("cannot continue"),
+        "{report}"
+    );
+    assert_eq!(planned(&report, "deleted_in_source"), 0, "{report}");
+    let pass = drain(&lab.path, 1, &[]).expect("workers");
+    assert_eq!(
+        (pass.copied, pass.poisoned),
+        (0, 0),
+        "nothing was enqueued: {pass:?}"
+    );
+    let tags = AzureStore::new(lab.bak.clone())
+        .tags(BlobRef::new("data", "sales.csv"))
+        .await
+        .expect("the backup blob");
+    let record = lakevault_common::record::BackupRecord::from_tags(&tags).expect("record");
+    assert_eq!(record.deleted_at, None, "not marked deleted");
+}

@@ -194,8 +194,10 @@ async fn set_access(
             Err(ItemFailure::refused(
                 Refusal::OwnerNotRestored,
                 format!(
-                    "restored with its ACL, but the target refused owner `{}` and group `{}` ({}): setting an owner takes super-user rights on the target (the Storage Blob Data Owner role, or the owning user for the group); grant them and restore again with --overwrite, or restore with --no-acls",
-                    access.owner, access.group, e.message
+                    "restored with its ACL, but the target refused owner `{}` and group `{}` (HTTP 403 {}): setting an owner takes super-user rights on the target (the Storage Blob Data Owner role, or the owning user for the group); grant them and restore again with --overwrite, or restore with --no-acls",
+                    access.owner,
+                    access.group,
+                    e.code_str().unwrap_or("without a code")
                 ),
             ))
         }
