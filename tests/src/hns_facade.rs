@@ -1598,3 +1598,50 @@ async fn list_blobs(shared: &Shared, path: &str, query: &[(String, String)]) -> 
         .body(Body::from(xml))
         .unwrap_or_default()
 }
+
+/// One entry of a container on an account with a hierarchical namespace, as lakevault's
+/// walk lists it: size, Content-MD5 and access control (with whether it is a directory).
+pub type HnsEntry = (
+    u64,
+    Option<String>,
+    Option<lakevault_common::access::PathAccess>,
+);
+
+/// Every entry of a container of an account with a hierarchical namespace (the façade's
+/// account), walked the way lakevault walks a source, with access control.
+pub async fn hns_entries(
+    account: &StorageAccount,
+    container: &str,
+) -> anyhow::Result<BTreeMap<String, HnsEntry>> {
+    use lakevault_plan::hns::{ContainerDirectories, walk_in_flat_order};
+    let directories = ContainerDirectories {
+        client: Arc::new(account.container(container)?),
+        page_size: None,
+    };
+    walk_in_flat_order(directories, String::new())
+        .map_ok(|b| (b.name, (b.size, b.content_md5, b.access.map(|a| *a))))
+        .try_collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("walking {container}: {e}"))
+}
+
+/// Writes a copy of the config at `path` to `out`, with `account`'s blob endpoint
+/// (`direct`, the emulator's) replaced by the façade's.
+pub fn config_behind(
+    path: &std::path::Path,
+    direct: &str,
+    facade: &HnsFacade,
+    account: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    anyhow::ensure!(
+        text.contains(direct),
+        "the config does not name the endpoint {direct}"
+    );
+    std::fs::write(
+        out,
+        text.replace(direct, &format!("{}/{account}", facade.url())),
+    )?;
+    Ok(())
+}

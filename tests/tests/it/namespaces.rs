@@ -2,12 +2,11 @@
 //! of the emulator: the coordinator asks each account what namespace it has before it plans
 //! anything, reports it, and refuses what this version cannot do, saying why.
 
-use lakevault_common::access::PathAccess;
 use lakevault_common::store::azure::AzureStore;
 use lakevault_common::store::{AccessControl, BlobRef, BlobStore};
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::{BACKUP_ACCOUNT, SOURCE_ACCOUNT};
-use lakevault_tests::hns_facade::HnsFacade;
+use lakevault_tests::hns_facade::{HnsEntry, HnsFacade};
 use lakevault_tests::lake::{self, LakeSpec};
 use lakevault_tests::scenario::{coordinator, drain};
 use std::collections::BTreeMap;
@@ -278,21 +277,11 @@ async fn the_facade_lists_in_hns_order_and_the_walk_brings_it_into_flat_order() 
     );
 }
 
-/// Every entry of a container on an account with a hierarchical namespace, as the walk
-/// lists it with access control: name → (size, Content-MD5, owner/group/permissions/ACL).
 async fn hns_entries(
     account: &lakevault_common::storage::StorageAccount,
     container: &str,
-) -> BTreeMap<String, (u64, Option<String>, Option<PathAccess>)> {
-    use futures::TryStreamExt;
-    use lakevault_plan::hns::{ContainerDirectories, walk_in_flat_order};
-    let directories = ContainerDirectories {
-        client: std::sync::Arc::new(account.container(container).expect("client")),
-        page_size: None,
-    };
-    walk_in_flat_order(directories, String::new())
-        .map_ok(|b| (b.name, (b.size, b.content_md5, b.access.map(|a| *a))))
-        .try_collect()
+) -> BTreeMap<String, HnsEntry> {
+    lakevault_tests::hns_facade::hns_entries(account, container)
         .await
         .expect("walk")
 }
@@ -572,13 +561,7 @@ fn verify_finds(config: &std::path::Path, kind: &str, expected: usize) -> serde_
 
 /// A small HNS lake with access control set, backed up; returns the façade, its config,
 /// the lake's entries with their access control, and the config's text.
-async fn backed_up_hns_lake(
-    lab: &Lab,
-) -> (
-    HnsFacade,
-    PathBuf,
-    BTreeMap<String, (u64, Option<String>, Option<PathAccess>)>,
-) {
+async fn backed_up_hns_lake(lab: &Lab) -> (HnsFacade, PathBuf, BTreeMap<String, HnsEntry>) {
     lab.src.ensure_container("data").await.expect("container");
     for name in LAKE {
         lake::put(&lab.src, "data", name, name.as_bytes())
