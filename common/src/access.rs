@@ -197,7 +197,11 @@ mod tests {
         let tags = largest.to_tags(9);
         // Under half the room: 9 tags hold 9 × 256 characters.
         let characters: usize = tags.values().map(String::len).sum();
-        assert!(characters < 9 * 256 / 2, "{characters} characters in {} tags", tags.len());
+        assert!(
+            characters < 9 * 256 / 2,
+            "{characters} characters in {} tags",
+            tags.len()
+        );
         assert!(tags.values().all(|v| tag_value_allowed(v)), "{tags:?}");
         assert!(tags.keys().all(|k| is_access_tag(k)));
         assert_eq!(kept_access(&tags), KeptAccess::Kept(largest.clone()));
