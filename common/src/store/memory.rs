@@ -462,6 +462,24 @@ impl MemoryStore {
         content: &[u8],
         metadata: &[(&str, &str)],
     ) -> String {
+        self.write_with_headers(
+            container,
+            name,
+            content,
+            metadata,
+            ContentHeaders::default(),
+        )
+    }
+
+    /// [`MemoryStore::write`] with content headers (a Content-MD5, as Put Blob stores one).
+    pub fn write_with_headers(
+        &self,
+        container: &str,
+        name: &str,
+        content: &[u8],
+        metadata: &[(&str, &str)],
+        headers: ContentHeaders,
+    ) -> String {
         self.create_container(container);
         let mut state = self.world.lock();
         let etag = state.next_etag();
@@ -469,7 +487,7 @@ impl MemoryStore {
             content: Arc::new(content.to_vec()),
             etag: etag.clone(),
             last_modified: state.now(),
-            headers: ContentHeaders::default(),
+            headers,
             metadata: metadata
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -88,13 +88,14 @@ impl CopyEngine {
         }
         // Blocks are staged before the conditional commit: check first, rather than
         // copy gigabytes to be refused.
-        if !batch.overwrite
+        let outcome = if !batch.overwrite
             && item.size > self.options.sync_copy_max
             && exists(target_store, target_blob).await?
         {
-            return Ok(ItemOutcome::TargetExists);
-        }
-        let outcome = self.write_version(batch, source, target).await?;
+            ItemOutcome::TargetExists
+        } else {
+            self.write_version(batch, source, target).await?
+        };
         if batch.apply_access
             && let Some(access) = access
         {

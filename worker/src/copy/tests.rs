@@ -1626,3 +1626,57 @@ async fn a_target_that_refuses_the_owner_gets_the_data_and_the_acl_and_the_item_
         Some((None, None, access.acl))
     );
 }
+
+/// The data landed but setting its ACL failed (an outage): the item is tried again, finds
+/// the target holding the very content it restores (size and Content-MD5), and sets the
+/// ACL then. A file someone else wrote there is left alone, ACL included.
+#[tokio::test]
+async fn a_retried_restore_sets_the_acl_on_its_own_earlier_write_and_nowhere_else() {
+    use lakevault_common::store::ContentHeaders;
+    use sha2::Digest;
+    let rig = rig();
+    // Any 16 bytes that follow the content stand for its MD5 here.
+    let md5 = |b: &[u8]| Some(sha2::Sha256::digest(b)[..16].to_vec());
+    for (name, body) in [("a.csv", &b"a"[..]), ("b.csv", &b"b"[..])] {
+        rig.bak.write_with_headers(
+            "data",
+            name,
+            body,
+            &[],
+            ContentHeaders {
+                content_md5: md5(body),
+                ..Default::default()
+            },
+        );
+    }
+    let engine = engine(&rig, CopyOptions::default());
+    let access = hns_access("user::rw-,user:ab12:r--,group::r--,mask::r--,other::---");
+    let (restore, item) = hns_restore(&rig, "a.csv", access.clone()).await;
+    rig.world.inject(
+        Fault::on(Op::SetAccessControl, Action::Fail(503, Code::ServerBusy)).account("src"),
+    );
+    let failure = engine
+        .copy_item(&restore, &item)
+        .await
+        .expect_err("the ACL was not set");
+    assert_eq!(failure.class, FailureClass::Unavailable, "{failure:?}");
+    assert_eq!(rig.src.access_of("restored", "a.csv"), None);
+    let again = engine.copy_item(&restore, &item).await.expect("settled");
+    assert_eq!(again, ItemOutcome::TargetExists);
+    assert_eq!(
+        rig.src.access_of("restored", "a.csv"),
+        Some((
+            Some(access.owner.clone()),
+            Some(access.group.clone()),
+            access.acl.clone()
+        ))
+    );
+
+    rig.src.write("restored", "b.csv", b"someone else's", &[]);
+    let (restore, item) = hns_restore(&rig, "b.csv", access).await;
+    assert_eq!(
+        engine.copy_item(&restore, &item).await.expect("left alone"),
+        ItemOutcome::TargetExists
+    );
+    assert_eq!(rig.src.access_of("restored", "b.csv"), None);
+}
