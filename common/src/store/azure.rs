@@ -30,11 +30,17 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct AzureStore {
     account: StorageAccount,
+    /// The pipeline of dfs requests, made once: its bearer-token policy keeps the token
+    /// it got.
+    dfs_pipeline: std::sync::Arc<std::sync::OnceLock<azure_core::http::Pipeline>>,
 }
 
 impl AzureStore {
     pub fn new(account: StorageAccount) -> Self {
-        Self { account }
+        Self {
+            account,
+            dfs_pipeline: Default::default(),
+        }
     }
 
     pub fn account(&self) -> &StorageAccount {
@@ -150,8 +156,8 @@ impl AzureStore {
             request.insert_header(name, value);
         }
         request.set_body(Vec::<u8>::new());
-        self.account
-            .raw_pipeline()
+        self.dfs_pipeline
+            .get_or_init(|| self.account.raw_pipeline())
             .send(&azure_core::http::Context::new(), &mut request, None)
             .await
             .map(|_| ())
