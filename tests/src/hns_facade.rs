@@ -709,20 +709,9 @@ async fn written(shared: &Shared, container: &str, path: &str) {
     if shared.access().contains_key(&key) {
         return;
     }
-    let directory = match shared.direct.blob(container, path) {
-        Ok(blob) => {
-            use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-            match blob.get_properties(None).await {
-                Ok(props) => props.metadata().is_ok_and(|m| {
-                    m.iter().any(|(k, v)| {
-                        k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true")
-                    })
-                }),
-                Err(_) => false,
-            }
-        }
-        Err(_) => false,
-    };
+    let directory = emulator_kind(&shared.direct, container, path)
+        .await
+        .unwrap_or(false);
     ensure(&mut shared.access(), container, path, directory);
 }
 
@@ -1155,17 +1144,9 @@ async fn emulator_entry(direct: &StorageAccount, container: &str, name: &str) ->
 /// What the emulator holds under one name: `Some(true)` a directory blob (`hdi_isfolder`),
 /// `Some(false)` a file, `None` nothing.
 async fn emulator_kind(direct: &StorageAccount, container: &str, name: &str) -> Option<bool> {
-    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-    let props = direct
-        .blob(container, name)
-        .ok()?
-        .get_properties(None)
+    emulator_entry(direct, container, name)
         .await
-        .ok()?;
-    Some(props.metadata().is_ok_and(|m| {
-        m.iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true"))
-    }))
+        .map(|e| e.directory)
 }
 
 /// Path - Create with `resource=directory`.
@@ -1279,29 +1260,10 @@ async fn create_directory(
             map.insert((container.to_string(), name.clone()), access);
         }
     }
-    let (etag, last_modified) = match shared.direct.blob(container, path) {
-        Ok(blob) => {
-            use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-            match blob.get_properties(None).await {
-                Ok(props) => (
-                    props
-                        .etag()
-                        .ok()
-                        .flatten()
-                        .map(|e| quoted(e.as_ref()))
-                        .unwrap_or_default(),
-                    props
-                        .last_modified()
-                        .ok()
-                        .flatten()
-                        .map(|t| azure_core::time::to_rfc7231(&t))
-                        .unwrap_or_default(),
-                ),
-                Err(_) => Default::default(),
-            }
-        }
-        Err(_) => Default::default(),
-    };
+    let (etag, last_modified) = emulator_entry(&shared.direct, container, path)
+        .await
+        .map(|e| (quoted(&e.etag), e.last_modified))
+        .unwrap_or_default();
     dfs_ok(
         StatusCode::CREATED,
         &[

@@ -62,16 +62,7 @@ impl Lab {
     /// Runs the coordinator with `args` and `--output json`; fails the test with its
     /// output unless it exits 0. Returns the JSON report.
     pub fn coordinator_ok(&self, args: &[&str]) -> serde_json::Value {
-        let out = scenario::coordinator(&self.path)
-            .expect("coordinator binary")
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .expect("running the coordinator");
-        let out = scenario::checked(out, &format!("lakevault-coordinator {}", args.join(" ")))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+        scenario::coordinator_json(&self.path, args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Verifies blob by blob (content, metadata, tags) that every source blob of each

@@ -81,6 +81,19 @@ pub fn worker(config: &Path) -> anyhow::Result<Command> {
     Ok(c)
 }
 
+/// Runs the coordinator with `args` and `--output json` through `config`; its JSON report,
+/// or an error with its output unless it exits 0.
+pub fn coordinator_json(config: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = coordinator(config)?
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .context("running the coordinator")?;
+    let out = checked(out, &format!("lakevault-coordinator {}", args.join(" ")))?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Output of a finished command, failing with its stderr if it did not succeed.
 pub fn checked(output: Output, what: &str) -> anyhow::Result<Output> {
     if !output.status.success() {

@@ -14,7 +14,7 @@ use lakevault_common::store::{AccessControl, BlobRef, BlobStore};
 use lakevault_tests::azurite::{Azurite, BACKUP_ACCOUNT, BACKUP_KEY, SOURCE_ACCOUNT, SOURCE_KEY};
 use lakevault_tests::hns_facade::{HnsFacade, config_behind, hns_entries};
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{PassReport, backup_pass};
+use lakevault_tests::scenario::{PassReport, backup_pass, coordinator_json};
 use std::path::Path;
 
 fn mib(bytes: u64) -> f64 {
@@ -184,19 +184,6 @@ async fn main() -> anyhow::Result<()> {
     drop(azurite);
     println!("stopped Azurite; demo OK");
     Ok(())
-}
-
-/// Runs the coordinator with `args` through `config`; its JSON report.
-fn coordinator_json(config: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let out = lakevault_tests::scenario::coordinator(config)?
-        .args(args)
-        .args(["--output", "json"])
-        .output()?;
-    let out = lakevault_tests::scenario::checked(
-        out,
-        &format!("lakevault-coordinator {}", args.join(" ")),
-    )?;
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn sum(report: &serde_json::Value, field: &str) -> u64 {

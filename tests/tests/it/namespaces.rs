@@ -8,7 +8,7 @@ use lakevault_tests::Lab;
 use lakevault_tests::azurite::{BACKUP_ACCOUNT, SOURCE_ACCOUNT};
 use lakevault_tests::hns_facade::{HnsEntry, HnsFacade};
 use lakevault_tests::lake::{self, LakeSpec};
-use lakevault_tests::scenario::{coordinator, drain};
+use lakevault_tests::scenario::{coordinator, coordinator_json, drain};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -97,6 +97,22 @@ const LAKE: [&str; 14] = [
     "raw/événements-archive/e0.json",
 ];
 
+/// Writes [`LAKE`] into the source's `data` container (and, with `empty_directory`, the
+/// empty directory `staging`).
+async fn seed_lake(lab: &Lab, empty_directory: bool) {
+    lab.src.ensure_container("data").await.expect("container");
+    for name in LAKE {
+        lake::put(&lab.src, "data", name, name.as_bytes())
+            .await
+            .expect("put");
+    }
+    if empty_directory {
+        lake::put_directory(&lab.src, "data", "staging")
+            .await
+            .expect("directory");
+    }
+}
+
 /// A hierarchical source, planned through the façade: directories are walked into the
 /// flat order the backup lists in, nothing asks for index tags, every file and directory
 /// (also an empty one) is backed up, and a full re-plan, sharded or not, finds nothing
@@ -104,15 +120,7 @@ const LAKE: [&str; 14] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hierarchical_source_is_backed_up_with_its_directories() {
     let lab = Lab::start("ns-src", &["data"]).expect("lab");
-    lab.src.ensure_container("data").await.expect("container");
-    for name in LAKE {
-        lake::put(&lab.src, "data", name, name.as_bytes())
-            .await
-            .expect("put");
-    }
-    lake::put_directory(&lab.src, "data", "staging")
-        .await
-        .expect("directory");
+    seed_lake(&lab, true).await;
     let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
     // The files, their 12 directories, and the empty one.
     let entries = LAKE.len() as u64 + 13;
@@ -185,12 +193,7 @@ async fn a_hierarchical_source_is_backed_up_with_its_directories() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distributed_scan_of_a_hierarchical_source_plans_what_one_scan_plans() {
     let lab = Lab::start("ns-dist", &["data"]).expect("lab");
-    lab.src.ensure_container("data").await.expect("container");
-    for name in LAKE {
-        lake::put(&lab.src, "data", name, name.as_bytes())
-            .await
-            .expect("put");
-    }
+    seed_lake(&lab, false).await;
     let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
     let entries = LAKE.len() as u64 + 12;
     let out = coordinator(&path)
@@ -305,16 +308,10 @@ async fn set_acl(store: &AzureStore, container: &str, path: &str, owner: Option<
         .unwrap_or_else(|e| panic!("setting the ACL of {path}: {e}"));
 }
 
-fn run_ok(mut command: std::process::Command, what: &str) -> serde_json::Value {
-    let out = command.output().expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{what}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
+/// The coordinator's JSON report for `args` through `config`; the test fails unless it
+/// exits 0.
+fn run_ok(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    coordinator_json(config, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn planned(report: &serde_json::Value, field: &str) -> u64 {
@@ -384,14 +381,7 @@ async fn an_adls_lake_is_backed_up_and_restored_with_its_directories_and_acls() 
 
     // A full backup: planned through the façade, copied by workers straight from the
     // emulator (which cannot read a copy source at the façade's address).
-    let full = run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args(["backup", "--output", "json"]);
-            c
-        },
-        "full backup",
-    );
+    let full = run_ok(&path, &["backup"]);
     assert_eq!(planned(&full, "new"), entries, "{full}");
     let pass = drain(&lab.path, 2, &[]).expect("workers");
     assert_eq!((pass.copied, pass.poisoned), (entries, 0), "{pass:?}");
@@ -429,31 +419,18 @@ async fn an_adls_lake_is_backed_up_and_restored_with_its_directories_and_acls() 
     // An incremental run plans what was written since its watermark; the change of ACL
     // alone waits for the next full run.
     let incremental = run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args([
-                "backup",
-                "--output",
-                "json",
-                "--mode",
-                "incremental",
-                "--safety-margin-secs",
-                "0",
-            ]);
-            c
-        },
-        "incremental backup",
+        &path,
+        &[
+            "backup",
+            "--mode",
+            "incremental",
+            "--safety-margin-secs",
+            "0",
+        ],
     );
     assert_eq!(planned(&incremental, "new"), 2, "{incremental}");
     assert_eq!(drain(&lab.path, 1, &[]).expect("workers").copied, 2);
-    let full = run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args(["backup", "--output", "json"]);
-            c
-        },
-        "second full backup",
-    );
+    let full = run_ok(&path, &["backup"]);
     assert_eq!(
         (
             planned(&full, "new"),
@@ -474,43 +451,23 @@ async fn an_adls_lake_is_backed_up_and_restored_with_its_directories_and_acls() 
     lake::put(&lab.src, "data", "A/late.txt", b"late")
         .await
         .expect("put");
-    run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args([
-                "backup",
-                "--output",
-                "json",
-                "--distributed-scan",
-                "--shards",
-                "6",
-            ]);
-            c
-        },
-        "distributed scan",
-    );
+    run_ok(&path, &["backup", "--distributed-scan", "--shards", "6"]);
     let pass = drain(&path, 2, &["--stream-fallback"]).expect("workers");
     assert_eq!((pass.copied, pass.poisoned), (2, 0), "{pass:?}");
 
     // Restore the lake as it was after the first backup into a container of the
     // hierarchical account: directories first-class, every path with its access control.
     let plan = run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args([
-                "restore",
-                "--from",
-                "data",
-                "--as-of",
-                &first_time,
-                "--to",
-                "source/restored",
-                "--output",
-                "json",
-            ]);
-            c
-        },
-        "restore",
+        &path,
+        &[
+            "restore",
+            "--from",
+            "data",
+            "--as-of",
+            &first_time,
+            "--to",
+            "source/restored",
+        ],
     );
     assert_eq!(plan["restore"], entries, "{plan}");
     assert_eq!(plan["access"]["applied"], entries, "{plan}");
@@ -562,15 +519,7 @@ fn verify_finds(config: &std::path::Path, kind: &str, expected: usize) -> serde_
 /// A small HNS lake with access control set, backed up; returns the façade, its config,
 /// the lake's entries with their access control, and the config's text.
 async fn backed_up_hns_lake(lab: &Lab) -> (HnsFacade, PathBuf, BTreeMap<String, HnsEntry>) {
-    lab.src.ensure_container("data").await.expect("container");
-    for name in LAKE {
-        lake::put(&lab.src, "data", name, name.as_bytes())
-            .await
-            .expect("put");
-    }
-    lake::put_directory(&lab.src, "data", "staging")
-        .await
-        .expect("directory");
+    seed_lake(lab, true).await;
     let (facade, path) = behind_facade(lab, SOURCE_ACCOUNT).await;
     // Restores may write to either account.
     let mut text = std::fs::read_to_string(&path).expect("config");
@@ -593,14 +542,7 @@ async fn backed_up_hns_lake(lab: &Lab) -> (HnsFacade, PathBuf, BTreeMap<String, 
     .await;
     set_acl(&dfs, "data", "AB.txt", None, &acl_with(analyst, "r--")).await;
     let entries = hns_entries(&hns, "data").await;
-    run_ok(
-        {
-            let mut c = coordinator(&path).expect("bin");
-            c.args(["backup", "--output", "json"]);
-            c
-        },
-        "backup",
-    );
+    run_ok(&path, &["backup"]);
     let pass = drain(&lab.path, 1, &[]).expect("workers");
     assert_eq!(
         (pass.copied, pass.poisoned),
