@@ -4,8 +4,9 @@
 #               the deployment files (docker/, infra/: make check-infra)
 #   make bench  coordinator list + diff at 50k/100k/200k blobs; writes docs/benchmarks.md (slow)
 #   make bench-hns  listing requests of an ADLS Gen2 directory walk next to a flat listing
+#   make bench-scale  plans of 1 to 10 million blobs on a synthetic storage endpoint
 #   make soak   20,000 blobs backed up under kills, faults and a writer; nothing may be lost (slow)
-.PHONY: demo test bench bench-hns soak azurite build check-infra fmt lint clean
+.PHONY: demo test bench bench-hns bench-scale soak azurite build check-infra fmt lint clean
 
 CARGO ?= cargo
 
@@ -35,6 +36,11 @@ bench:
 # times). Writes target/hns-listing.md.
 bench-hns: azurite
 	$(CARGO) run --release -p lakevault-tests --bin lakevault-hns-listing
+
+# The coordinator's plan of millions of blobs, List Blobs answered by a generator with
+# a latency per page (tests/src/synthetic.rs). Writes target/bench/scale.md and .jsonl.
+bench-scale:
+	bash scripts/bench-scale.sh
 
 # 20,000 blobs under kills, faults and a writer; not part of `make test` (its short
 # version is: it::soak). Writes target/soak.json.

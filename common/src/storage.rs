@@ -132,6 +132,9 @@ pub struct StorageAccount {
     delegation_key: Arc<tokio::sync::Mutex<Option<sas::DelegationKey>>>,
     /// Requests sent to the blob endpoint by every client of this account and its clones.
     blob_requests: Arc<BlobRequestCounter>,
+    /// The pipeline of requests sent without an SDK client ([`Self::pipeline`]), made once
+    /// and shared by clones: its bearer-token policy keeps the token it got.
+    pipeline: Arc<std::sync::OnceLock<azure_core::http::Pipeline>>,
 }
 
 /// The URL a server-side copy reads from, with its authorization. The URL may contain a
@@ -530,6 +533,7 @@ impl StorageAccount {
             copy_source_auth: config.copy_source(),
             delegation_key: Default::default(),
             blob_requests,
+            pipeline: Default::default(),
         })
     }
 
@@ -563,6 +567,7 @@ impl StorageAccount {
             copy_source_auth: CopySourceAuth::Bearer,
             delegation_key: Default::default(),
             blob_requests,
+            pipeline: Default::default(),
         })
     }
 
@@ -697,9 +702,14 @@ impl StorageAccount {
         url
     }
 
-    /// A pipeline for requests the SDK has no client for (the dfs endpoint's access
-    /// control and directories), with the account's transport, retries and authorization.
-    pub fn raw_pipeline(&self) -> azure_core::http::Pipeline {
+    /// The pipeline for requests sent without an SDK client (listings read in one pass,
+    /// the dfs endpoint's access control and directories), with the account's transport,
+    /// retries and authorization. Made on first use, then shared by this account's clones.
+    pub fn pipeline(&self) -> &azure_core::http::Pipeline {
+        self.pipeline.get_or_init(|| self.raw_pipeline())
+    }
+
+    fn raw_pipeline(&self) -> azure_core::http::Pipeline {
         let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
         if let Some(credential) = self.token_credential() {
             per_try.push(Arc::new(

@@ -6,7 +6,7 @@
 
 use crate::backup::{BackupError, FailedContainer, SkippedContainer, selected_containers};
 use crate::diff::{Pair, join_pairs};
-use crate::listing::{ListedBlob, list_blobs};
+use crate::listing::{Include, ListedBlob, Lister};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use lakevault_common::access::{KeptAccess, kept_access};
@@ -208,19 +208,21 @@ async fn verify_container(
         ..Default::default()
     };
     let filter = config.backup.filter();
-    let source_client =
-        std::sync::Arc::new(source.container(container).map_err(|e| e.to_string())?);
-    let dest_client = destination
+    let source_lister = Lister::new(source, container).map_err(|e| e.to_string())?;
+    let dest_lister = Lister::new(destination, dest_name).map_err(|e| e.to_string())?;
+    let backup_exists = destination
         .container(dest_name)
-        .map_err(|e| e.to_string())?;
-    let backup_exists = dest_client.exists().await.map_err(|e| describe(&e))?;
+        .map_err(|e| e.to_string())?
+        .exists()
+        .await
+        .map_err(|e| describe(&e))?;
     let max = options.max_listed;
     for prefix in filter.listing_prefixes() {
         let selected = |b: &ListedBlob| futures::future::ready(filter.matches(&b.name));
         let src: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
             if hierarchical {
                 let directories = lakevault_plan::hns::ContainerDirectories {
-                    client: source_client.clone(),
+                    lister: source_lister.clone(),
                     page_size: None,
                 };
                 Box::pin(
@@ -231,18 +233,15 @@ async fn verify_container(
                     .map_err(lakevault_plan::scan::walk_error),
                 )
             } else {
-                Box::pin(
-                    list_blobs(&source_client, prefix.clone(), true, None)
-                        .map_err(|e| describe(&e))?,
-                )
+                Box::pin(source_lister.blobs(prefix.clone(), Include::Tags, None))
             };
         let src = src.try_filter(selected);
         let bak: futures::stream::BoxStream<'static, azure_core::Result<ListedBlob>> =
             if backup_exists {
                 let filter = filter.clone();
                 Box::pin(
-                    list_blobs(&dest_client, prefix.clone(), true, None)
-                        .map_err(|e| describe(&e))?
+                    dest_lister
+                        .blobs(prefix.clone(), Include::Tags, None)
                         .try_filter(move |b| futures::future::ready(filter.matches(&b.name))),
                 )
             } else {

@@ -77,7 +77,7 @@ pub trait Directories: Send + Sync {
 /// with every entry's access control, without index tags: an account with a hierarchical
 /// namespace has none).
 pub struct ContainerDirectories {
-    pub client: std::sync::Arc<azure_storage_blob::BlobContainerClient>,
+    pub lister: crate::listing::Lister,
     /// Entries per listing page (`None`: the service's maximum).
     pub page_size: Option<u32>,
 }
@@ -93,15 +93,13 @@ impl std::fmt::Debug for ContainerDirectories {
 impl Directories for ContainerDirectories {
     type Error = azure_core::Error;
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<LevelEntry, azure_core::Error>> {
-        match crate::listing::list_level(
-            &self.client,
-            prefix.to_string(),
-            crate::listing::Include::Permissions,
-            self.page_size,
-        ) {
-            Ok(listing) => listing.boxed(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        }
+        self.lister
+            .level(
+                prefix.to_string(),
+                crate::listing::Include::Permissions,
+                self.page_size,
+            )
+            .boxed()
     }
 }
 

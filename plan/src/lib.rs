@@ -12,6 +12,7 @@
 pub mod diff;
 pub mod hns;
 pub mod listing;
+pub mod page;
 pub mod purge;
 pub mod scan;
 pub mod shard;

@@ -1,22 +1,23 @@
 //! Streaming container and blob listings. A listing is consumed page by page (at most
-//! 5,000 entries in memory), never collected. Besides the flat listing there is the
-//! hierarchical one (`delimiter=/`): the blobs at one level and the prefixes below it,
-//! which is how shards are found and how a shard of one directory level is listed.
+//! 5,000 entries in memory, and the next page read ahead), never collected. Besides the
+//! flat listing there is the hierarchical one (`delimiter=/`): the blobs at one level and
+//! the prefixes below it, which is how shards are found and how a shard of one directory
+//! level is listed.
+//!
+//! List Blobs is sent here, not through the SDK's pager, and each page is read in one pass
+//! ([`crate::page`]): the pager parses every page twice (once for its continuation, once
+//! into a model of every property the service has), which was most of the planner's CPU.
 
-use azure_core::http::pager::PagerOptions;
-use azure_storage_blob::models::{
-    BlobContainerClientListBlobsOptions, BlobItem, BlobName, BlobType, ListBlobsIncludeItem,
-};
-use azure_storage_blob::{BlobContainerClient, BlobServiceClient};
+use crate::page::Page;
+use azure_core::http::{Method, Pipeline, Request, Url};
+use azure_storage_blob::BlobServiceClient;
 use futures::{Stream, TryStreamExt};
 use lakevault_common::access::PathAccess;
-use lakevault_common::extra_headers::ExtraQuery;
-use lakevault_common::record::{normalise_etag, rfc3339};
-use serde::Deserialize;
+use lakevault_common::storage::{AccountError, StorageAccount};
 use std::collections::BTreeMap;
 
 /// A blob as a listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListedBlob {
     pub name: String,
     pub etag: String,
@@ -32,66 +33,14 @@ pub struct ListedBlob {
     pub access: Option<Box<PathAccess>>,
 }
 
-impl ListedBlob {
-    pub fn from_item(item: BlobItem) -> Option<Self> {
-        let props = item.properties?;
-        let tags = item
-            .blob_tags
-            .and_then(|t| t.blob_tag_set)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|t| Some((t.key?, t.value?)))
-            .collect();
-        Some(ListedBlob {
-            name: item.name?,
-            etag: props
-                .etag
-                .map(|e| normalise_etag(e.as_ref()))
-                .unwrap_or_default(),
-            size: props.content_length.unwrap_or(0),
-            last_modified: props.last_modified.map(rfc3339).unwrap_or_default(),
-            content_md5: props
-                .content_md5
-                .filter(|m| !m.is_empty())
-                .map(azure_core::base64::encode),
-            blob_type: props.blob_type.map(|t| match t {
-                BlobType::BlockBlob => "BlockBlob".to_string(),
-                other => format!("{other:?}"),
-            }),
-            tags,
-            access: None,
-        })
-    }
-}
-
-/// Every blob of a container (base blobs only), in the service's listing order, in pages
-/// of at most `page_size` entries (`None`: the service's maximum, 5,000).
-pub fn list_blobs(
-    container: &BlobContainerClient,
-    prefix: Option<String>,
-    with_tags: bool,
-    page_size: Option<u32>,
-) -> azure_core::Result<impl Stream<Item = azure_core::Result<ListedBlob>> + Send + 'static> {
-    let include = with_tags.then(|| vec![ListBlobsIncludeItem::Tags]);
-    let options = BlobContainerClientListBlobsOptions {
-        include,
-        prefix,
-        maxresults: max_results(page_size),
-        ..Default::default()
-    };
-    Ok(container
-        .list_blobs(Some(options))?
-        .try_filter_map(|item| futures::future::ready(Ok(ListedBlob::from_item(item)))))
-}
-
 /// The most entries one List Blobs page may hold.
 pub const MAX_PAGE_SIZE: u32 = 5_000;
 
-fn max_results(page_size: Option<u32>) -> Option<i32> {
-    page_size.map(|n| n.clamp(1, MAX_PAGE_SIZE) as i32)
-}
+/// The service version listings are sent with (`include=permissions` needs 2020-06-12 or
+/// later); the one the SDK's clients send.
+const LIST_VERSION: &str = "2026-04-06";
 
-/// What a hierarchical listing asks for besides the blobs' properties.
+/// What a listing asks for besides the blobs' properties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Include {
     Nothing,
@@ -111,161 +60,182 @@ pub enum LevelEntry {
     Prefix(String),
 }
 
-/// The page of a hierarchical listing. The generated model has no `BlobPrefix`, and blobs
-/// and prefixes come interleaved in name order, so the page is read here as one sequence.
-#[derive(Deserialize)]
-struct LevelPage {
-    #[serde(rename = "Blobs", default)]
-    blobs: LevelBlobs,
+/// A container to list: its URL and its account's pipeline (transport, retries,
+/// authorization, request counting: the same as the SDK's clients).
+#[derive(Clone)]
+pub struct Lister {
+    pipeline: Pipeline,
+    url: Url,
 }
 
-#[derive(Deserialize, Default)]
-struct LevelBlobs {
-    #[serde(rename = "$value", default)]
-    entries: Vec<LevelItem>,
-}
-
-#[derive(Deserialize)]
-enum LevelItem {
-    Blob(Box<BlobItem>),
-    BlobPrefix(PrefixItem),
-}
-
-/// The same page read for what the SDK's `BlobItem` drops: an HNS entry's access control
-/// and resource type. Entries come in the same order as in [`LevelPage`].
-#[derive(Deserialize)]
-struct AccessPage {
-    #[serde(rename = "Blobs", default)]
-    blobs: AccessBlobs,
-}
-
-#[derive(Deserialize, Default)]
-struct AccessBlobs {
-    #[serde(rename = "$value", default)]
-    entries: Vec<AccessItem>,
-}
-
-#[derive(Deserialize)]
-enum AccessItem {
-    Blob(AccessBlob),
-    BlobPrefix(serde::de::IgnoredAny),
-}
-
-#[derive(Deserialize)]
-struct AccessBlob {
-    #[serde(rename = "Properties")]
-    properties: Option<AccessProperties>,
-}
-
-#[derive(Deserialize)]
-struct AccessProperties {
-    #[serde(rename = "ResourceType")]
-    resource_type: Option<String>,
-    #[serde(rename = "Owner")]
-    owner: Option<String>,
-    #[serde(rename = "Group")]
-    group: Option<String>,
-    #[serde(rename = "Permissions")]
-    permissions: Option<String>,
-    #[serde(rename = "Acl")]
-    acl: Option<String>,
-}
-
-impl AccessItem {
-    /// The entry's access control, when the listing carried it (an owner at least).
-    fn into_access(self) -> Option<Box<PathAccess>> {
-        let AccessItem::Blob(blob) = self else {
-            return None;
-        };
-        let p = blob.properties?;
-        Some(Box::new(PathAccess {
-            directory: p.resource_type.as_deref() == Some("directory"),
-            owner: p.owner?,
-            group: p.group.unwrap_or_default(),
-            permissions: p.permissions.unwrap_or_default(),
-            acl: p.acl.unwrap_or_default(),
-        }))
+impl std::fmt::Debug for Lister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lister")
+            .field("url", &self.url.as_str())
+            .finish()
     }
 }
 
-#[derive(Deserialize)]
-struct PrefixItem {
-    #[serde(rename = "Name")]
-    name: BlobName,
+impl Lister {
+    pub fn new(account: &StorageAccount, container: &str) -> Result<Self, AccountError> {
+        Ok(Self {
+            pipeline: account.pipeline().clone(),
+            url: account.container(container)?.url().clone(),
+        })
+    }
+
+    /// Every blob of the container (base blobs only), in the service's listing order, in
+    /// pages of at most `page_size` entries (`None`: the service's maximum, 5,000).
+    pub fn blobs(
+        &self,
+        prefix: Option<String>,
+        include: Include,
+        page_size: Option<u32>,
+    ) -> impl Stream<Item = azure_core::Result<ListedBlob>> + Send + 'static {
+        self.entries(ListQuery {
+            prefix: prefix.unwrap_or_default(),
+            delimiter: false,
+            include,
+            page_size,
+        })
+        .try_filter_map(|e| {
+            futures::future::ready(Ok(match e {
+                LevelEntry::Blob(b) => Some(b),
+                LevelEntry::Prefix(_) => None,
+            }))
+        })
+    }
+
+    /// The blobs directly under `prefix` and the prefixes one `/` further down, in the
+    /// service's listing order, in pages of at most `page_size` entries.
+    pub fn level(
+        &self,
+        prefix: String,
+        include: Include,
+        page_size: Option<u32>,
+    ) -> impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static {
+        self.entries(ListQuery {
+            prefix,
+            delimiter: true,
+            include,
+            page_size,
+        })
+    }
+
+    fn entries(
+        &self,
+        query: ListQuery,
+    ) -> impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static {
+        self.pages(query)
+            .map_ok(|page| futures::stream::iter(page.entries.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// The pages of one listing, each requested as soon as the one before it is parsed,
+    /// while the caller works through that one: a listing waits for the service's latency
+    /// once, not once per page and again for the work on each page. At most two pages are
+    /// held. A page read ahead and never asked for is abandoned with the stream.
+    fn pages(
+        &self,
+        query: ListQuery,
+    ) -> impl Stream<Item = azure_core::Result<Page>> + Send + 'static {
+        let first = ReadAhead::start(self.clone(), query.clone(), None);
+        let lister = self.clone();
+        futures::stream::try_unfold(Some(first), move |next| {
+            let (lister, query) = (lister.clone(), query.clone());
+            async move {
+                let Some(pending) = next else {
+                    return Ok(None);
+                };
+                let page = pending.wait().await?;
+                let next = page
+                    .next_marker
+                    .clone()
+                    .map(|marker| ReadAhead::start(lister, query, Some(marker)));
+                Ok(Some((page, next)))
+            }
+        })
+    }
+
+    /// Requests and parses one page.
+    async fn page(&self, query: &ListQuery, marker: Option<&str>) -> azure_core::Result<Page> {
+        let mut url = self.url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("restype", "container")
+                .append_pair("comp", "list");
+            if !query.prefix.is_empty() {
+                q.append_pair("prefix", &query.prefix);
+            }
+            if query.delimiter {
+                q.append_pair("delimiter", "/");
+            }
+            match query.include {
+                Include::Nothing => {}
+                Include::Tags => {
+                    q.append_pair("include", "tags");
+                }
+                Include::Permissions => {
+                    q.append_pair("include", "permissions");
+                }
+            }
+            if let Some(n) = query.page_size {
+                q.append_pair("maxresults", &n.clamp(1, MAX_PAGE_SIZE).to_string());
+            }
+            if let Some(m) = marker {
+                q.append_pair("marker", m);
+            }
+        }
+        let mut request = Request::new(url, Method::Get);
+        request.insert_header("accept", "application/xml");
+        request.insert_header("x-ms-version", LIST_VERSION);
+        let response = self
+            .pipeline
+            .send(&azure_core::http::Context::new(), &mut request, None)
+            .await?;
+        let body = response.into_body();
+        crate::page::parse(&body).map_err(|e| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::DataConversion,
+                format!("List Blobs answered a page that does not read: {e}"),
+            )
+        })
+    }
 }
 
-impl PrefixItem {
-    /// The prefix, percent-decoded when the service encoded it (names with characters XML
-    /// cannot carry).
-    fn into_name(self) -> Option<String> {
-        let content = self.name.content?;
-        if self.name.encoded == Some(true) {
-            percent_encoding::percent_decode_str(&content)
-                .decode_utf8()
-                .ok()
-                .map(|c| c.into_owned())
-        } else {
-            Some(content)
+#[derive(Debug, Clone)]
+struct ListQuery {
+    prefix: String,
+    delimiter: bool,
+    include: Include,
+    page_size: Option<u32>,
+}
+
+/// A page being requested in the background; the request is cancelled if dropped.
+struct ReadAhead(tokio::task::JoinHandle<azure_core::Result<Page>>);
+
+impl ReadAhead {
+    fn start(lister: Lister, query: ListQuery, marker: Option<String>) -> Self {
+        Self(tokio::spawn(async move {
+            lister.page(&query, marker.as_deref()).await
+        }))
+    }
+
+    async fn wait(mut self) -> azure_core::Result<Page> {
+        match (&mut self.0).await {
+            Ok(page) => page,
+            Err(e) => Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("reading a listing page: {e}"),
+            )),
         }
     }
 }
 
-/// The blobs directly under `prefix` and the prefixes one `/` further down, in the
-/// service's listing order, in pages of at most `page_size` entries.
-pub fn list_level(
-    container: &BlobContainerClient,
-    prefix: String,
-    include: Include,
-    page_size: Option<u32>,
-) -> azure_core::Result<impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static> {
-    let mut extra = vec![("delimiter", "/".to_string())];
-    // The generated client has no `permissions` include value: sent as an extra query
-    // parameter, the only `include` of the request.
-    if include == Include::Permissions {
-        extra.push(("include", "permissions".to_string()));
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    let options = BlobContainerClientListBlobsOptions {
-        include: (include == Include::Tags).then(|| vec![ListBlobsIncludeItem::Tags]),
-        prefix: (!prefix.is_empty()).then_some(prefix),
-        maxresults: max_results(page_size),
-        method_options: PagerOptions {
-            context: azure_core::http::Context::new().with_value(ExtraQuery(extra)),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Ok(container
-        .list_blobs(Some(options))?
-        .into_pages()
-        .and_then(move |page| async move {
-            let body = page.into_body();
-            let page: LevelPage = azure_core::xml::from_xml(&body)?;
-            let mut access: Vec<Option<Box<PathAccess>>> = if include == Include::Permissions {
-                let page: AccessPage = azure_core::xml::from_xml(&body)?;
-                page.blobs
-                    .entries
-                    .into_iter()
-                    .map(AccessItem::into_access)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            access.resize(page.blobs.entries.len(), None);
-            let entries: Vec<azure_core::Result<LevelEntry>> = page
-                .blobs
-                .entries
-                .into_iter()
-                .zip(access)
-                .filter_map(|(e, access)| match e {
-                    LevelItem::Blob(b) => ListedBlob::from_item(*b)
-                        .map(|blob| LevelEntry::Blob(ListedBlob { access, ..blob })),
-                    LevelItem::BlobPrefix(p) => p.into_name().map(LevelEntry::Prefix),
-                })
-                .map(Ok)
-                .collect();
-            Ok(futures::stream::iter(entries))
-        })
-        .try_flatten())
 }
 
 /// Names of every container of an account.

@@ -4,9 +4,8 @@
 
 use crate::diff::{Change, DiffError, changes, cmp_names};
 use crate::hns::{ContainerDirectories, WalkError, walk_in_flat_order};
-use crate::listing::{Include, LevelEntry, ListedBlob, MAX_PAGE_SIZE, list_blobs, list_level};
+use crate::listing::{Include, LevelEntry, ListedBlob, Lister, MAX_PAGE_SIZE};
 use crate::shard::{self, MAX_CHILDREN};
-use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::BlobClientCreateSnapshotResultHeaders;
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
@@ -21,7 +20,6 @@ use lakevault_common::wire::{
     BatchBuilder, CopyBatch, CopyItem, Location, MAX_MESSAGE_BYTES, MessageKind, PlannedBackup,
     Shard, WIRE_VERSION, pack,
 };
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -188,12 +186,11 @@ fn listing_error(e: azure_core::Error) -> ScanError {
 /// directory by directory into that order ([`crate::hns`]); within one level both kinds of
 /// account list blobs in the same order.
 fn shard_listing(
-    client: &Arc<BlobContainerClient>,
+    lister: &Lister,
     shard: &Shard,
     page_size: Option<u32>,
     hierarchical: bool,
-) -> Result<BoxStream<'static, azure_core::Result<ListedBlob>>, azure_core::Error> {
-    let tags = !hierarchical;
+) -> BoxStream<'static, azure_core::Result<ListedBlob>> {
     // Index tags on a flat account; access control on a hierarchical one, which has no tags.
     let include = if hierarchical {
         Include::Permissions
@@ -202,27 +199,25 @@ fn shard_listing(
     };
     if hierarchical && !shard.level {
         let directories = ContainerDirectories {
-            client: client.clone(),
+            lister: lister.clone(),
             page_size,
         };
-        return Ok(Box::pin(
-            walk_in_flat_order(directories, shard.prefix.clone()).map_err(walk_error),
-        ));
+        return Box::pin(walk_in_flat_order(directories, shard.prefix.clone()).map_err(walk_error));
     }
     if shard.level {
-        Ok(Box::pin(
-            list_level(client, shard.prefix.clone(), include, page_size)?.try_filter_map(
-                |e| async move {
+        Box::pin(
+            lister
+                .level(shard.prefix.clone(), include, page_size)
+                .try_filter_map(|e| async move {
                     Ok(match e {
                         LevelEntry::Blob(b) => Some(b),
                         LevelEntry::Prefix(_) => None,
                     })
-                },
-            ),
-        ))
+                }),
+        )
     } else {
         let prefix = (!shard.prefix.is_empty()).then(|| shard.prefix.clone());
-        Ok(Box::pin(list_blobs(client, prefix, tags, page_size)?))
+        Box::pin(lister.blobs(prefix, include, page_size))
     }
 }
 
@@ -238,17 +233,9 @@ pub fn walk_error(e: WalkError<azure_core::Error>) -> azure_core::Error {
 }
 
 /// Sub-prefixes one level below `prefix` (at most [`MAX_CHILDREN`]; `None` above that).
-async fn child_prefixes(
-    client: &BlobContainerClient,
-    prefix: &str,
-) -> azure_core::Result<Option<Vec<String>>> {
+async fn child_prefixes(lister: &Lister, prefix: &str) -> azure_core::Result<Option<Vec<String>>> {
     let mut out = Vec::new();
-    let mut entries = Box::pin(list_level(
-        client,
-        prefix.to_string(),
-        Include::Nothing,
-        None,
-    )?);
+    let mut entries = Box::pin(lister.level(prefix.to_string(), Include::Nothing, None));
     while let Some(entry) = entries.try_next().await? {
         if let LevelEntry::Prefix(p) = entry {
             if out.len() == MAX_CHILDREN {
@@ -273,10 +260,8 @@ pub async fn plan_shards(
     if target <= 1 {
         return Ok(roots.into_iter().map(Shard::whole).collect());
     }
-    let source = accounts.source.container(&scan.container)?;
-    let backup = accounts
-        .destination
-        .container(&scan.destination_container)?;
+    let source = Lister::new(accounts.source, &scan.container)?;
+    let backup = Lister::new(accounts.destination, &scan.destination_container)?;
     let with_backup = scan.lists_backup();
     shard::plan_shards(roots, target, &scan.filter, |prefix| {
         let (source, backup) = (&source, &backup);
@@ -387,12 +372,8 @@ pub async fn scan_shard(
     scan: &ContainerScan,
     shard: &Shard,
 ) -> Result<ShardScan, ScanError> {
-    let source_client = Arc::new(accounts.source.container(&scan.container)?);
-    let dest_client = Arc::new(
-        accounts
-            .destination
-            .container(&scan.destination_container)?,
-    );
+    let source_lister = Lister::new(accounts.source, &scan.container)?;
+    let dest_lister = Lister::new(accounts.destination, &scan.destination_container)?;
     let filter = &scan.filter;
     let modified_since = scan.modified_since;
     // Both sides go through the same filter, so a backup blob outside the selection is
@@ -400,12 +381,11 @@ pub async fn scan_shard(
     // the watermark, and no backup listing (every selected blob is planned as new; copying
     // a version the backup has is harmless).
     let source_listing = shard_listing(
-        &source_client,
+        &source_lister,
         shard,
         scan.page_size,
         scan.source_hierarchical,
     )
-    .map_err(listing_error)?
     .try_filter(move |blob| {
         futures::future::ready(
             filter.matches(&blob.name) && modified_since.is_none_or(|t| modified_after(blob, t)),
@@ -415,8 +395,7 @@ pub async fn scan_shard(
     {
         let filter = filter.clone();
         Box::pin(
-            shard_listing(&dest_client, shard, scan.page_size, false)
-                .map_err(listing_error)?
+            shard_listing(&dest_lister, shard, scan.page_size, false)
                 .try_filter(move |blob| futures::future::ready(filter.matches(&blob.name))),
         )
     } else {

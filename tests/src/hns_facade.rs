@@ -1577,7 +1577,7 @@ pub async fn hns_entries(
 ) -> anyhow::Result<BTreeMap<String, HnsEntry>> {
     use lakevault_plan::hns::{ContainerDirectories, walk_in_flat_order};
     let directories = ContainerDirectories {
-        client: Arc::new(account.container(container)?),
+        lister: lakevault_plan::listing::Lister::new(account, container)?,
         page_size: None,
     };
     walk_in_flat_order(directories, String::new())

@@ -6,8 +6,10 @@ pub mod conformance;
 pub mod fault_proxy;
 pub mod hns_facade;
 pub mod lake;
+pub mod measure;
 pub mod scenario;
 pub mod soak;
+pub mod synthetic;
 
 use lakevault_common::config::Config;
 use lakevault_common::storage::{NetworkOptions, StorageAccount};

@@ -30,17 +30,11 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct AzureStore {
     account: StorageAccount,
-    /// The pipeline of dfs requests, made once: its bearer-token policy keeps the token
-    /// it got.
-    dfs_pipeline: std::sync::Arc<std::sync::OnceLock<azure_core::http::Pipeline>>,
 }
 
 impl AzureStore {
     pub fn new(account: StorageAccount) -> Self {
-        Self {
-            account,
-            dfs_pipeline: Default::default(),
-        }
+        Self { account }
     }
 
     pub fn account(&self) -> &StorageAccount {
@@ -156,8 +150,8 @@ impl AzureStore {
             request.insert_header(name, value);
         }
         request.set_body(Vec::<u8>::new());
-        self.dfs_pipeline
-            .get_or_init(|| self.account.raw_pipeline())
+        self.account
+            .pipeline()
             .send(&azure_core::http::Context::new(), &mut request, None)
             .await
             .map(|_| ())

@@ -20,11 +20,11 @@ use lakevault_common::record::{BackupRecord, normalise_etag, rfc3339, tag_set};
 use lakevault_common::storage::StorageAccount;
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::repo_root;
+use lakevault_tests::measure::{Measured, run_measured};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The one container backed up (the backup container has the same name in the backup
@@ -36,8 +36,6 @@ const STALE_ETAG: &str = "0x8DC0000DEADBEEF";
 const FLAT_RSS_TOLERANCE: f64 = 0.20;
 /// A coordinator run that takes longer than this is killed (a hang, not a data point).
 const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often the child's peak RSS is sampled.
-const RSS_POLL: Duration = Duration::from_millis(20);
 /// Deleted-in-source blobs stay below the coordinator's default `--max-tombstones` (1000):
 /// above it the run exits 1 and marks nothing, which is a different code path.
 const MAX_DELETED: usize = 900;
@@ -415,106 +413,28 @@ struct DiffRun {
     counts: Counts,
 }
 
-/// The process's high-water mark of resident memory (`VmHWM`), in KiB. `None` once it has
-/// exited (a zombie's status has no memory lines) or if it cannot be read.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// User + system CPU time of a live process, in clock ticks (fields 14 and 15 of
-/// `/proc/<pid>/stat`, counted after the parenthesised command name, which may hold spaces).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Clock ticks per second for [`cpu_ticks`] (100 on every mainstream Linux build).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        // A read error only truncates the captured output, which the caller then fails to
-        // parse and reports.
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
-}
-
 /// Runs `lakevault-coordinator backup --dry-run --output json` once, sampling its peak
 /// RSS until it exits. Blocking: call from a blocking thread.
-fn run_coordinator(
-    bin: &Path,
-    config: &Path,
-    setup: &Setup,
-    ticks_per_second: f64,
-) -> anyhow::Result<DiffRun> {
-    let load_at_start = load_average();
-    let started = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .args(["backup", "--dry-run", "--output", "json"])
-        .args(&setup.args)
-        .env_remove("RUST_LOG")
-        .envs(setup.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id();
-    let stdout = read_all(child.stdout.take().context("child stdout")?);
-    let stderr = read_all(child.stderr.take().context("child stderr")?);
-    // VmHWM and the CPU counters only grow, so the last values read before exit are the
-    // totals up to then; what happens in the final polling interval (~20 ms) is not seen.
-    let (mut peak, mut ticks) = (0u64, 0u64);
-    let status: ExitStatus = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak = peak.max(kib);
-        }
-        if let Some(t) = cpu_ticks(pid) {
-            ticks = ticks.max(t);
-        }
-        if let Some(status) = child.try_wait().context("waiting for the coordinator")? {
-            break status;
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the coordinator did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(RSS_POLL);
-    };
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let stdout = stdout
-        .join()
-        .map_err(|_| anyhow::anyhow!("stdout reader panicked"))?;
-    let stderr = stderr
-        .join()
-        .map_err(|_| anyhow::anyhow!("stderr reader panicked"))?;
+fn run_coordinator(bin: &Path, config: &Path, setup: &Setup) -> anyhow::Result<DiffRun> {
+    let run = run_measured(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .args(["backup", "--dry-run", "--output", "json"])
+            .args(&setup.args)
+            .env_remove("RUST_LOG")
+            .envs(setup.env.iter().map(|(k, v)| (k, v))),
+        RUN_TIMEOUT,
+    )?;
+    let Measured {
+        status,
+        wall_seconds,
+        cpu_seconds,
+        peak_rss_kib,
+        load_at_start,
+        stdout,
+        stderr,
+    } = run;
     if !status.success() {
         bail!(
             "lakevault-coordinator {} exited with {status}\nstderr:\n{}",
@@ -561,8 +481,8 @@ fn run_coordinator(
     Ok(DiffRun {
         wall_seconds,
         reported_seconds: report["elapsed_seconds"].as_f64().unwrap_or(f64::NAN),
-        peak_rss_kib: peak,
-        cpu_seconds: ticks as f64 / ticks_per_second,
+        peak_rss_kib,
+        cpu_seconds,
         load_at_start,
         counts: Counts {
             new: sum("new"),
@@ -893,7 +813,7 @@ fn markdown(env: &Environment, args: &Args, setups: &[Setup], results: &[SizeRes
          - **coordinator CPU s**: user + system time from `/proc/<pid>/stat`; the rest of the wall \
          time the coordinator was waiting (mostly for the emulator).\n\
          - **peak RSS**: the coordinator's `VmHWM` from `/proc/<pid>/status`, polled every {} ms.\n",
-        RSS_POLL.as_millis()
+        lakevault_tests::measure::POLL.as_millis()
     );
     let loads: Vec<f64> = results
         .iter()
@@ -1047,7 +967,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let setups = setups(&args)?;
     let coordinator = coordinator_bin()?;
-    let ticks_per_second = clock_ticks_per_second();
     let env = environment(&coordinator);
     if env.coordinator_profile != "release" {
         eprintln!(
@@ -1108,11 +1027,10 @@ async fn main() -> anyhow::Result<()> {
         for run in 1..=args.repeats {
             for (k, setup) in setups.iter().enumerate() {
                 let (bin, config, setup_k) = (coordinator.clone(), lab.path.clone(), setup.clone());
-                let diff = tokio::task::spawn_blocking(move || {
-                    run_coordinator(&bin, &config, &setup_k, ticks_per_second)
-                })
-                .await
-                .context("coordinator measurement thread")??;
+                let diff =
+                    tokio::task::spawn_blocking(move || run_coordinator(&bin, &config, &setup_k))
+                        .await
+                        .context("coordinator measurement thread")??;
                 eprintln!(
                     "  diff {run}/{} [{}]: {:.2}s wall, {:.2}s CPU, {:.1} MiB peak RSS, load {:.2}, {:?}",
                     args.repeats,

@@ -17,12 +17,11 @@ use anyhow::Context;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use lakevault_plan::hns::{ContainerDirectories, walk_in_flat_order};
-use lakevault_plan::listing::list_blobs;
+use lakevault_plan::listing::{Include, Lister};
 use lakevault_tests::Lab;
 use lakevault_tests::azurite::SOURCE_ACCOUNT;
 use lakevault_tests::hns_facade::HnsFacade;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 const CONTAINER: &str = "lake";
 
@@ -91,13 +90,15 @@ async fn main() -> anyhow::Result<()> {
 
         // The façade creates the directories an HNS account holds: list through it once
         // first, so that every count below sees the same entries.
-        let hns_entries = list_blobs(&hns.container(CONTAINER)?, None, false, None)?
+        let hns_entries = Lister::new(&hns, CONTAINER)?
+            .blobs(None, Include::Nothing, None)
             .try_fold(0u64, |n, _| async move { Ok(n + 1) })
             .await?;
         let directories = hns_entries - names.len() as u64;
 
         let before = lab.src.blob_requests();
-        let flat_entries = list_blobs(&lab.src.container(CONTAINER)?, None, false, None)?
+        let flat_entries = Lister::new(&lab.src, CONTAINER)?
+            .blobs(None, Include::Nothing, None)
             .try_fold(0u64, |n, _| async move { Ok(n + 1) })
             .await?;
         let flat_requests = lab.src.blob_requests() - before;
@@ -107,14 +108,15 @@ async fn main() -> anyhow::Result<()> {
         );
 
         let before = facade.listings();
-        list_blobs(&hns.container(CONTAINER)?, None, false, None)?
+        Lister::new(&hns, CONTAINER)?
+            .blobs(None, Include::Nothing, None)
             .try_fold(0u64, |n, _| async move { Ok(n + 1) })
             .await?;
         let hns_flat_requests = facade.listings() - before;
 
         let before = facade.listings();
         let walk = ContainerDirectories {
-            client: Arc::new(hns.container(CONTAINER)?),
+            lister: Lister::new(&hns, CONTAINER)?,
             page_size: None,
         };
         let walked = walk_in_flat_order(walk, String::new())

@@ -228,7 +228,7 @@ async fn a_distributed_scan_of_a_hierarchical_source_plans_what_one_scan_plans()
 async fn the_facade_lists_in_hns_order_and_the_walk_brings_it_into_flat_order() {
     use futures::TryStreamExt;
     use lakevault_plan::hns::{ContainerDirectories, walk_in_flat_order};
-    use lakevault_plan::listing::list_blobs;
+    use lakevault_plan::listing::{Include, Lister};
     let lab = Lab::start("ns-order", &["data"]).expect("lab");
     lab.src.ensure_container("data").await.expect("container");
     for name in ["A/dat1", "A-B/dat2", "A-B-C", "AB/AB", "AB/dat4", "AB.txt"] {
@@ -242,10 +242,10 @@ async fn the_facade_lists_in_hns_order_and_the_walk_brings_it_into_flat_order() 
     let (facade, path) = behind_facade(&lab, SOURCE_ACCOUNT).await;
     let config = lakevault_common::config::Config::load(&path).expect("config");
     let (hns, _) = lakevault_tests::accounts(&config).expect("accounts");
-    let container = hns.container("data").expect("client");
+    let container = Lister::new(&hns, "data").expect("client");
 
-    let listed: Vec<String> = list_blobs(&container, None, false, Some(3))
-        .expect("listing")
+    let listed: Vec<String> = container
+        .blobs(None, Include::Nothing, Some(3))
         .map_ok(|b| b.name)
         .try_collect()
         .await
@@ -256,15 +256,15 @@ async fn the_facade_lists_in_hns_order_and_the_walk_brings_it_into_flat_order() 
             "A", "A/dat1", "A-B", "A-B/dat2", "A-B-C", "AB", "AB/AB", "AB/dat4", "AB.txt", "empty"
         ]
     );
-    let refused = list_blobs(&container, None, true, None)
-        .expect("listing")
+    let refused = container
+        .blobs(None, Include::Tags, None)
         .try_collect::<Vec<_>>()
         .await;
     assert!(refused.is_err(), "index tags are refused");
     assert_eq!(facade.refused(), 1);
 
     let directories = ContainerDirectories {
-        client: std::sync::Arc::new(hns.container("data").expect("client")),
+        lister: Lister::new(&hns, "data").expect("client"),
         page_size: Some(2),
     };
     let walked: Vec<String> = walk_in_flat_order(directories, String::new())
