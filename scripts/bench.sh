@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks the coordinator's list + diff at scale on a local Azurite and writes
-# docs/benchmarks.md (see tests/src/bin/lakevault-bench.rs). Not part of `make test`:
+# target/bench/emulator-plan.md (see tests/src/bin/lakevault-bench.rs). Not part of `make test`:
 # it takes minutes and measures, it does not assert.
 #   scripts/bench.sh [--sizes 50000,100000,200000] [--repeats 3] [--compare "ARGS"]...
 #                    [--coordinator-arg ARG]... [--label NAME]... [--report FILE]

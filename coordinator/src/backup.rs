@@ -3,7 +3,8 @@
 //! what is new or changed — scanning the shards here with bounded parallelism, or handing
 //! them to the workers as scan tasks.
 
-use crate::listing::list_container_names;
+use crate::listing::{Include, Lister, list_container_names};
+use crate::probe;
 use crate::scan::{self, Accounts, ContainerScan, ContainerTotals, ScanError, ShardScan};
 use crate::watermark;
 use futures::StreamExt;
@@ -43,10 +44,11 @@ pub struct BackupOptions {
     /// Incremental mode selects blobs modified after the watermark minus this margin
     /// (clock skew between this host and the service, writes in flight during a scan).
     pub safety_margin: Duration,
-    /// Shards per container to aim for (1: one listing per container).
-    pub shards: usize,
-    /// Shards scanned at once by the coordinator.
-    pub scan_parallelism: usize,
+    /// Shards per container to aim for (1: one listing per container; `None`: chosen per
+    /// container, [`probe`]).
+    pub shards: Option<usize>,
+    /// Shards scanned at once by the coordinator (`None`: chosen per container).
+    pub scan_parallelism: Option<usize>,
     /// Hand shards to the workers as scan tasks instead of scanning them here. Dry runs
     /// always scan here (a scan task enqueues copies).
     pub distributed: bool,
@@ -70,8 +72,8 @@ impl Default for BackupOptions {
             lease: false,
             write_watermarks: true,
             safety_margin: Duration::from_secs(900),
-            shards: 1,
-            scan_parallelism: 1,
+            shards: Some(1),
+            scan_parallelism: Some(1),
             distributed: false,
             progress: Progress::hidden(),
             page_size: None,
@@ -102,6 +104,12 @@ pub struct ContainerPlan {
     pub modified_since: Option<String>,
     /// Shards the container was split into.
     pub shards: u64,
+    /// Shards listed at once (by the coordinator).
+    pub scan_parallelism: u64,
+    /// Why the container was scanned in this shape, when lakevault chose it (`--shards
+    /// auto`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
     /// `coordinator`, or `workers` for a distributed scan (the counts are then in the
     /// ledger, filled in by the workers; see `status`).
     pub scanned_by: &'static str,
@@ -445,6 +453,51 @@ pub async fn run(
     Ok(report)
 }
 
+/// Shards a distributed scan hands out when the operator did not say: enough for a fleet
+/// to share, whatever this host measures.
+pub const DISTRIBUTED_SHARDS: usize = 16;
+
+/// Shards to aim for and shards listed at once, as the options say or, where they say
+/// `auto`, as the probe of the source argues ([`probe`]); with the reason when chosen.
+async fn scan_shape(
+    accounts: Accounts<'_>,
+    scan: &ContainerScan,
+    options: &BackupOptions,
+) -> Result<(usize, usize, Option<String>), scan::ScanError> {
+    if options.distributed && !options.dry_run {
+        return Ok((options.shards.unwrap_or(DISTRIBUTED_SHARDS), 1, None));
+    }
+    if let (Some(shards), Some(parallelism)) = (options.shards, options.scan_parallelism) {
+        return Ok((shards, parallelism, None));
+    }
+    let lister = Lister::new(accounts.source, &scan.container)?;
+    let include = if scan.source_hierarchical {
+        Include::Permissions
+    } else {
+        Include::Tags
+    };
+    let root = scan.roots().into_iter().next().filter(|r| !r.is_empty());
+    let measured = probe::probe(&lister, root, include)
+        .await
+        .map_err(scan::listing_error)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shape = probe::choose(&measured, cpus);
+    let parallelism = options.scan_parallelism.unwrap_or(shape.parallelism);
+    let shards = options.shards.unwrap_or(if parallelism > 1 {
+        (parallelism * probe::SHARDS_PER_LISTING).max(shape.shards)
+    } else {
+        shape.shards
+    });
+    tracing::info!(
+        container = %scan.container,
+        shards,
+        parallelism,
+        reason = %shape.reason,
+        "scan shape chosen"
+    );
+    Ok((shards, parallelism, Some(shape.reason)))
+}
+
 pub const COORDINATOR: &str = "coordinator";
 pub const WORKERS: &str = "workers";
 
@@ -495,9 +548,7 @@ async fn plan_container(
         dry_run: options.dry_run,
         backup_exists,
         progress: options.progress.clone(),
-        page_size: options
-            .page_size
-            .or_else(|| scan::page_size_for(options.scan_parallelism)),
+        page_size: None,
         cancel: cancel.clone(),
     };
     let scan_err = |e: scan::ScanError| match e {
@@ -507,9 +558,20 @@ async fn plan_container(
             message: e.to_string(),
         },
     };
-    let shards = scan::plan_shards(accounts, &scan, options.shards)
+    let (shards_wanted, parallelism, shape) = scan_shape(accounts, &scan, options)
         .await
         .map_err(scan_err)?;
+    let shards = scan::plan_shards(accounts, &scan, shards_wanted, parallelism.max(4))
+        .await
+        .map_err(scan_err)?;
+    // The page budget is shared by the listings that run at once: no more than there
+    // are shards.
+    let scan = ContainerScan {
+        page_size: options
+            .page_size
+            .or_else(|| scan::page_size_for(parallelism.min(shards.len()))),
+        ..scan
+    };
     let mut plan = ContainerPlan {
         source_container: container.to_string(),
         destination_container: dest_name.to_string(),
@@ -520,6 +582,8 @@ async fn plan_container(
         }),
         modified_since: modified_since.map(rfc3339),
         shards: shards.len() as u64,
+        scan_parallelism: parallelism as u64,
+        shape,
         scanned_by: COORDINATOR,
         ..Default::default()
     };
@@ -578,8 +642,7 @@ async fn plan_container(
             span,
         )));
     }
-    let mut scans =
-        futures::stream::iter(shard_scans).buffer_unordered(options.scan_parallelism.max(1));
+    let mut scans = futures::stream::iter(shard_scans).buffer_unordered(parallelism.max(1));
     let mut scanned = 0;
     while let Some(result) = scans.next().await {
         totals.add(result.map_err(scan_err)?, scan.max_tombstones, scan.sample);

@@ -12,4 +12,4 @@ pub mod restore;
 pub mod serve;
 pub mod verify;
 
-pub use lakevault_plan::{diff, listing, scan, shard, watermark};
+pub use lakevault_plan::{diff, listing, probe, scan, shard, watermark};

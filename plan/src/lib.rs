@@ -13,6 +13,7 @@ pub mod diff;
 pub mod hns;
 pub mod listing;
 pub mod page;
+pub mod probe;
 pub mod purge;
 pub mod scan;
 pub mod shard;

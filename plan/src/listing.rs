@@ -127,38 +127,71 @@ impl Lister {
         query: ListQuery,
     ) -> impl Stream<Item = azure_core::Result<LevelEntry>> + Send + 'static {
         self.pages(query)
-            .map_ok(|page| futures::stream::iter(page.entries.into_iter().map(Ok)))
+            .map_ok(|page| futures::stream::iter(page.into_entries().map(Ok)))
             .try_flatten()
     }
 
-    /// The pages of one listing, each requested as soon as the one before it is parsed,
-    /// while the caller works through that one: a listing waits for the service's latency
-    /// once, not once per page and again for the work on each page. At most two pages are
-    /// held. A page read ahead and never asked for is abandoned with the stream.
+    /// The pages of one listing, each requested as soon as the one before it is parsed, while the caller works through that one: a listing waits for
+    /// the service's latency once, not once per page and again for the work on each page,
+    /// and holds at most two pages. A page read ahead and never asked for is abandoned
+    /// with the stream.
     fn pages(
         &self,
         query: ListQuery,
     ) -> impl Stream<Item = azure_core::Result<Page>> + Send + 'static {
-        let first = ReadAhead::start(self.clone(), query.clone(), None);
         let lister = self.clone();
-        futures::stream::try_unfold(Some(first), move |next| {
+        futures::stream::try_unfold(Some(NextPage::Marker(None)), move |next| {
             let (lister, query) = (lister.clone(), query.clone());
             async move {
-                let Some(pending) = next else {
-                    return Ok(None);
+                let page = match next {
+                    None => return Ok(None),
+                    Some(NextPage::Requested(pending)) => pending.wait().await?,
+                    Some(NextPage::Marker(marker)) => {
+                        lister.page(&query, marker.as_deref()).await?
+                    }
                 };
-                let page = pending.wait().await?;
-                let next = page
-                    .next_marker
-                    .clone()
-                    .map(|marker| ReadAhead::start(lister, query, Some(marker)));
+                let next = page.next_marker.clone().map(|marker| {
+                    NextPage::Requested(ReadAhead::start(lister, query, Some(marker)))
+                });
                 Ok(Some((page, next)))
             }
         })
     }
 
+    /// Requests the first page of a flat listing under `prefix` (5,000 entries), and says
+    /// how long it took and how much of that was parsing it here.
+    pub async fn timed_first_page(
+        &self,
+        prefix: Option<String>,
+        include: Include,
+    ) -> azure_core::Result<PageTiming> {
+        let query = ListQuery {
+            prefix: prefix.unwrap_or_default(),
+            delimiter: false,
+            include,
+            page_size: None,
+        };
+        let started = std::time::Instant::now();
+        let (page, parse) = self.timed_page(&query, None).await?;
+        Ok(PageTiming {
+            entries: page.len(),
+            more: page.next_marker.is_some(),
+            total: started.elapsed(),
+            parse,
+        })
+    }
+
     /// Requests and parses one page.
     async fn page(&self, query: &ListQuery, marker: Option<&str>) -> azure_core::Result<Page> {
+        Ok(self.timed_page(query, marker).await?.0)
+    }
+
+    /// [`Self::page`], with the time spent parsing it.
+    async fn timed_page(
+        &self,
+        query: &ListQuery,
+        marker: Option<&str>,
+    ) -> azure_core::Result<(Page, std::time::Duration)> {
         let mut url = self.url.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -194,13 +227,27 @@ impl Lister {
             .send(&azure_core::http::Context::new(), &mut request, None)
             .await?;
         let body = response.into_body();
-        crate::page::parse(&body).map_err(|e| {
+        let parsing = std::time::Instant::now();
+        let page = crate::page::parse(&body).map_err(|e| {
             azure_core::Error::with_message(
                 azure_core::error::ErrorKind::DataConversion,
                 format!("List Blobs answered a page that does not read: {e}"),
             )
-        })
+        })?;
+        Ok((page, parsing.elapsed()))
     }
+}
+
+/// How one listing page went ([`Lister::timed_first_page`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PageTiming {
+    pub entries: usize,
+    /// The listing has more pages.
+    pub more: bool,
+    /// Request to parsed page.
+    pub total: std::time::Duration,
+    /// Parsing it, here.
+    pub parse: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +256,14 @@ struct ListQuery {
     delimiter: bool,
     include: Include,
     page_size: Option<u32>,
+}
+
+/// Where a listing goes on from.
+enum NextPage {
+    /// Requested when asked for: the first page, at once.
+    Marker(Option<String>),
+    /// Already requested.
+    Requested(ReadAhead),
 }
 
 /// A page being requested in the background; the request is cancelled if dropped.

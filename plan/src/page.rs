@@ -6,18 +6,98 @@
 //! `NextMarker`. Everything else (other properties, metadata) is skipped without being
 //! decoded. Text is unescaped (`&amp;`, `&#x1F600;`, ...), and a name the service sent
 //! percent-encoded (`Encoded="true"`, for characters XML cannot carry) is decoded.
+//!
+//! A page is kept compactly until its entries are taken: every text of the page in one
+//! buffer, each entry as offsets into it (about 200 to 300 bytes an entry, against about
+//! 1 KB as separate strings and a tag map). Pages wait in memory while shards are listed
+//! side by side, so what a page weighs is what bounds how many listings can be in flight.
 
 use crate::listing::{LevelEntry, ListedBlob};
 use lakevault_common::access::PathAccess;
-use lakevault_common::record::{normalise_etag, rfc3339};
+use lakevault_common::record::rfc3339;
 use quick_xml::events::{BytesStart, Event};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// One page: its entries in the service's order, and where the next page starts.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Page {
-    pub entries: Vec<LevelEntry>,
+    /// Every text of the page's entries, one after another.
+    text: String,
+    entries: Vec<Packed>,
     pub next_marker: Option<String>,
+}
+
+/// Offsets of one entry's texts in [`Page::text`] (`u32`: a page is far below 4 GiB).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Packed {
+    prefix: bool,
+    name: Span,
+    etag: Span,
+    last_modified: Span,
+    content_md5: Span,
+    blob_type: Span,
+    /// `key\0value\0` for each tag (tag keys and values cannot hold NUL).
+    tags: Span,
+    size: u64,
+    access: Option<Box<PathAccess>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Span(u32, u32);
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.0 as usize..self.1 as usize
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == self.1
+    }
+}
+
+impl Page {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, each made whole as it is taken.
+    pub fn into_entries(self) -> impl Iterator<Item = LevelEntry> + Send {
+        let Page { text, entries, .. } = self;
+        entries.into_iter().map(move |p| unpack(&text, p))
+    }
+
+    /// The entries made whole at once (for tests and small pages).
+    pub fn entries(self) -> Vec<LevelEntry> {
+        self.into_entries().collect()
+    }
+}
+
+fn unpack(text: &str, p: Packed) -> LevelEntry {
+    let s = |span: Span| text[span.range()].to_string();
+    let opt = |span: Span| (!span.is_empty()).then(|| s(span));
+    if p.prefix {
+        return LevelEntry::Prefix(s(p.name));
+    }
+    let mut tags = BTreeMap::new();
+    let mut parts = text[p.tags.range()].split('\0');
+    while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        tags.insert(k.to_string(), v.to_string());
+    }
+    LevelEntry::Blob(ListedBlob {
+        name: s(p.name),
+        etag: s(p.etag),
+        size: p.size,
+        last_modified: s(p.last_modified),
+        blob_type: opt(p.blob_type),
+        tags,
+        content_md5: opt(p.content_md5),
+        access: p.access,
+    })
 }
 
 /// Where in the document an element is, for the elements that matter.
@@ -31,8 +111,9 @@ enum At {
     Tags,
     TagSet,
     Tag,
-    /// A text field: which one, and whether its text was percent-encoded.
-    Field(Field, bool),
+    /// A text field: which one, whether its text was percent-encoded, and where its text
+    /// starts in the page's buffer.
+    Field(Field, bool, usize),
     /// Something not read (metadata, other properties, the echo of the request).
     Skipped,
 }
@@ -56,17 +137,9 @@ enum Field {
     TagValue,
 }
 
-/// A blob being read: its fields as they come.
+/// Access control fields of the entry being read (HNS listings only).
 #[derive(Default)]
-struct BlobFields {
-    name: Option<String>,
-    etag: String,
-    size: u64,
-    last_modified: String,
-    content_md5: Option<String>,
-    blob_type: Option<String>,
-    tags: BTreeMap<String, String>,
-    key: Option<String>,
+struct AccessFields {
     directory: bool,
     owner: Option<String>,
     group: Option<String>,
@@ -74,35 +147,24 @@ struct BlobFields {
     acl: Option<String>,
 }
 
-impl BlobFields {
-    fn finish(self) -> Option<ListedBlob> {
-        let access = self.owner.map(|owner| {
-            Box::new(PathAccess {
-                directory: self.directory,
-                owner,
-                group: self.group.unwrap_or_default(),
-                permissions: self.permissions.unwrap_or_default(),
-                acl: self.acl.unwrap_or_default(),
-            })
-        });
-        Some(ListedBlob {
-            name: self.name?,
-            etag: self.etag,
-            size: self.size,
-            last_modified: self.last_modified,
-            blob_type: self.blob_type,
-            tags: self.tags,
-            content_md5: self.content_md5,
-            access,
-        })
+impl AccessFields {
+    fn finish(self) -> Option<Box<PathAccess>> {
+        let owner = self.owner?;
+        Some(Box::new(PathAccess {
+            directory: self.directory,
+            owner,
+            group: self.group.unwrap_or_default(),
+            permissions: self.permissions.unwrap_or_default(),
+            acl: self.acl.unwrap_or_default(),
+        }))
     }
 }
 
-/// The child of `parent` that `start` opens.
-fn child(parent: At, start: &BytesStart<'_>) -> At {
+/// The child of `parent` that `start` opens; a field's text will start at `at`.
+fn child(parent: At, start: &BytesStart<'_>, at: usize) -> At {
     let name = start.local_name();
     let name = name.as_ref();
-    let field = |f| At::Field(f, encoded(start));
+    let field = |f| At::Field(f, f == Field::BlobName && encoded(start), at);
     match (parent, name) {
         (At::Root, b"EnumerationResults") => At::Root,
         (At::Root, b"Blobs") => At::Blobs,
@@ -112,7 +174,7 @@ fn child(parent: At, start: &BytesStart<'_>) -> At {
         (At::Blob, b"Name") => field(Field::BlobName),
         (At::Blob, b"Properties") => At::Properties,
         (At::Blob, b"Tags") => At::Tags,
-        (At::Prefix, b"Name") => field(Field::PrefixName),
+        (At::Prefix, b"Name") => At::Field(Field::PrefixName, encoded(start), at),
         (At::Tags, b"TagSet") => At::TagSet,
         (At::TagSet, b"Tag") => At::Tag,
         (At::Tag, b"Key") => field(Field::TagKey),
@@ -139,92 +201,97 @@ fn encoded(start: &BytesStart<'_>) -> bool {
         .is_some_and(|a| a.value.as_ref() == b"true")
 }
 
+fn span(start: usize, end: usize) -> Result<Span, String> {
+    let n = |v: usize| u32::try_from(v).map_err(|_| "a page of over 4 GiB".to_string());
+    Ok(Span(n(start)?, n(end)?))
+}
+
 /// Reads one page.
 pub fn parse(body: &[u8]) -> Result<Page, String> {
     let mut reader = quick_xml::Reader::from_reader(body);
-    let mut page = Page::default();
+    let mut page = Page {
+        // Kept texts are a fraction of the XML around them.
+        text: String::with_capacity(body.len() / 3),
+        ..Default::default()
+    };
     let mut stack: Vec<At> = Vec::with_capacity(8);
-    let mut blob = BlobFields::default();
-    let mut prefix: Option<String> = None;
-    let mut text = String::new();
+    let mut entry = Packed::default();
+    let mut access = AccessFields::default();
+    let mut tags_start = 0;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
+        let in_field = matches!(stack.last(), Some(At::Field(..)));
         match event {
             Event::Start(start) => {
                 let parent = stack.last().copied().unwrap_or(At::Root);
                 let at = if parent == At::Skipped {
                     At::Skipped
                 } else {
-                    child(parent, &start)
+                    child(parent, &start, page.text.len())
                 };
-                if at == At::Blob {
-                    blob = BlobFields::default();
+                match at {
+                    At::Blob | At::Prefix => {
+                        entry = Packed {
+                            prefix: at == At::Prefix,
+                            ..Default::default()
+                        };
+                        access = AccessFields::default();
+                    }
+                    At::Tags => tags_start = page.text.len(),
+                    _ => {}
                 }
-                text.clear();
                 stack.push(at);
             }
             Event::Empty(start) => {
                 // `<NextMarker />`, `<Content-MD5 />`: an element without text.
                 let parent = stack.last().copied().unwrap_or(At::Root);
                 if parent != At::Skipped
-                    && let At::Field(field, _) = child(parent, &start)
+                    && let At::Field(field, _, at) = child(parent, &start, page.text.len())
                 {
-                    take(field, String::new(), &mut blob, &mut prefix, &mut page)?;
+                    end_field(field, false, at, &mut page, &mut entry, &mut access)?;
                 }
             }
-            Event::Text(t) => {
-                if matches!(stack.last(), Some(At::Field(..))) {
-                    text.push_str(&t.decode().map_err(|e| e.to_string())?);
-                }
+            Event::Text(t) if in_field => {
+                page.text.push_str(&t.decode().map_err(|e| e.to_string())?);
             }
-            Event::GeneralRef(r) => {
-                if matches!(stack.last(), Some(At::Field(..))) {
-                    match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                        Some(c) => text.push(c),
-                        None => text.push(match &*r {
-                            b"amp" => '&',
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"quot" => '"',
-                            b"apos" => '\'',
-                            other => {
-                                return Err(format!(
-                                    "unknown entity &{};",
-                                    String::from_utf8_lossy(other)
-                                ));
-                            }
-                        }),
-                    }
-                }
+            Event::CData(c) if in_field => {
+                page.text.push_str(&c.decode().map_err(|e| e.to_string())?);
             }
-            Event::CData(c) => {
-                if matches!(stack.last(), Some(At::Field(..))) {
-                    text.push_str(&c.decode().map_err(|e| e.to_string())?);
-                }
+            Event::GeneralRef(r) if in_field => {
+                let c = match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => c,
+                    None => match &*r {
+                        b"amp" => '&',
+                        b"lt" => '<',
+                        b"gt" => '>',
+                        b"quot" => '"',
+                        b"apos" => '\'',
+                        other => {
+                            return Err(format!(
+                                "unknown entity &{};",
+                                String::from_utf8_lossy(other)
+                            ));
+                        }
+                    },
+                };
+                page.text.push(c);
             }
             Event::End(_) => match stack.pop() {
-                Some(At::Field(field, encoded)) => {
-                    let value = if encoded {
-                        percent_encoding::percent_decode_str(&text)
-                            .decode_utf8()
-                            .map_err(|e| format!("an encoded name is not UTF-8: {e}"))?
-                            .into_owned()
-                    } else {
-                        std::mem::take(&mut text)
-                    };
-                    text.clear();
-                    take(field, value, &mut blob, &mut prefix, &mut page)?;
+                Some(At::Field(field, encoded, at)) => {
+                    end_field(field, encoded, at, &mut page, &mut entry, &mut access)?;
                 }
+                Some(At::Tags) => entry.tags = span(tags_start, page.text.len())?,
                 Some(At::Blob) => {
-                    if let Some(b) = std::mem::take(&mut blob).finish() {
-                        page.entries.push(LevelEntry::Blob(b));
+                    if !entry.name.is_empty() {
+                        entry.access = std::mem::take(&mut access).finish();
+                        page.entries.push(std::mem::take(&mut entry));
                     }
                 }
                 Some(At::Prefix) => {
-                    if let Some(p) = prefix.take() {
-                        page.entries.push(LevelEntry::Prefix(p));
+                    if !entry.name.is_empty() {
+                        page.entries.push(std::mem::take(&mut entry));
                     }
                 }
                 Some(_) => {}
@@ -234,45 +301,66 @@ pub fn parse(body: &[u8]) -> Result<Page, String> {
             _ => {}
         }
     }
+    page.text.shrink_to_fit();
     Ok(page)
 }
 
-/// Stores one field's text where it belongs.
-fn take(
+/// Files the text a field left at `at..` in the page's buffer where it belongs: kept there
+/// as a span, rewritten in place (a decoded name, an ETag without quotes, a time in RFC
+/// 3339), or taken out (numbers, access control, the marker).
+fn end_field(
     field: Field,
-    value: String,
-    blob: &mut BlobFields,
-    prefix: &mut Option<String>,
+    encoded: bool,
+    at: usize,
     page: &mut Page,
+    entry: &mut Packed,
+    access: &mut AccessFields,
 ) -> Result<(), String> {
+    let text = &mut page.text;
+    let take_out = |text: &mut String| -> String { text.split_off(at) };
     match field {
-        Field::NextMarker => page.next_marker = (!value.is_empty()).then_some(value),
-        Field::BlobName => blob.name = Some(value),
-        Field::PrefixName => *prefix = Some(value),
-        Field::Etag => blob.etag = normalise_etag(&value),
+        Field::BlobName | Field::PrefixName => {
+            if encoded {
+                let raw = take_out(text);
+                let decoded = percent_encoding::percent_decode_str(&raw)
+                    .decode_utf8()
+                    .map_err(|e| format!("an encoded name is not UTF-8: {e}"))?;
+                text.push_str(&decoded);
+            }
+            entry.name = span(at, text.len())?;
+        }
+        Field::Etag => {
+            // Listings write ETags bare, headers quoted: kept bare, as records hold them.
+            let raw = take_out(text);
+            text.push_str(raw.trim().trim_matches('"'));
+            entry.etag = span(at, text.len())?;
+        }
+        Field::LastModified => {
+            let raw = take_out(text);
+            http_date_to_rfc3339_into(&raw, text);
+            entry.last_modified = span(at, text.len())?;
+        }
+        Field::ContentMd5 => entry.content_md5 = span(at, text.len())?,
+        Field::BlobType => entry.blob_type = span(at, text.len())?,
         Field::ContentLength => {
-            blob.size = if value.is_empty() {
+            let raw = take_out(text);
+            entry.size = if raw.is_empty() {
                 0
             } else {
-                value
-                    .parse()
-                    .map_err(|_| format!("Content-Length `{value}` is not a number"))?
-            }
+                raw.parse()
+                    .map_err(|_| format!("Content-Length `{raw}` is not a number"))?
+            };
         }
-        Field::LastModified => blob.last_modified = http_date_to_rfc3339(&value),
-        Field::ContentMd5 => blob.content_md5 = (!value.is_empty()).then_some(value),
-        Field::BlobType => blob.blob_type = (!value.is_empty()).then_some(value),
-        Field::ResourceType => blob.directory = value == "directory",
-        Field::Owner => blob.owner = Some(value),
-        Field::Group => blob.group = Some(value),
-        Field::Permissions => blob.permissions = Some(value),
-        Field::Acl => blob.acl = Some(value),
-        Field::TagKey => blob.key = Some(value),
-        Field::TagValue => {
-            if let Some(key) = blob.key.take() {
-                blob.tags.insert(key, value);
-            }
+        Field::TagKey | Field::TagValue => text.push('\0'),
+        Field::NextMarker => {
+            let raw = take_out(text);
+            page.next_marker = (!raw.is_empty()).then_some(raw);
         }
+        Field::ResourceType => access.directory = take_out(text) == "directory",
+        Field::Owner => access.owner = Some(take_out(text)),
+        Field::Group => access.group = Some(take_out(text)),
+        Field::Permissions => access.permissions = Some(take_out(text)),
+        Field::Acl => access.acl = Some(take_out(text)),
     }
     Ok(())
 }
@@ -286,6 +374,13 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// service writes is rearranged without a calendar; anything else goes through the
 /// general parser, and what that cannot read either is kept empty (an unknown time).
 pub fn http_date_to_rfc3339(text: &str) -> String {
+    let mut out = String::new();
+    http_date_to_rfc3339_into(text, &mut out);
+    out
+}
+
+/// [`http_date_to_rfc3339`], appended to `out`.
+fn http_date_to_rfc3339_into(text: &str, out: &mut String) {
     let b = text.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() == 29
@@ -324,18 +419,22 @@ pub fn http_date_to_rfc3339(text: &str) -> String {
             && &text[20..22] < "60"
             && &text[23..25] < "60"
         {
-            return format!(
-                "{}-{:02}-{}T{}Z",
-                &text[12..16],
-                m + 1,
-                &text[5..7],
-                &text[17..25]
-            );
+            out.push_str(&text[12..16]);
+            out.push('-');
+            out.push(char::from(b'0' + (m + 1) as u8 / 10));
+            out.push(char::from(b'0' + (m + 1) as u8 % 10));
+            out.push('-');
+            out.push_str(&text[5..7]);
+            out.push('T');
+            out.push_str(&text[17..25]);
+            out.push('Z');
+            return;
         }
     }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822)
-        .map(rfc3339)
-        .unwrap_or_default()
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822)
+    {
+        out.push_str(&rfc3339(t));
+    }
 }
 
 #[cfg(test)]
@@ -400,8 +499,9 @@ mod tests {
     fn reads_what_a_plan_uses_and_skips_the_rest() {
         let page = parse(AZURE_PAGE.as_bytes()).unwrap();
         assert_eq!(page.next_marker.as_deref(), Some("2!76!MDAwMDE0"));
-        assert_eq!(page.entries.len(), 3);
-        let a = blob(&page.entries, 0);
+        let entries = page.entries();
+        assert_eq!(entries.len(), 3);
+        let a = blob(&entries, 0);
         assert_eq!(a.name, "a & b <c> \u{1F600} d\u{e9}j\u{e0}");
         assert_eq!(a.etag, "0x8DC1234567890AB");
         assert_eq!(a.size, 1234);
@@ -411,8 +511,8 @@ mod tests {
         assert_eq!(a.tags.len(), 2);
         assert_eq!(a.tags["team"], "a b");
         assert!(a.access.is_none());
-        assert_eq!(page.entries[1], LevelEntry::Prefix("a/".into()));
-        let b = blob(&page.entries, 2);
+        assert_eq!(entries[1], LevelEntry::Prefix("a/".into()));
+        let b = blob(&entries, 2);
         assert_eq!(b.name, "a\u{FFFE}b");
         assert_eq!(b.etag, "0x8DC0000000000AB");
         assert_eq!(b.content_md5, None);
@@ -434,7 +534,7 @@ mod tests {
             );
             let page = parse(xml.as_bytes()).unwrap();
             assert_eq!(page.next_marker, None, "{tail}");
-            assert_eq!(page.entries.len(), 1);
+            assert_eq!(page.len(), 1);
         }
     }
 
@@ -479,8 +579,8 @@ mod tests {
                 esc(&name),
                 esc(&value)
             );
-            let page = parse(xml.as_bytes()).unwrap();
-            let b = blob(&page.entries, 0);
+            let entries = parse(xml.as_bytes()).unwrap().entries();
+            let b = blob(&entries, 0);
             prop_assert_eq!(&b.name, &name);
             prop_assert_eq!(&b.tags["k"], &value);
         }

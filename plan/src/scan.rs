@@ -74,14 +74,26 @@ pub struct ContainerScan {
     pub cancel: CancellationToken,
 }
 
-/// The listing page size for `parallel` shards scanned at once by one process: together
-/// they hold about as many entries as one scan with full pages (two sides × 5,000), so the
-/// coordinator's memory is the same for one shard or many, and does not grow as shards
-/// fill up their pages. Floor 500 entries a page, so requests per blob stay bounded.
+/// Listing entries that shards scanned side by side hold at once, per side: four full
+/// pages. With pages kept compactly ([`crate::page`], about 250 bytes an entry) that is a
+/// few MiB, and it is what lets two shards list full pages with their next page read
+/// ahead, which a service that pays a latency per page needs: a listing's pages come one
+/// after the other (each needs the marker of the one before), so every halving of the
+/// page doubles the time a shard takes.
+pub const ENTRIES_IN_FLIGHT: u32 = 4 * MAX_PAGE_SIZE;
+
+/// The listing page size for `parallel` listings at once in one process, each holding
+/// its current page and the one read ahead: together they hold [`ENTRIES_IN_FLIGHT`]
+/// entries per side, so memory does not grow with parallelism, nor as shards fill up
+/// their pages. Floor 500 entries a page, so requests per blob stay bounded; one or two
+/// listings use full pages.
 pub fn page_size_for(parallel: usize) -> Option<u32> {
     match parallel {
         0 | 1 => None,
-        n => Some((MAX_PAGE_SIZE / u32::try_from(n).unwrap_or(u32::MAX)).max(500)),
+        n => {
+            let pages = u32::try_from(n).unwrap_or(u32::MAX / 2).saturating_mul(2);
+            Some((ENTRIES_IN_FLIGHT / pages).clamp(500, MAX_PAGE_SIZE))
+        }
     }
 }
 
@@ -174,7 +186,7 @@ impl ScanError {
     }
 }
 
-fn listing_error(e: azure_core::Error) -> ScanError {
+pub fn listing_error(e: azure_core::Error) -> ScanError {
     ScanError::Listing {
         class: classify(&e),
         message: describe(&e),
@@ -249,12 +261,14 @@ async fn child_prefixes(lister: &Lister, prefix: &str) -> azure_core::Result<Opt
     Ok(Some(out))
 }
 
-/// Plans the shards of a container: at least `target` where its tree allows. The backup's
-/// prefixes count too in a full scan, so directories deleted in the source are scanned.
+/// Plans the shards of a container: at least `target` where its tree allows, listing
+/// `concurrency` prefixes at a time. The backup's prefixes count too in a full scan, so
+/// directories deleted in the source are scanned.
 pub async fn plan_shards(
     accounts: Accounts<'_>,
     scan: &ContainerScan,
     target: usize,
+    concurrency: usize,
 ) -> Result<Vec<Shard>, ScanError> {
     let roots = scan.roots();
     if target <= 1 {
@@ -263,7 +277,7 @@ pub async fn plan_shards(
     let source = Lister::new(accounts.source, &scan.container)?;
     let backup = Lister::new(accounts.destination, &scan.destination_container)?;
     let with_backup = scan.lists_backup();
-    shard::plan_shards(roots, target, &scan.filter, |prefix| {
+    shard::plan_shards(roots, target, concurrency, &scan.filter, |prefix| {
         let (source, backup) = (&source, &backup);
         async move {
             let Some(a) = child_prefixes(source, &prefix)
@@ -548,13 +562,14 @@ mod tests {
     fn parallel_shards_share_one_page_budget() {
         assert_eq!(page_size_for(0), None);
         assert_eq!(page_size_for(1), None);
-        assert_eq!(page_size_for(4), Some(1_250));
-        assert_eq!(page_size_for(10), Some(500));
+        assert_eq!(page_size_for(2), Some(5_000));
+        assert_eq!(page_size_for(4), Some(2_500));
+        assert_eq!(page_size_for(8), Some(1_250));
         // The floor keeps pages useful however wide the scan.
         assert_eq!(page_size_for(64), Some(500));
-        for n in 2..=10 {
+        for n in 2..=20 {
             let per_page = page_size_for(n).expect("a budget");
-            assert!(per_page as usize * n <= MAX_PAGE_SIZE as usize);
+            assert!(per_page as usize * 2 * n <= ENTRIES_IN_FLIGHT as usize);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod hns_facade;
 pub mod lake;
 pub mod measure;
+pub mod put_from_url_facade;
 pub mod scenario;
 pub mod soak;
 pub mod synthetic;

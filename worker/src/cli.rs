@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// ranges (the service limit is 256).
     #[arg(long, env = "LAKEVAULT_SYNC_COPY_MAX_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub sync_copy_max_mib: u64,
+    /// Sources up to this many MiB (and above the single-copy limit) use one Put Blob From
+    /// URL where the backup service has it (the service limit is 5,000; 0: never). A
+    /// service that answers it 501, like the storage emulator, gets ranged copies.
+    #[arg(long, env = "LAKEVAULT_PUT_FROM_URL_MAX_MIB", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    pub put_from_url_max_mib: u64,
     /// Range size in MiB for ranged copies.
     #[arg(long, env = "LAKEVAULT_BLOCK_SIZE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4000))]
     pub block_size_mib: u64,
@@ -183,6 +188,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<i32> {
     ));
     let copy_options = CopyOptions {
         sync_copy_max: args.sync_copy_max_mib * 1024 * 1024,
+        put_from_url_max: args.put_from_url_max_mib * 1024 * 1024,
         block_size: args.block_size_mib * 1024 * 1024,
         delete_source_snapshots: !args.keep_source_snapshots,
         lease_duration: Duration::from_secs(args.lease_secs),

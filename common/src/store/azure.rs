@@ -3,7 +3,8 @@
 
 use super::{
     AccessControl, BlobProperties, BlobRef, BlobStore, Commit, Condition, ContentHeaders,
-    CopyFromUrl, ListOptions, Listed, SnapshotTaken, StorageErrorCode, StoreError, Transport,
+    CopyFromUrl, ListOptions, Listed, PutFromUrl, SnapshotTaken, StorageErrorCode, StoreError,
+    Transport,
 };
 use crate::error::describe;
 use crate::extra_headers::ExtraHeaders;
@@ -18,8 +19,9 @@ use azure_storage_blob::models::{
     BlobClientSetTagsOptions, BlobClientStartCopyFromUrlOptions,
     BlobClientStartCopyFromUrlResultHeaders, BlobContainerClientListBlobsOptions, BlobTag,
     BlobTags, BlobType, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientUploadOptions, BlockLookupList,
-    CopyStatus, DeleteSnapshotsOptionType, HttpRange, ListBlobsIncludeItem,
+    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientUploadBlobFromUrlOptions,
+    BlockBlobClientUploadOptions, BlockLookupList, CopyStatus, DeleteSnapshotsOptionType,
+    HttpRange, ListBlobsIncludeItem,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -394,6 +396,45 @@ impl BlobStore for AzureStore {
             }),
             Err(e) => Err(self.error(&e)),
         }
+    }
+
+    async fn put_from_url(
+        &self,
+        blob: BlobRef<'_>,
+        request: PutFromUrl<'_>,
+    ) -> Result<(), StoreError> {
+        let (if_match, if_none_match) = conditions(&request.condition);
+        let h = request.headers;
+        let metadata: HashMap<String, String> = request.metadata.into_iter().collect();
+        let options = BlockBlobClientUploadBlobFromUrlOptions {
+            source_if_match: request.source_if_match.map(etag),
+            if_match,
+            if_none_match,
+            // The content headers are the ones given (read from the version copied), not
+            // whatever the source carries by the time the service reads it.
+            copy_source_blob_properties: Some(false),
+            blob_cache_control: h.cache_control,
+            blob_content_disposition: h.content_disposition,
+            blob_content_encoding: h.content_encoding,
+            blob_content_language: h.content_language,
+            blob_content_md5: h.content_md5,
+            blob_content_type: h.content_type,
+            metadata: (!metadata.is_empty()).then_some(metadata),
+            blob_tags_string: request.tags.and_then(tags_header),
+            tier: request.tier,
+            copy_source_authorization: request
+                .source
+                .authorization
+                .as_ref()
+                .map(|a| a.expose().to_string()),
+            ..Default::default()
+        };
+        self.client(blob)?
+            .block_blob_client()
+            .upload_blob_from_url(request.source.url.clone(), Some(options))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(&e))
     }
 
     async fn stage_block_from_url(

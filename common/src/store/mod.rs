@@ -108,6 +108,24 @@ pub struct CopyFromUrl<'a> {
     pub tier: Option<AccessTier>,
 }
 
+/// Put Blob From URL: a whole block blob written from a source URL in one request (up
+/// to 5,000 MiB; <https://learn.microsoft.com/rest/api/storageservices/put-blob-from-url>).
+/// Unlike Copy Blob From URL it does not carry the source's metadata, so the content
+/// headers and metadata are given, read from the source version being copied.
+#[derive(Debug, Clone)]
+pub struct PutFromUrl<'a> {
+    pub source: &'a CopySource,
+    /// `x-ms-source-if-match`: the source version that may be read.
+    pub source_if_match: Option<&'a str>,
+    pub headers: ContentHeaders,
+    pub metadata: BTreeMap<String, String>,
+    /// The complete tag set of the new blob (`None`: no tags).
+    pub tags: Option<&'a BTreeMap<String, String>>,
+    pub tier: Option<AccessTier>,
+    /// On the destination blob.
+    pub condition: Condition,
+}
+
 /// What Set Access Control writes on a path.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessControl<'a> {
@@ -310,6 +328,13 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         &self,
         blob: BlobRef<'_>,
         request: CopyFromUrl<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Put Blob From URL into `blob`. A service without it answers 501 (the emulator).
+    async fn put_from_url(
+        &self,
+        blob: BlobRef<'_>,
+        request: PutFromUrl<'_>,
     ) -> Result<(), StoreError>;
 
     /// Put Block From URL: stages `length` bytes of the source at `offset`.

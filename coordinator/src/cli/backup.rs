@@ -150,6 +150,12 @@ fn print_table(report: &BackupReport) {
             c.counts.bytes_to_copy,
             c.counts.messages
         );
+        if let Some(shape) = &c.shape {
+            println!(
+                "    scanned as {} shard(s), {} at a time: {shape}",
+                c.shards, c.scan_parallelism
+            );
+        }
         for name in &c.sample {
             println!("    {name}");
         }

@@ -75,29 +75,52 @@ pub enum Command {
 pub struct ScanArgs {
     /// Shards per container to aim for: the key space is split at `/` boundaries (top
     /// directories first) into at least this many parts where the tree allows. 1 lists
-    /// each container in one pass.
-    #[arg(long, env = "LAKEVAULT_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub shards: u64,
-    /// Shards the coordinator scans at once.
-    #[arg(long, env = "LAKEVAULT_SCAN_PARALLELISM", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
-    pub scan_parallelism: u64,
+    /// each container in one pass. `auto`: chosen per container from four timed pages of
+    /// its listing (one pass if it fits in a page or the service answers one request at a
+    /// time; otherwise 4 shards per listing in flight); the plan says why.
+    #[arg(long, env = "LAKEVAULT_SHARDS", default_value = "auto", value_parser = auto_or(1, 100_000))]
+    pub shards: Auto,
+    /// Shards the coordinator scans at once. `auto`: as many as keep this host's CPUs busy
+    /// while pages are in flight (at most 16), or 1 where shards do not help.
+    #[arg(long, env = "LAKEVAULT_SCAN_PARALLELISM", default_value = "auto", value_parser = auto_or(1, 256))]
+    pub scan_parallelism: Auto,
     /// Hand the shards to the workers as scan tasks (each lists, diffs and enqueues its
     /// shard's copies), so scanning scales with the fleet. Progress: `status`.
     #[arg(long, env = "LAKEVAULT_DISTRIBUTED_SCAN")]
     pub distributed_scan: bool,
-    /// Entries per List Blobs page (1–5000). Default: 5000 for one shard at a time, and
-    /// 5000 / --scan-parallelism (at least 500) when shards are scanned side by side, so
-    /// that memory stays that of one full listing.
+    /// Entries per List Blobs page (1–5000). Default: 5000 for one or two listings at a
+    /// time, and 20,000 / (2 × listings in flight), at least 500, when more shards are
+    /// scanned side by side, so memory stays that of two full listings with their next
+    /// pages read ahead.
     #[arg(long, env = "LAKEVAULT_LIST_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub list_page_size: Option<u32>,
 }
 
 impl ScanArgs {
     fn apply(&self, options: &mut BackupOptions) {
-        options.shards = usize::try_from(self.shards).unwrap_or(usize::MAX);
-        options.scan_parallelism = usize::try_from(self.scan_parallelism).unwrap_or(1);
+        options.shards = self.shards.0;
+        options.scan_parallelism = self.scan_parallelism.0;
         options.distributed = self.distributed_scan;
         options.page_size = self.list_page_size;
+    }
+}
+
+/// A count, or `auto` (`None`): lakevault chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Auto(pub Option<usize>);
+
+/// Parses `auto` or a whole number from `min` to `max`.
+fn auto_or(min: usize, max: usize) -> impl Fn(&str) -> Result<Auto, String> + Clone {
+    move |text: &str| {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Auto(None));
+        }
+        match text.parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Auto(Some(n))),
+            _ => Err(format!(
+                "`{text}` is neither `auto` nor a number from {min} to {max}"
+            )),
+        }
     }
 }
 

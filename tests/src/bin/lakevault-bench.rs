@@ -65,7 +65,8 @@ struct Args {
     /// Name of the configuration in the report (repeatable, one per `--compare`).
     #[arg(long)]
     label: Vec<String>,
-    /// Where to write the Markdown report (default: docs/benchmarks.md in the repository).
+    /// Where to write the Markdown report (default: target/bench/emulator-plan.md in the
+    /// repository; docs/benchmarks.md quotes the runs it discusses).
     #[arg(long)]
     report: Option<PathBuf>,
     /// Uploads in flight while seeding.
@@ -872,7 +873,7 @@ fn markdown(env: &Environment, args: &Args, setups: &[Setup], results: &[SizeRes
         r#"## How to run
 
 ```sh
-make bench                                   # default sizes 50000,100000,200000; writes docs/benchmarks.md
+make bench                                   # default sizes 50000,100000,200000; writes target/bench/emulator-plan.md
 bash scripts/bench.sh --sizes 20000,40000 --repeats 1 --report /tmp/quick.md
 # compare coordinator flags side by side (runs alternate between the configurations):
 bash scripts/bench.sh --compare "" --compare "--scan-parallelism 8" --label default --label par8
@@ -980,7 +981,7 @@ async fn main() -> anyhow::Result<()> {
     let report_path = args
         .report
         .clone()
-        .unwrap_or_else(|| repo_root().join("docs/benchmarks.md"));
+        .unwrap_or_else(|| repo_root().join("target/bench/emulator-plan.md"));
 
     eprintln!("starting Azurite (in memory)...");
     let lab = Lab::start("lakevault-bench", &[CONTAINER]).context("starting Azurite")?;

@@ -115,6 +115,9 @@ struct RunResult {
     /// CPU the endpoint (this process) spent generating pages during the run.
     endpoint_cpu_seconds: f64,
     shards: u64,
+    /// Shards listed at once, and why, when the coordinator chose.
+    scan_parallelism: u64,
+    shape: Option<String>,
     messages: u64,
     new: u64,
     changed: u64,
@@ -260,6 +263,10 @@ async fn run_one(
         cpu_us_per_listed_entry: measured.cpu_seconds * 1e6 / entries.max(1) as f64,
         endpoint_cpu_seconds: endpoint_cpu,
         shards,
+        scan_parallelism: report["containers"][0]["scan_parallelism"]
+            .as_u64()
+            .unwrap_or(0),
+        shape: report["containers"][0]["shape"].as_str().map(String::from),
         messages,
         new,
         changed,
@@ -366,14 +373,19 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("  [{}] load {:.2}...", setup.label, load_average());
             let r = run_one(&bench, setup, universe, expected, run).await?;
             eprintln!(
-                "  [{}] {:.1}s wall, {:.1}s CPU ({:.2} µs/entry), {:.1} MiB peak, {} pages, {} shards",
+                "  [{}] {:.1}s wall, {:.1}s CPU ({:.2} µs/entry), {:.1} MiB peak, {} pages, {} shards, {} at once{}",
                 r.config,
                 r.wall_seconds,
                 r.cpu_seconds,
                 r.cpu_us_per_listed_entry,
                 r.peak_rss_mib,
                 r.list_pages,
-                r.shards
+                r.shards,
+                r.scan_parallelism,
+                r.shape
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
             );
             lines.push_str(&serde_json::to_string(&r)?);
             lines.push('\n');

@@ -19,6 +19,7 @@ mod names;
 mod namespaces;
 mod network_faults;
 mod purge;
+mod put_from_url;
 mod redrive;
 mod restore;
 mod selection;

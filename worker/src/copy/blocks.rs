@@ -21,16 +21,7 @@ impl CopyEngine {
     ) -> Result<(), ItemFailure> {
         // Content headers and metadata are set on commit, so read them from the source
         // and make sure they belong to the version being copied.
-        let props = properties_of_version(source).await?;
-        if !props.is_block_blob() {
-            return Err(ItemFailure::refused(
-                Refusal::NotABlockBlob,
-                format!(
-                    "source is a {}; only block blobs are copied",
-                    props.blob_type
-                ),
-            ));
-        }
+        let props = source_properties(source).await?;
         let block_size = effective_block_size(source.size, self.options.block_size)?;
         let ids = block_ids(source.blob.name, source.etag, source.size, block_size);
         let parallelism = self.options.block_parallelism.max(1);
@@ -100,6 +91,22 @@ pub(super) async fn commit(
         )
         .await
         .map_err(|e| ItemFailure::from_store("put block list", Side::Backup, &e))
+}
+
+/// The properties of a source a write sets on the destination itself (content headers,
+/// metadata): those of the version being copied, of a block blob.
+pub(super) async fn source_properties(source: Source<'_>) -> Result<BlobProperties, ItemFailure> {
+    let props = properties_of_version(source).await?;
+    if !props.is_block_blob() {
+        return Err(ItemFailure::refused(
+            Refusal::NotABlockBlob,
+            format!(
+                "source is a {}; only block blobs are copied",
+                props.blob_type
+            ),
+        ));
+    }
+    Ok(props)
 }
 
 /// The source's properties (content headers, metadata), provided they still belong to the

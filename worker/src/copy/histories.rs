@@ -99,13 +99,14 @@ enum Step {
 }
 
 /// The operations an outage can take down.
-const OUTAGE_OPS: [Op; 9] = [
+const OUTAGE_OPS: [Op; 10] = [
     Op::Properties,
     Op::Tags,
     Op::SetTags,
     Op::Snapshot,
     Op::Delete,
     Op::CopyFromUrl,
+    Op::PutFromUrl,
     Op::StageBlockFromUrl,
     Op::CommitBlocks,
     Op::List,
@@ -184,7 +185,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(blocks: bool, base_last: bool, azurite_answers: bool) -> Self {
+    fn new(path: WritePath, base_last: bool, azurite_answers: bool) -> Self {
         let world = World::new();
         if azurite_answers {
             world.answer_missing_copy_sources_like_azurite();
@@ -193,15 +194,20 @@ impl Sim {
         src.create_container("data");
         src.create_container("restored");
         bak.create_container("data");
-        let options = if blocks {
-            // Every blob above 4 bytes goes by Put Block From URL + Put Block List.
-            CopyOptions {
+        let options = match path {
+            WritePath::OneCopy => CopyOptions::default(),
+            // Every blob above 4 bytes goes by one Put Blob From URL.
+            WritePath::PutFromUrl => CopyOptions {
                 sync_copy_max: 4,
+                ..Default::default()
+            },
+            // Every blob above 4 bytes goes by Put Block From URL + Put Block List.
+            WritePath::Blocks => CopyOptions {
+                sync_copy_max: 4,
+                put_from_url_max: 0,
                 block_size: 4,
                 ..Default::default()
-            }
-        } else {
-            CopyOptions::default()
+            },
         };
         let engine = Arc::new(
             CopyEngine::with_stores(vec![Arc::new(src.clone()), Arc::new(bak.clone())], options)
@@ -865,15 +871,34 @@ fn batch(kind: MessageKind) -> CopyBatch {
     }
 }
 
+/// Which request writes the backup blobs of a history.
+#[derive(Debug, Clone, Copy)]
+enum WritePath {
+    /// Copy Blob From URL.
+    OneCopy,
+    /// Put Blob From URL (after a read of the source's properties).
+    PutFromUrl,
+    /// Put Block From URL per range and Put Block List.
+    Blocks,
+}
+
+fn write_path() -> impl Strategy<Value = WritePath> {
+    prop_oneof![
+        Just(WritePath::OneCopy),
+        Just(WritePath::PutFromUrl),
+        Just(WritePath::Blocks)
+    ]
+}
+
 /// `azurite_answers`: a copy from a deleted source is answered `404 BlobNotFound` by the
 /// backup account, as Azurite does, instead of Azure's `404 CannotVerifyCopySource`.
-fn run_history(blocks: bool, base_last: bool, azurite_answers: bool, steps: &[Step]) {
+fn run_history(path: WritePath, base_last: bool, azurite_answers: bool, steps: &[Step]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut sim = Sim::new(blocks, base_last, azurite_answers);
+        let mut sim = Sim::new(path, base_last, azurite_answers);
         for step in steps {
             sim.run(step).await;
             sim.check().await;
@@ -902,12 +927,12 @@ proptest! {
 
     #[test]
     fn copies_keep_every_version_and_the_newest_on_top(
-        blocks in any::<bool>(),
+        path in write_path(),
         base_last in any::<bool>(),
         azurite_answers in any::<bool>(),
         steps in prop::collection::vec(step(), 1..30),
     ) {
-        run_history(blocks, base_last, azurite_answers, &steps);
+        run_history(path, base_last, azurite_answers, &steps);
     }
 }
 
@@ -920,7 +945,7 @@ fn a_tombstone_planned_before_the_blob_came_back_lands_on_no_newer_copy() {
         listed_backup: true,
     };
     run_history(
-        false,
+        WritePath::OneCopy,
         true,
         false,
         &[

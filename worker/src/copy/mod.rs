@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `backup` | one backup item: already current, keep history, follow a changed source, source gone |
 //! | `write` | the one request builder: a version of a source blob written to a destination, by size |
-//! | `blocks` | > 256 MiB: Put Block From URL over ranges in parallel + Put Block List |
+//! | `whole` | 256 MiB – 5,000 MiB: one Put Blob From URL, where the service has it |
+//! | `blocks` | above, or where it has not: Put Block From URL over ranges in parallel + Put Block List |
 //! | `stream` | the fallback when the backup service cannot read the source: through the worker |
 //! | `lease` | lease mode: the source leased for the length of its copy |
 //! | `restore` | one restore item: a backed-up version to the target |
@@ -16,8 +17,9 @@
 //! that changes mid-copy fails the copy instead of mixing versions; the engine then re-reads
 //! the source and copies the newer version. The backup's record (an index tag) always
 //! names the ETag of the bytes that were copied.
-//! Put Blob From URL would cover up to 5,000 MiB in one request on Azure, but the storage
-//! emulator does not implement it (501), so the block path is used above 256 MiB.
+//! Put Blob From URL covers up to 5,000 MiB in one request on Azure; a service that
+//! answers it `501 Not Implemented` (the storage emulator) is remembered as one, and its
+//! large blobs take the block path from then on.
 
 mod backup;
 mod blocks;
@@ -25,6 +27,7 @@ mod lease;
 mod restore;
 mod stream;
 mod tombstone;
+mod whole;
 mod write;
 
 pub use blocks::{MAX_BLOCK_SIZE, MAX_BLOCKS, block_ids, effective_block_size};
@@ -43,11 +46,16 @@ use std::time::Duration;
 
 /// Copy Blob From URL accepts sources up to 256 MiB.
 pub const SYNC_COPY_MAX: u64 = 256 * 1024 * 1024;
+/// Put Blob From URL accepts sources up to 5,000 MiB.
+pub const PUT_FROM_URL_MAX: u64 = 5000 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
     /// Largest source copied with one synchronous Copy Blob From URL.
     pub sync_copy_max: u64,
+    /// Largest source copied with one Put Blob From URL (above `sync_copy_max`), where the
+    /// service has it; 0: never.
+    pub put_from_url_max: u64,
     /// Range size of each Put Block From URL above that.
     pub block_size: u64,
     /// Ranges of one blob copied at once.
@@ -77,6 +85,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         Self {
             sync_copy_max: SYNC_COPY_MAX,
+            put_from_url_max: PUT_FROM_URL_MAX,
             block_size: 64 * 1024 * 1024,
             block_parallelism: 4,
             source_sas_validity: Duration::from_secs(2 * 3600),
@@ -338,6 +347,8 @@ pub struct CopyEngine {
     policy: Option<WritePolicy>,
     /// Stamps records: the backup time of a copy, the deletion time of a tombstone.
     clock: Arc<dyn Clock>,
+    /// Accounts that answered Put Blob From URL `501 Not Implemented`: asked once.
+    without_put_from_url: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 #[async_trait::async_trait]
@@ -395,6 +406,7 @@ impl CopyEngine {
             options,
             policy: None,
             clock: Arc::new(SystemClock),
+            without_put_from_url: Default::default(),
         }
     }
 

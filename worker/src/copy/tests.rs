@@ -347,7 +347,7 @@ async fn a_copy_whose_answer_was_lost_is_already_current_when_retried() {
 }
 
 #[tokio::test]
-async fn large_blobs_go_by_blocks_with_their_headers_and_metadata() {
+async fn large_blobs_go_by_blocks_where_put_blob_from_url_is_off() {
     let rig = rig();
     let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     rig.src
@@ -357,6 +357,7 @@ async fn large_blobs_go_by_blocks_with_their_headers_and_metadata() {
         &rig,
         CopyOptions {
             sync_copy_max: 1024,
+            put_from_url_max: 0,
             block_size: 3000,
             ..Default::default()
         },
@@ -732,6 +733,7 @@ async fn a_large_restore_never_replaces_a_target_that_appears_while_it_copies() 
         &rig,
         CopyOptions {
             sync_copy_max: 1024,
+            put_from_url_max: 0,
             block_size: 2048,
             ..Default::default()
         },
@@ -794,6 +796,7 @@ async fn a_slow_block_copy_of_an_older_version_never_lands_on_top_of_a_newer_one
     let old = planned_against_backup(&rig, "big.bin").await;
     let options = CopyOptions {
         sync_copy_max: 1024,
+        put_from_url_max: 0,
         block_size: 3000,
         ..Default::default()
     };
@@ -1161,6 +1164,7 @@ async fn a_block_copy_that_outlasts_its_source_sas_signs_each_range_afresh() {
         &rig,
         CopyOptions {
             sync_copy_max: 1024,
+            put_from_url_max: 0,
             block_size: 3000,
             block_parallelism: 1,
             source_sas_validity: std::time::Duration::from_secs(3600),
@@ -1679,4 +1683,123 @@ async fn a_retried_restore_sets_the_acl_on_its_own_earlier_write_and_nowhere_els
         ItemOutcome::TargetExists
     );
     assert_eq!(rig.src.access_of("restored", "b.csv"), None);
+}
+
+/// Options that send blobs above 1 KiB through Put Blob From URL.
+fn whole_copies() -> CopyOptions {
+    CopyOptions {
+        sync_copy_max: 1024,
+        block_size: 3000,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn large_blobs_go_in_one_put_blob_from_url_with_their_headers_and_metadata() {
+    let rig = rig();
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    rig.src
+        .write("data", "big.bin", &bytes, &[("origin", "lake")]);
+    let item = planned(&rig, "big.bin").await;
+    engine(&rig, whole_copies())
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(content(&rig.bak, "big.bin"), Some(bytes));
+    assert_eq!(rig.world.calls("bak", Op::PutFromUrl), 1);
+    assert_eq!(rig.world.calls("bak", Op::StageBlockFromUrl), 0);
+    assert_eq!(rig.world.calls("bak", Op::CommitBlocks), 0);
+    let (src, bak) = (
+        rig.src
+            .properties(BlobRef::new("data", "big.bin"))
+            .await
+            .unwrap(),
+        rig.bak
+            .properties(BlobRef::new("data", "big.bin"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(bak.metadata, src.metadata, "metadata is given, not implied");
+    assert_eq!(bak.headers, src.headers);
+    assert_eq!(record(&rig.bak, "big.bin").await.source_etag, item.etag);
+}
+
+#[tokio::test]
+async fn a_service_without_put_blob_from_url_is_asked_once_then_copied_in_ranges() {
+    let rig = rig();
+    // The storage emulator's answer to Put Blob From URL.
+    rig.world.inject(
+        Fault::on(
+            Op::PutFromUrl,
+            Action::Fail(501, Code::UnknownValue("NotImplemented".into())),
+        )
+        .account("bak"),
+    );
+    let engine = engine(&rig, whole_copies());
+    for name in ["a.bin", "b.bin"] {
+        let bytes: Vec<u8> = (0..7_000u32).map(|i| (i % 249) as u8).collect();
+        rig.src.write("data", name, &bytes, &[("origin", "lake")]);
+        let item = planned(&rig, name).await;
+        engine
+            .copy_item(&batch(MessageKind::Copy), &item)
+            .await
+            .unwrap();
+        assert_eq!(content(&rig.bak, name), Some(bytes));
+        assert_eq!(record(&rig.bak, name).await.source_etag, item.etag);
+    }
+    assert_eq!(
+        rig.world.calls("bak", Op::PutFromUrl),
+        1,
+        "a 501 is remembered for the account"
+    );
+    assert_eq!(rig.world.calls("bak", Op::StageBlockFromUrl), 6);
+    assert_eq!(rig.world.calls("bak", Op::CommitBlocks), 2);
+}
+
+#[tokio::test]
+async fn a_source_rewritten_while_its_put_blob_from_url_waits_is_followed_to_its_newest_version() {
+    let rig = rig();
+    let v1: Vec<u8> = vec![1; 5_000];
+    rig.src.write("data", "big.bin", &v1, &[]);
+    let item = planned(&rig, "big.bin").await;
+    let gate = rig
+        .world
+        .pause(Op::PutFromUrl, |f| f.account("bak").times(Some(1)));
+    let engine = Arc::new(engine(&rig, whole_copies()));
+    let copying = {
+        let (engine, item) = (engine.clone(), item.clone());
+        tokio::spawn(async move { engine.copy_item(&batch(MessageKind::Copy), &item).await })
+    };
+    gate.arrived().await;
+    let v2_bytes: Vec<u8> = vec![2; 6_000];
+    let v2 = rig.src.write("data", "big.bin", &v2_bytes, &[]);
+    gate.release();
+    copying.await.unwrap().unwrap();
+    assert_eq!(record(&rig.bak, "big.bin").await.source_etag, v2);
+    assert_eq!(content(&rig.bak, "big.bin"), Some(v2_bytes));
+}
+
+#[tokio::test]
+async fn a_throttled_put_blob_from_url_is_an_outage_not_a_missing_feature() {
+    let rig = rig();
+    rig.src.write("data", "big.bin", &vec![3; 5_000], &[]);
+    let item = planned(&rig, "big.bin").await;
+    rig.world.inject(
+        Fault::on(Op::PutFromUrl, Action::Fail(503, Code::ServerBusy))
+            .account("bak")
+            .times(Some(1)),
+    );
+    let engine = engine(&rig, whole_copies());
+    let failure = engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .expect_err("throttled");
+    assert_eq!(failure.class, FailureClass::Unavailable);
+    assert_eq!(content(&rig.bak, "big.bin"), None);
+    engine
+        .copy_item(&batch(MessageKind::Copy), &item)
+        .await
+        .unwrap();
+    assert_eq!(rig.world.calls("bak", Op::PutFromUrl), 2);
+    assert_eq!(rig.world.calls("bak", Op::StageBlockFromUrl), 0);
 }

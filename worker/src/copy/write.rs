@@ -1,6 +1,7 @@
 //! The one request builder of the copy engine: a version of a source blob written to a
-//! destination blob, with one synchronous Copy Blob From URL up to `sync_copy_max` and
-//! ranged blocks above. Backup and restore differ only in what they pass.
+//! destination blob, with one synchronous Copy Blob From URL up to `sync_copy_max`, one
+//! Put Blob From URL up to `put_from_url_max` where the service has it, and ranged blocks
+//! above. Backup and restore differ only in what they pass.
 
 use super::{CopyEngine, ItemFailure};
 use lakevault_common::store::{AccessTier, BlobRef, BlobStore, Condition, CopyFromUrl, Side};
@@ -39,7 +40,9 @@ pub(super) struct Target<'a> {
 }
 
 impl CopyEngine {
-    /// Writes `source` to `target`: one request up to `sync_copy_max`, blocks above.
+    /// Writes `source` to `target`: one request up to `sync_copy_max`, one Put Blob From
+    /// URL (and a read of the source's properties) up to `put_from_url_max`, blocks above
+    /// or where the destination service does not implement Put Blob From URL.
     pub(super) async fn write(
         &self,
         source: Source<'_>,
@@ -61,6 +64,11 @@ impl CopyEngine {
                 )
                 .await
                 .map_err(|e| ItemFailure::from_store("copy blob from URL", Side::Backup, &e));
+        }
+        if source.size <= self.options.put_from_url_max
+            && let Some(done) = self.whole_copy(source, target.clone()).await
+        {
+            return done;
         }
         self.block_copy(source, target).await
     }

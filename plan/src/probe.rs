@@ -1,0 +1,173 @@
+//! How to scan a container when the operator did not say (`--shards auto`, the default):
+//! one listing, or shards listed side by side. Which is faster depends on the service, not
+//! on lakevault, so it is measured on the container itself before the scan:
+//!
+//! 1. One full page (5,000 entries) of the source. If it holds the whole listing, one
+//!    listing it is: shards would only add requests.
+//! 2. The same page again, alone, timed (the first one paid for connecting), with the part
+//!    of it spent parsing here.
+//! 3. Two of the same page at once, timed. Azure Storage serves listings side by side, so
+//!    two take about as long as one, and a page's time is mostly waiting: shards listed in
+//!    parallel hide that wait. A service that answers one request at a time (the emulator,
+//!    a single Node.js process, which also scans its whole store for every prefixed page)
+//!    takes twice as long for two, and shards only add requests to it.
+//!
+//! Shards in parallel, when chosen, are as many as keep this process's CPUs busy while
+//! pages are in flight: `ceil(page time × CPUs / CPU per page)`, with the CPU a page costs
+//! here taken as twice its parsing (the diff and the batches cost about as much again),
+//! from 2 to [`MAX_AUTO_PARALLELISM`]; and four shards per parallel listing, so that
+//! unevenly sized subtrees still keep every listing busy. The probe costs four page
+//! requests.
+
+use crate::listing::{Include, Lister, PageTiming};
+use std::time::Duration;
+
+/// The most shards an automatic choice lists at once.
+pub const MAX_AUTO_PARALLELISM: usize = 16;
+/// Shards planned per listing in flight.
+pub const SHARDS_PER_LISTING: usize = 4;
+/// Two pages at once taking less than this many times one page: the service serves
+/// listings in parallel.
+pub const PARALLEL_SERVICE: f64 = 1.5;
+
+/// What the probe measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    /// The first page held the whole listing.
+    pub one_page: bool,
+    /// One full page, request to parsed, after the first.
+    pub page: Duration,
+    /// The part of `page` spent parsing here.
+    pub parse: Duration,
+    /// Two of the same page requested at once, both parsed.
+    pub two_at_once: Duration,
+}
+
+/// How a container is scanned, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub shards: usize,
+    pub parallelism: usize,
+    pub reason: String,
+}
+
+impl Shape {
+    pub fn single(reason: impl Into<String>) -> Self {
+        Shape {
+            shards: 1,
+            parallelism: 1,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The shape the probe argues for, on a machine with `cpus` CPUs.
+pub fn choose(probe: &Probe, cpus: usize) -> Shape {
+    if probe.one_page {
+        return Shape::single("the source lists in one page");
+    }
+    let one = probe.page.as_secs_f64().max(1e-6);
+    let ratio = probe.two_at_once.as_secs_f64() / one;
+    if ratio >= PARALLEL_SERVICE {
+        return Shape::single(format!(
+            "two pages at once took {ratio:.1}× one ({}): the service answers listings one at a time, so shards would only add requests",
+            ms(probe.page)
+        ));
+    }
+    let cpu_per_page = (probe.parse.as_secs_f64() * 2.0).max(1e-6);
+    let wanted = (one * cpus.max(1) as f64 / cpu_per_page).ceil();
+    let parallelism = (wanted as usize).clamp(2, MAX_AUTO_PARALLELISM);
+    Shape {
+        shards: parallelism * SHARDS_PER_LISTING,
+        parallelism,
+        reason: format!(
+            "a page takes {} ({} of it parsing here) and two at once {ratio:.1}× that: {parallelism} listings in flight keep {cpus} CPUs busy",
+            ms(probe.page),
+            ms(probe.parse)
+        ),
+    }
+}
+
+/// Measures the source listing under `prefix` (see the module's description).
+pub async fn probe(
+    lister: &Lister,
+    prefix: Option<String>,
+    include: Include,
+) -> azure_core::Result<Probe> {
+    let first = lister.timed_first_page(prefix.clone(), include).await?;
+    if !first.more {
+        return Ok(Probe {
+            one_page: true,
+            page: first.total,
+            parse: first.parse,
+            two_at_once: first.total,
+        });
+    }
+    let alone = lister.timed_first_page(prefix.clone(), include).await?;
+    let started = std::time::Instant::now();
+    let (a, b): (
+        azure_core::Result<PageTiming>,
+        azure_core::Result<PageTiming>,
+    ) = futures::join!(
+        lister.timed_first_page(prefix.clone(), include),
+        lister.timed_first_page(prefix, include)
+    );
+    a?;
+    b?;
+    Ok(Probe {
+        one_page: false,
+        page: alone.total,
+        parse: alone.parse,
+        two_at_once: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(page_ms: u64, parse_ms: u64, two_ms: u64) -> Probe {
+        Probe {
+            one_page: false,
+            page: Duration::from_millis(page_ms),
+            parse: Duration::from_millis(parse_ms),
+            two_at_once: Duration::from_millis(two_ms),
+        }
+    }
+
+    #[test]
+    fn a_container_of_one_page_is_one_listing() {
+        let p = Probe {
+            one_page: true,
+            ..probe(900, 10, 900)
+        };
+        assert_eq!(choose(&p, 8).shards, 1);
+    }
+
+    #[test]
+    fn a_service_that_answers_one_request_at_a_time_gets_one_listing() {
+        // The emulator at 200,000 blobs: a page takes 1.6 s, two take 3.3 s.
+        let shape = choose(&probe(1_600, 8, 3_300), 2);
+        assert_eq!((shape.shards, shape.parallelism), (1, 1));
+        assert!(shape.reason.contains("one at a time"), "{}", shape.reason);
+    }
+
+    #[test]
+    fn latency_is_hidden_by_as_many_listings_as_keep_the_cpus_busy() {
+        // 45 ms a page, 7 ms parsing (14 ms of CPU a page), 2 CPUs: 7 listings.
+        let shape = choose(&probe(45, 7, 50), 2);
+        assert_eq!(shape.parallelism, 7);
+        assert_eq!(shape.shards, 28);
+        // A slower service or more CPUs: more, up to the cap.
+        assert_eq!(
+            choose(&probe(300, 7, 310), 2).parallelism,
+            MAX_AUTO_PARALLELISM
+        );
+        // A fast service: at least two.
+        assert_eq!(choose(&probe(10, 9, 11), 1).parallelism, 2);
+    }
+}
