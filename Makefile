@@ -2,11 +2,12 @@
 #   make demo   back up a sample data lake on a local Azure Storage emulator, verify it
 #   make test   unit, property and Azurite integration tests, and the offline checks of
 #               the deployment files (docker/, infra/: make check-infra)
-#   make bench  coordinator list + diff at 50k/100k/200k blobs; writes docs/benchmarks.md (slow)
+#   make bench  coordinator list + diff at 50k/100k/200k blobs on the emulator (slow)
 #   make bench-hns  listing requests of an ADLS Gen2 directory walk next to a flat listing
 #   make bench-scale  plans of 1 to 10 million blobs on a synthetic storage endpoint
+#   make bench-e2e  lakevault next to a bare copy loop and rclone on one emulator (slow)
 #   make soak   20,000 blobs backed up under kills, faults and a writer; nothing may be lost (slow)
-.PHONY: demo test bench bench-hns bench-scale soak azurite build check-infra fmt lint clean
+.PHONY: demo test bench bench-hns bench-scale bench-e2e soak azurite build check-infra fmt lint clean
 
 CARGO ?= cargo
 
@@ -41,6 +42,13 @@ bench-hns: azurite
 # a latency per page (tests/src/synthetic.rs). Writes target/bench/scale.md and .jsonl.
 bench-scale:
 	bash scripts/bench-scale.sh
+
+# Copies of the same seeded blobs (20,000 × 1 KiB, 500 × 1 MiB, one 1 GiB) by a bare Copy
+# Blob From URL loop, rclone sync and lakevault with 1, 2, 4 workers, on one Azurite; then
+# the no-change reruns next to a bare listing. Writes target/bench/e2e.md, .json and
+# e2e-*.svg. Flags through E2E_ARGS, e.g. make bench-e2e E2E_ARGS="--no-large --docs".
+bench-e2e:
+	bash scripts/bench-e2e.sh $(E2E_ARGS)
 
 # 20,000 blobs under kills, faults and a writer; not part of `make test` (its short
 # version is: it::soak). Writes target/soak.json.
