@@ -274,6 +274,8 @@ pub struct MemoryQueue {
 struct MemoryState {
     next_id: u64,
     messages: VecDeque<MemoryMessage>,
+    /// Create Queue requests (`ensure_exists`) so far.
+    creates: usize,
 }
 
 #[cfg(any(test, feature = "testkit"))]
@@ -293,6 +295,11 @@ impl MemoryQueue {
             name: name.into(),
             inner: Mutex::default(),
         }
+    }
+
+    /// Create Queue requests made so far (`ensure_exists`), each a request to the service.
+    pub fn creates(&self) -> usize {
+        self.lock().creates
     }
 
     /// Every message text, visible or not (test inspection).
@@ -317,6 +324,7 @@ impl WorkQueue for MemoryQueue {
     }
 
     async fn ensure_exists(&self) -> Result<(), QueueError> {
+        self.lock().creates += 1;
         Ok(())
     }
 

@@ -48,7 +48,10 @@ pub struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.limit.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.limit.changed.notify_waiters();
+        // One unit came free: one waiter may take it. Waking every waiter would have each
+        // of them check and all but one wait again — with a message's hundreds of items
+        // waiting, that was most of a worker's CPU per copy.
+        self.limit.changed.notify_one();
     }
 }
 
@@ -85,7 +88,10 @@ impl AdaptiveLimit {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Waits until fewer than `limit()` permits are out, then takes one.
+    /// Waits until fewer than `limit()` permits are out, then takes one. A waiter woken
+    /// for a unit that another took first waits again; one dropped while woken passes the
+    /// wake-up on to the next waiter (`tokio::sync::Notify::notify_one`), so no free unit
+    /// is left with waiters asleep.
     pub async fn acquire(self: &Arc<Self>) -> Permit {
         loop {
             // Register before checking, so a release between check and wait is not missed.
@@ -138,7 +144,8 @@ impl AdaptiveLimit {
             s.limit.floor() > before
         };
         if grew {
-            self.changed.notify_waiters();
+            // One more unit under the limit.
+            self.changed.notify_one();
         }
     }
 }
@@ -279,6 +286,62 @@ mod tests {
         assert_eq!(limit.in_flight(), 2);
         drop(c);
         assert_eq!(limit.in_flight(), 1);
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_released_unit_wakes_one_waiter_not_all() {
+        let limit = AdaptiveLimit::new(1);
+        let held = futures::executor::block_on(limit.acquire());
+        let wakes = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut waiting: Vec<_> = (0..50).map(|_| Box::pin(limit.acquire())).collect();
+        for w in &mut waiting {
+            assert!(w.as_mut().poll(&mut cx).is_pending(), "at the limit");
+        }
+        drop(held);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one unit, one wake-up");
+        let mut taken = Vec::new();
+        for w in &mut waiting {
+            if let std::task::Poll::Ready(permit) = w.as_mut().poll(&mut cx) {
+                taken.push(permit);
+            }
+        }
+        assert_eq!(taken.len(), 1, "the woken waiter took the unit");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_after_its_wake_up_passes_it_on() {
+        let limit = AdaptiveLimit::new(1);
+        let held = limit.acquire().await;
+        let first = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The first waiter goes away (its message was cancelled) as the unit comes free.
+        first.abort();
+        drop(held);
+        let permit = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the free unit reaches the other waiter")
+            .expect("task");
+        assert_eq!(limit.in_flight(), 1);
+        drop(permit);
     }
 
     #[test]

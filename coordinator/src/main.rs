@@ -2,7 +2,8 @@ use clap::Parser;
 use lakevault_coordinator::cli::{Cli, run};
 
 // jemalloc keeps peak RSS flat over long listings and copy runs, where glibc malloc's
-// per-thread arenas held on to freed page buffers (docs/benchmarks.md).
+// per-thread arenas held on to freed page buffers (docs/benchmarks.md); how soon it gives
+// freed pages back is set in .cargo/config.toml.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

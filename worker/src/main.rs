@@ -3,7 +3,8 @@ use lakevault_worker::cli::{Cli, run};
 use std::io::Write;
 
 // jemalloc keeps peak RSS flat over long listings and copy runs, where glibc malloc's
-// per-thread arenas held on to freed page buffers (docs/benchmarks.md).
+// per-thread arenas held on to freed page buffers (docs/benchmarks.md); how soon it gives
+// freed pages back is set in .cargo/config.toml.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -566,8 +566,9 @@ async fn settle(
     retries: Vec<(String, Duration)>,
     poison_records: Vec<String>,
 ) {
-    if ctx.poison.name() != ctx.queue.name() {
-        // Created lazily: most runs never poison anything.
+    if !poison_records.is_empty() && ctx.poison.name() != ctx.queue.name() {
+        // Created lazily, when there is something to poison: most messages have nothing,
+        // and a Create Queue per message would be a request per batch for nothing.
         let _ = ctx.poison.ensure_exists().await;
     }
     for text in &poison_records {
@@ -770,6 +771,11 @@ mod tests {
             (2, 20, 1, 0)
         );
         assert!(rig.queue.texts().is_empty() && rig.poison.texts().is_empty());
+        assert_eq!(
+            rig.poison.creates(),
+            0,
+            "nothing poisoned: no request to the poison queue"
+        );
     }
 
     #[tokio::test]
