@@ -62,6 +62,26 @@ impl Lab {
         })
     }
 
+    /// The emulator's blob service (`http://127.0.0.1:port`), what a façade in front of
+    /// `account` relays to.
+    pub fn upstream(&self, account: &str) -> String {
+        self.azurite
+            .blob_endpoint(account)
+            .trim_end_matches(&format!("/{account}"))
+            .to_string()
+    }
+
+    /// The text of this lab's config with `account` reached through a façade at
+    /// `facade_url` (`http://127.0.0.1:port`) instead of the emulator.
+    pub fn config_through(&self, account: &str, facade_url: &str) -> String {
+        let direct = self.azurite.blob_endpoint(account);
+        let text = std::fs::read_to_string(&self.path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
+        let routed = text.replace(&direct, &format!("{facade_url}/{account}"));
+        assert_ne!(routed, text, "the endpoint of {account} is in the config");
+        routed
+    }
+
     /// Runs the coordinator with `args` and `--output json`; fails the test with its
     /// output unless it exits 0. Returns the JSON report.
     pub fn coordinator_ok(&self, args: &[&str]) -> serde_json::Value {

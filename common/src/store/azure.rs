@@ -121,6 +121,15 @@ fn tag_map(tags: BlobTags) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `x-ms-copy-source-authorization` of a request that reads `source` (a bearer token; a
+/// SAS travels in the URL instead).
+fn source_authorization(source: &CopySource) -> Option<String> {
+    source
+        .authorization
+        .as_ref()
+        .map(|a| a.expose().to_string())
+}
+
 fn copy_context(source: &CopySource) -> ClientMethodOptions<'static> {
     let mut extra = ExtraHeaders::default().with("x-ms-requires-sync", "true");
     if let Some(auth) = &source.authorization {
@@ -422,11 +431,7 @@ impl BlobStore for AzureStore {
             metadata: (!metadata.is_empty()).then_some(metadata),
             blob_tags_string: request.tags.and_then(tags_header),
             tier: request.tier,
-            copy_source_authorization: request
-                .source
-                .authorization
-                .as_ref()
-                .map(|a| a.expose().to_string()),
+            copy_source_authorization: source_authorization(request.source),
             ..Default::default()
         };
         self.client(blob)?
@@ -449,10 +454,7 @@ impl BlobStore for AzureStore {
         let options = BlockBlobClientStageBlockFromUrlOptions {
             source_range: Some(HttpRange::new(offset, length)),
             source_if_match: source_if_match.map(etag),
-            copy_source_authorization: source
-                .authorization
-                .as_ref()
-                .map(|a| a.expose().to_string()),
+            copy_source_authorization: source_authorization(source),
             ..Default::default()
         };
         self.client(blob)?

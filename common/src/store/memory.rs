@@ -728,6 +728,48 @@ impl MemoryStore {
     }
 }
 
+/// A blob written whole from a source URL in one request (Copy Blob From URL, Put Blob From
+/// URL): what the two have in common.
+struct WholeWrite<'a> {
+    op: Op,
+    source: &'a CopySource,
+    source_if_match: Option<&'a str>,
+    condition: &'a Condition,
+    tags: Option<&'a BTreeMap<String, String>>,
+}
+
+impl MemoryStore {
+    /// Reads the source version under its condition and writes it to `blob` under the
+    /// destination's, with the content headers and metadata `properties` picks.
+    async fn write_whole(
+        &self,
+        blob: BlobRef<'_>,
+        write: WholeWrite<'_>,
+        properties: impl FnOnce(&Version) -> (ContentHeaders, BTreeMap<String, String>),
+    ) -> Result<(), StoreError> {
+        self.base_only(blob)?;
+        check_tags(&self.alias, write.tags)?;
+        let authorised = self.check_source_expiry(write.source);
+        self.call(write.op, Some(blob.name), |s| {
+            authorised?;
+            let source = self.read_source(s, write.source, write.source_if_match)?;
+            let (headers, metadata) = properties(&source);
+            let tags = write.tags.cloned().unwrap_or_default();
+            let now = s.now();
+            self.replace(s, blob, write.condition, |etag| Version {
+                content: source.content.clone(),
+                etag,
+                last_modified: now,
+                headers,
+                metadata,
+                tags,
+            })
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
 /// Tag keys (1–128) and values (0–256) of letters, digits, space and `+ - . / : = _`
 /// (<https://learn.microsoft.com/rest/api/storageservices/set-blob-tags>), at most 10.
 fn check_tags(alias: &str, tags: Option<&BTreeMap<String, String>>) -> Result<(), StoreError> {
@@ -991,23 +1033,16 @@ impl BlobStore for MemoryStore {
         blob: BlobRef<'_>,
         request: CopyFromUrl<'_>,
     ) -> Result<(), StoreError> {
-        self.base_only(blob)?;
-        check_tags(&self.alias, request.tags)?;
-        let authorised = self.check_source_expiry(request.source);
-        self.call(Op::CopyFromUrl, Some(blob.name), |s| {
-            authorised?;
-            let source = self.read_source(s, request.source, request.source_if_match)?;
-            let tags = request.tags.cloned().unwrap_or_default();
-            let now = s.now();
-            self.replace(s, blob, &request.condition, |etag| Version {
-                content: source.content.clone(),
-                etag,
-                last_modified: now,
-                headers: source.headers.clone(),
-                metadata: source.metadata.clone(),
-                tags,
-            })
-            .map(|_| ())
+        let target = WholeWrite {
+            op: Op::CopyFromUrl,
+            source: request.source,
+            source_if_match: request.source_if_match,
+            condition: &request.condition,
+            tags: request.tags,
+        };
+        // Copy Blob From URL carries the source's content headers and metadata.
+        self.write_whole(blob, target, |source| {
+            (source.headers.clone(), source.metadata.clone())
         })
         .await
     }
@@ -1021,23 +1056,15 @@ impl BlobStore for MemoryStore {
         blob: BlobRef<'_>,
         request: PutFromUrl<'_>,
     ) -> Result<(), StoreError> {
-        self.base_only(blob)?;
-        check_tags(&self.alias, request.tags)?;
-        let authorised = self.check_source_expiry(request.source);
-        self.call(Op::PutFromUrl, Some(blob.name), |s| {
-            authorised?;
-            let source = self.read_source(s, request.source, request.source_if_match)?;
-            let tags = request.tags.cloned().unwrap_or_default();
-            let now = s.now();
-            self.replace(s, blob, &request.condition, |etag| Version {
-                content: source.content.clone(),
-                etag,
-                last_modified: now,
-                headers: request.headers.clone(),
-                metadata: request.metadata.clone(),
-                tags,
-            })
-            .map(|_| ())
+        let target = WholeWrite {
+            op: Op::PutFromUrl,
+            source: request.source,
+            source_if_match: request.source_if_match,
+            condition: &request.condition,
+            tags: request.tags,
+        };
+        self.write_whole(blob, target, |_| {
+            (request.headers.clone(), request.metadata.clone())
         })
         .await
     }

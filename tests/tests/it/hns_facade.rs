@@ -45,21 +45,14 @@ impl World {
     async fn start(queue: &str, refusing_owner_changes: bool) -> World {
         let lab = Lab::start(queue, &["data"]).expect("lab");
         lab.src.ensure_container("data").await.expect("container");
-        let direct = lab.azurite.blob_endpoint(SOURCE_ACCOUNT);
-        let upstream = direct.trim_end_matches(&format!("/{SOURCE_ACCOUNT}"));
+        let upstream = lab.upstream(SOURCE_ACCOUNT);
         let facade = if refusing_owner_changes {
-            HnsFacade::start_refusing_owner_changes(upstream, lab.src.clone()).await
+            HnsFacade::start_refusing_owner_changes(&upstream, lab.src.clone()).await
         } else {
-            HnsFacade::start(upstream, lab.src.clone()).await
+            HnsFacade::start(&upstream, lab.src.clone()).await
         }
         .expect("facade");
-        let text = std::fs::read_to_string(&lab.path)
-            .expect("config")
-            .replace(&direct, &format!("{}/{SOURCE_ACCOUNT}", facade.url()));
-        assert!(
-            text.contains(&facade.url()),
-            "the endpoint is in the config"
-        );
+        let text = lab.config_through(SOURCE_ACCOUNT, &facade.url());
         let config = Config::parse(&text).expect("config");
         let (through, _) = lakevault_tests::accounts(&config).expect("accounts");
         World {

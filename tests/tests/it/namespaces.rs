@@ -14,22 +14,14 @@ use std::path::PathBuf;
 
 /// A config whose `account` blob endpoint is the façade's.
 async fn behind_facade(lab: &Lab, account: &str) -> (HnsFacade, PathBuf) {
-    let direct = lab.azurite.blob_endpoint(account);
+    let upstream = lab.upstream(account);
     let straight = if account == SOURCE_ACCOUNT {
         lab.src.clone()
     } else {
         lab.bak.clone()
     };
-    let facade = HnsFacade::start(direct.trim_end_matches(&format!("/{account}")), straight)
-        .await
-        .expect("facade");
-    let text = std::fs::read_to_string(&lab.path)
-        .expect("config")
-        .replace(&direct, &format!("{}/{account}", facade.url()));
-    assert!(
-        text.contains(&facade.url()),
-        "the endpoint is in the config"
-    );
+    let facade = HnsFacade::start(&upstream, straight).await.expect("facade");
+    let text = lab.config_through(account, &facade.url());
     let path = lab.dir.path().join(format!("hns-{account}.toml"));
     std::fs::write(&path, text).expect("config");
     (facade, path)

@@ -75,19 +75,12 @@ async fn where_the_service_answers_501_large_blobs_are_copied_in_ranges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_the_service_has_put_blob_from_url_a_large_blob_is_one_request() {
     let lab = Lab::start("pfu-whole", &["data"]).expect("lab");
-    let direct = lab.azurite.blob_endpoint(BACKUP_ACCOUNT);
-    let upstream = direct.trim_end_matches(&format!("/{BACKUP_ACCOUNT}"));
-    let facade = PutFromUrlFacade::start(upstream, lab.bak.clone())
+    let upstream = lab.upstream(BACKUP_ACCOUNT);
+    let facade = PutFromUrlFacade::start(&upstream, lab.bak.clone())
         .await
         .expect("facade");
     // The backup account is reached through the façade.
-    let text = std::fs::read_to_string(&lab.path)
-        .expect("config")
-        .replace(&direct, &format!("{}/{BACKUP_ACCOUNT}", facade.url()));
-    assert!(
-        text.contains(&facade.url()),
-        "the endpoint is in the config"
-    );
+    let text = lab.config_through(BACKUP_ACCOUNT, &facade.url());
     Config::parse(&text).expect("config");
     std::fs::write(&lab.path, text).expect("config");
 
