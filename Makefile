@@ -5,9 +5,10 @@
 #   make bench  coordinator list + diff at 50k/100k/200k blobs on the emulator (slow)
 #   make bench-hns  listing requests of an ADLS Gen2 directory walk next to a flat listing
 #   make bench-scale  plans of 1 to 10 million blobs on a synthetic storage endpoint
+#   make bench-fleet  distributed scans by 1, 4 and 16 worker processes on the same endpoint
 #   make bench-e2e  lakevault next to a bare copy loop and rclone on one emulator (slow)
 #   make soak   20,000 blobs backed up under kills, faults and a writer; nothing may be lost (slow)
-.PHONY: demo test bench bench-hns bench-scale bench-e2e soak azurite build check-infra fmt lint clean
+.PHONY: demo test bench bench-hns bench-scale bench-fleet bench-e2e soak azurite build check-infra fmt lint clean
 
 CARGO ?= cargo
 
@@ -42,6 +43,15 @@ bench-hns: azurite
 # a latency per page (tests/src/synthetic.rs). Writes target/bench/scale.md and .jsonl.
 bench-scale:
 	bash scripts/bench-scale.sh
+
+# Distributed scans of one generated lake (FLEET_LAYOUT: 120 directories of 18 days of
+# 1,000 files) by fleets of 1, 4 and 16 worker processes, each scanning one shard at a
+# time, at a latency per page high enough that this host's CPUs are not what limits the
+# fleet. Writes target/bench/fleet.md and .jsonl.
+FLEET_LAYOUT ?= 120,18,1000
+bench-fleet:
+	bash scripts/bench-scale.sh --scan-workers 1,4,16 --layout $(FLEET_LAYOUT) \
+	  --latency-ms 500 --report target/bench/fleet.md
 
 # Copies of the same seeded blobs (20,000 × 1 KiB, 500 × 1 MiB, one 1 GiB) by a bare Copy
 # Blob From URL loop, rclone sync and lakevault with 1, 2, 4 workers, on one Azurite; then

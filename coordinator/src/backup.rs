@@ -477,11 +477,47 @@ async fn scan_shape(
         Include::Tags
     };
     let root = scan.roots().into_iter().next().filter(|r| !r.is_empty());
-    let measured = probe::probe(&lister, root, include)
-        .await
-        .map_err(scan::listing_error)?;
+    // The memo names the listing without its query (a SAS would be a secret in it).
+    let mut url = lister.url().clone();
+    url.set_query(None);
+    let (url, root_text) = (url.to_string(), root.clone().unwrap_or_default());
+    let state = accounts.destination;
+    let now = time::OffsetDateTime::now_utc();
+    let recalled = probe::recall(
+        state,
+        &scan.source_alias,
+        &scan.container,
+        &url,
+        &root_text,
+        now,
+    )
+    .await;
+    let (measured, probed_at) = match recalled {
+        Some((measured, at)) => (measured, Some(at)),
+        None => {
+            let measured = probe::probe(&lister, root, include)
+                .await
+                .map_err(scan::listing_error)?;
+            if !measured.one_page && !options.dry_run {
+                let memo = probe::Remembered::new(&url, &root_text, &measured, now);
+                if let Err(e) =
+                    probe::remember(state, &scan.source_alias, &scan.container, &memo).await
+                {
+                    // Only the next run's shortcut is lost.
+                    tracing::warn!(container = %scan.container, error = %describe(&e), "could not remember the scan probe");
+                }
+            }
+            (measured, None)
+        }
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shape = probe::choose(&measured, cpus);
+    let mut shape = probe::choose(&measured, cpus);
+    if let Some(at) = probed_at {
+        shape.reason = format!(
+            "{} (as probed at {at}; probed again after 24 h)",
+            shape.reason
+        );
+    }
     let parallelism = options.scan_parallelism.unwrap_or(shape.parallelism);
     let shards = options.shards.unwrap_or(if parallelism > 1 {
         (parallelism * probe::SHARDS_PER_LISTING).max(shape.shards)

@@ -158,6 +158,11 @@ impl Lister {
         })
     }
 
+    /// The container's URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
     /// Requests the first page of a flat listing under `prefix` (5,000 entries), and says
     /// how long it took and how much of that was parsing it here.
     pub async fn timed_first_page(

@@ -19,9 +19,25 @@
 //! from 2 to [`MAX_AUTO_PARALLELISM`]; and four shards per parallel listing, so that
 //! unevenly sized subtrees still keep every listing busy. The probe costs four page
 //! requests (one for a listing of one page).
+//!
+//! What a probe measured of a container listing more than one page is remembered in the
+//! backup account's state container ([`remember`], [`recall`]) and reused by the runs of
+//! the next [`REMEMBER_FOR`]: the service behind a container does not change from one run
+//! to the next, the four pages are a quarter of a small container's listing on a service
+//! that answers one page at a time, and a remembered verdict keeps the shape of a daily
+//! run from changing with one noisy measurement. The shape itself is chosen again from it
+//! on every run, with this host's CPUs.
 
 use crate::listing::{Include, Lister, PageTiming};
+use lakevault_common::ledger;
+use lakevault_common::record::{parse_rfc3339, rfc3339};
+use lakevault_common::storage::StorageAccount;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How long a remembered probe is reused.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// The most shards an automatic choice lists at once.
 pub const MAX_AUTO_PARALLELISM: usize = 16;
@@ -138,9 +154,122 @@ pub async fn probe(
     })
 }
 
+/// A probe as remembered: which listing it measured, when, and what it measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub v: u32,
+    /// The container's URL (without query): a config pointing the same alias at another
+    /// account or endpoint does not reuse it.
+    pub url: String,
+    /// The prefix the probe listed under (`""`: the whole container).
+    pub root: String,
+    pub probed_at: String,
+    /// Nanoseconds, so that the shape chosen from a remembered probe is the one chosen
+    /// when it was measured.
+    pub page_ns: u64,
+    pub parse_ns: u64,
+    pub two_at_once_ns: u64,
+}
+
+fn memo_name(source_alias: &str, container: &str) -> String {
+    format!("probes/{source_alias}/{container}.json")
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Remembered {
+    pub fn new(url: &str, root: &str, probe: &Probe, at: OffsetDateTime) -> Self {
+        Remembered {
+            v: 1,
+            url: url.to_string(),
+            root: root.to_string(),
+            probed_at: rfc3339(at),
+            page_ns: nanos(probe.page),
+            parse_ns: nanos(probe.parse),
+            two_at_once_ns: nanos(probe.two_at_once),
+        }
+    }
+
+    /// The probe, if it measured this listing less than [`REMEMBER_FOR`] before `now`
+    /// (a time in the future, a clock set back, is not trusted).
+    pub fn usable(&self, url: &str, root: &str, now: OffsetDateTime) -> Option<Probe> {
+        let at = parse_rfc3339(&self.probed_at)?;
+        let age = now - at;
+        let fresh = age >= time::Duration::ZERO && age < REMEMBER_FOR;
+        (self.v == 1 && self.url == url && self.root == root && fresh).then(|| Probe {
+            one_page: false,
+            page: Duration::from_nanos(self.page_ns),
+            parse: Duration::from_nanos(self.parse_ns),
+            two_at_once: Duration::from_nanos(self.two_at_once_ns),
+        })
+    }
+}
+
+/// A remembered probe of this listing, with when it was taken, if one is fresh. Any
+/// failure to read it is a reason to probe again, not to fail the plan.
+pub async fn recall(
+    state: &StorageAccount,
+    source_alias: &str,
+    container: &str,
+    url: &str,
+    root: &str,
+    now: OffsetDateTime,
+) -> Option<(Probe, String)> {
+    match ledger::get_json::<Remembered>(state, &memo_name(source_alias, container)).await {
+        Ok(Some(memo)) => memo
+            .usable(url, root, now)
+            .map(|probe| (probe, memo.probed_at)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(container, error = %e, "remembered scan probe unreadable; probing again");
+            None
+        }
+    }
+}
+
+/// Remembers a probe of a listing of more than one page (one page is re-measured each
+/// time: it costs one request, and the container may have grown).
+pub async fn remember(
+    state: &StorageAccount,
+    source_alias: &str,
+    container: &str,
+    memo: &Remembered,
+) -> azure_core::Result<()> {
+    ledger::put_json(state, &memo_name(source_alias, container), memo).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_probe_serves_the_same_listing_for_a_day() {
+        let at = time::macros::datetime!(2026-12-01 10:00:00 UTC);
+        // Durations that are not whole microseconds come back exactly.
+        let measured = Probe {
+            page: Duration::from_nanos(450_000_123),
+            ..probe(450, 8, 650)
+        };
+        let memo = Remembered::new("http://a/c", "", &measured, at);
+        let url = "http://a/c";
+        let hour = time::Duration::hours(1);
+        assert_eq!(memo.usable(url, "", at + hour), Some(measured));
+        assert_eq!(
+            choose(&memo.usable(url, "", at + hour).unwrap(), 2),
+            choose(&measured, 2)
+        );
+        assert_eq!(memo.usable(url, "", at + 23 * hour), Some(measured));
+        // Stale, from the future, another endpoint, another root: probe again.
+        assert_eq!(memo.usable(url, "", at + 24 * hour), None);
+        assert_eq!(memo.usable(url, "", at - hour), None);
+        assert_eq!(memo.usable("http://b/c", "", at + hour), None);
+        assert_eq!(memo.usable(url, "raw/", at + hour), None);
+        // A record of another version is not understood.
+        let other = Remembered { v: 2, ..memo };
+        assert_eq!(other.usable(url, "", at + hour), None);
+    }
 
     fn probe(page_ms: u64, parse_ms: u64, two_ms: u64) -> Probe {
         Probe {

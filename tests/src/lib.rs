@@ -82,6 +82,27 @@ impl Lab {
         routed
     }
 
+    /// The text of this lab's config with both accounts' blob services reached through
+    /// `url` (`http://127.0.0.1:port`): a façade or synthetic endpoint in front of the
+    /// emulator's blob service. Queues stay on the emulator.
+    pub fn config_with_blob_service_at(&self, url: &str) -> String {
+        let text = std::fs::read_to_string(&self.path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
+        let routed = [azurite::SOURCE_ACCOUNT, azurite::BACKUP_ACCOUNT]
+            .iter()
+            .fold(text, |text, account| {
+                text.replace(
+                    &self.azurite.blob_endpoint(account),
+                    &format!("{url}/{account}"),
+                )
+            });
+        assert!(
+            !routed.contains(&self.upstream(azurite::SOURCE_ACCOUNT)),
+            "every blob endpoint of the config is routed"
+        );
+        routed
+    }
+
     /// Runs the coordinator with `args` and `--output json`; fails the test with its
     /// output unless it exits 0. Returns the JSON report.
     pub fn coordinator_ok(&self, args: &[&str]) -> serde_json::Value {

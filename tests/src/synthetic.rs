@@ -22,9 +22,18 @@
 //!   is proportional to the page: a page costs the same whatever the container's size or
 //!   the page's prefix, as on Azure (the emulator scans its whole store per page instead).
 //!
+//! Writes of blobs in a served backup container (the workers' copies, history snapshots
+//! and tombstone tags) are accepted and forgotten, answered as Azure answers them
+//! (<https://learn.microsoft.com/rest/api/storageservices/copy-blob-from-url>: 202 with
+//! `x-ms-copy-status: success`; <https://learn.microsoft.com/rest/api/storageservices/snapshot-blob>:
+//! 201 with `x-ms-snapshot`; <https://learn.microsoft.com/rest/api/storageservices/set-blob-tags>:
+//! 204; Put Blob, Put Block (From URL), Put Block List: 201), so a fleet of workers can
+//! scan and copy at this scale: the listings do not change, and the writes are counted.
+//!
 //! What it does not imitate: names that need escaping or `Encoded="true"` (its names are
 //! ASCII), metadata, snapshots and versions in listings, throttling (503), the account's
-//! request rate limits, and any request other than List Blobs on its containers.
+//! request rate limits, the conditions (`If-Match`, `If-None-Match`) of the writes it
+//! accepts, and any read of a blob in its containers.
 
 use crate::fault_proxy::{relay, relay_client, serve_on_loopback};
 use axum::body::Body;
@@ -428,6 +437,11 @@ pub struct Stats {
     pub backup_entries: AtomicU64,
     /// Requests relayed to the emulator.
     pub relayed: AtomicU64,
+    /// Blob writes accepted in backup containers: copies (Copy Blob From URL, Put Blob,
+    /// Put Block List), and separately snapshots and tag writes.
+    pub blobs_written: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub tags_written: AtomicU64,
 }
 
 struct Shared {
@@ -438,6 +452,8 @@ struct Shared {
     containers: RwLock<HashMap<(String, String), Side>>,
     latency: RwLock<Duration>,
     stats: Stats,
+    /// Writes accepted so far, of any kind.
+    writes: AtomicU64,
 }
 
 /// A running synthetic endpoint; stops when dropped.
@@ -472,6 +488,7 @@ impl SyntheticEndpoint {
             containers: RwLock::new(HashMap::new()),
             latency: RwLock::new(latency),
             stats: Stats::default(),
+            writes: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -524,22 +541,110 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
         .unwrap_or_default()
 }
 
+/// What a request is, for this endpoint.
+enum Route {
+    /// List Blobs of a served container.
+    List(Side, Result<ListQuery, String>),
+    /// A write of a blob in a served backup container.
+    Write,
+    /// Anything else: the emulator's.
+    Relay,
+}
+
+fn route(shared: &Shared, method: &axum::http::Method, path: &str, query: &str) -> Route {
+    let Some((account, rest)) = path.split_once('/') else {
+        return Route::Relay;
+    };
+    let (container, blob) = rest.split_once('/').unwrap_or((rest, ""));
+    let side = shared
+        .containers
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(account.to_string(), container.to_string()))
+        .copied();
+    match (side, blob.is_empty()) {
+        (Some(side), true) if method == axum::http::Method::GET => ListQuery::parse(query)
+            .map(|q| Route::List(side, q))
+            .unwrap_or(Route::Relay),
+        (Some(Side::Backup), false) if method == axum::http::Method::PUT => Route::Write,
+        _ => Route::Relay,
+    }
+}
+
+/// Accepts a blob write as Azure would answer it, and forgets it.
+fn accept_write(shared: &Shared, request: &Request) -> Response {
+    let now = time::OffsetDateTime::now_utc();
+    // Each write gets its own ETag and request id.
+    let n = shared.writes.fetch_add(1, Ordering::Relaxed);
+    let query = request.uri().query().unwrap_or_default();
+    let comp = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "comp")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let headers = request.headers();
+    let response = Response::builder()
+        .header("x-ms-version", "2025-11-05")
+        .header("x-ms-request-id", format!("synthetic-{n}"))
+        .header("date", http_date(now))
+        .header(
+            "etag",
+            format!("\"0x8DD{:013X}\"", mix64(n) & 0x000F_FFFF_FFFF_FFFF),
+        )
+        .header("last-modified", http_date(now));
+    let response = match comp.as_str() {
+        "snapshot" => {
+            shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+            let id = lakevault_common::record::rfc3339(now);
+            response.status(StatusCode::CREATED).header(
+                "x-ms-snapshot",
+                // Seven fractional digits, as the service writes snapshot ids.
+                format!("{}.{:07}Z", &id[..19], now.nanosecond() / 100),
+            )
+        }
+        "tags" => {
+            shared.stats.tags_written.fetch_add(1, Ordering::Relaxed);
+            response.status(StatusCode::NO_CONTENT)
+        }
+        // Put Block and Put Block From URL: the blob is counted at its block list.
+        "block" => response.status(StatusCode::CREATED),
+        _ => {
+            shared.stats.blobs_written.fetch_add(1, Ordering::Relaxed);
+            let synchronous_copy = headers.contains_key("x-ms-copy-source")
+                && headers
+                    .get("x-ms-requires-sync")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+            if synchronous_copy {
+                response
+                    .status(StatusCode::ACCEPTED)
+                    .header("x-ms-copy-id", format!("{:032x}", mix64(n)))
+                    .header("x-ms-copy-status", "success")
+            } else {
+                response
+                    .status(StatusCode::CREATED)
+                    .header("x-ms-request-server-encrypted", "true")
+            }
+        }
+    };
+    response.body(Body::empty()).unwrap_or_default()
+}
+
+fn http_date(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    t.format(&format).unwrap_or_default()
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let path = request.uri().path().trim_start_matches('/').to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
-    let side = match path.split_once('/') {
-        Some((account, container)) if request.method() == axum::http::Method::GET => shared
-            .containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(account.to_string(), container.to_string()))
-            .copied(),
-        _ => None,
-    };
-    let list = side.and_then(|side| ListQuery::parse(&query).map(|q| (side, q)));
-    let Some((side, parsed)) = list else {
-        shared.stats.relayed.fetch_add(1, Ordering::Relaxed);
-        return relay(&shared.client, &shared.upstream, request, false).await;
+    let (side, parsed) = match route(&shared, request.method(), &path, &query) {
+        Route::List(side, parsed) => (side, parsed),
+        Route::Write => return accept_write(&shared, &request),
+        Route::Relay => {
+            shared.stats.relayed.fetch_add(1, Ordering::Relaxed);
+            return relay(&shared.client, &shared.upstream, request, false).await;
+        }
     };
     let q = match parsed {
         Ok(q) => q,

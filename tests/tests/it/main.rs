@@ -27,6 +27,7 @@ mod serve;
 mod sharding;
 mod snapshots;
 mod soak;
+mod synthetic;
 mod telemetry;
 mod terminal;
 mod tombstones;
