@@ -14,14 +14,15 @@ pub const MAX_BLOCKS: u64 = 50_000;
 pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
 
 impl CopyEngine {
+    /// Copies `source` in ranges. Content headers and metadata are set on commit, so
+    /// `props` are the source's, read and checked to belong to the version being copied
+    /// ([`source_properties`]).
     pub(super) async fn block_copy(
         &self,
         source: Source<'_>,
         target: Target<'_>,
+        props: BlobProperties,
     ) -> Result<(), ItemFailure> {
-        // Content headers and metadata are set on commit, so read them from the source
-        // and make sure they belong to the version being copied.
-        let props = source_properties(source).await?;
         let block_size = effective_block_size(source.size, self.options.block_size)?;
         let ids = block_ids(source.blob.name, source.etag, source.size, block_size);
         let parallelism = self.options.block_parallelism.max(1);

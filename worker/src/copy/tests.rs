@@ -1740,10 +1740,16 @@ async fn a_service_without_put_blob_from_url_is_asked_once_then_copied_in_ranges
         let bytes: Vec<u8> = (0..7_000u32).map(|i| (i % 249) as u8).collect();
         rig.src.write("data", name, &bytes, &[("origin", "lake")]);
         let item = planned(&rig, name).await;
+        let reads = rig.world.calls("src", Op::Properties);
         engine
             .copy_item(&batch(MessageKind::Copy), &item)
             .await
             .unwrap();
+        assert_eq!(
+            rig.world.calls("src", Op::Properties) - reads,
+            1,
+            "{name}: the source's properties are read once, 501 or not"
+        );
         assert_eq!(content(&rig.bak, name), Some(bytes));
         assert_eq!(record(&rig.bak, name).await.source_etag, item.etag);
     }

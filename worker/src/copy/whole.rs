@@ -1,15 +1,15 @@
 //! Put Blob From URL: a source of up to 5,000 MiB written in one request
 //! (<https://learn.microsoft.com/rest/api/storageservices/put-blob-from-url>) instead of a
 //! Put Block From URL per range and a Put Block List. The request does not carry the
-//! source's metadata, so the source's properties are read first, checked to belong to
-//! the version being copied, and given. A destination service that answers `501 Not
-//! Implemented` (the storage emulator) is remembered as one: the caller takes the block
-//! path, now and for every later blob written to that account.
+//! source's metadata, so the source's properties, read first by the caller and checked
+//! to belong to the version being copied, are given. A destination service that answers
+//! `501 Not Implemented` (the storage emulator) is remembered as one: the caller takes
+//! the block path with the same properties, now and for every later blob written to that
+//! account.
 
-use super::blocks::source_properties;
 use super::write::{Source, Target, sign};
 use super::{CopyEngine, ItemFailure};
-use lakevault_common::store::{PutFromUrl, Side};
+use lakevault_common::store::{BlobProperties, PutFromUrl, Side};
 
 /// `501 Not Implemented`: the service does not have the operation.
 const NOT_IMPLEMENTED: u16 = 501;
@@ -21,15 +21,12 @@ impl CopyEngine {
         &self,
         source: Source<'_>,
         target: Target<'_>,
+        props: &BlobProperties,
     ) -> Option<Result<(), ItemFailure>> {
         let alias = target.store.alias();
         if self.lacks_put_from_url(alias) {
             return None;
         }
-        let props = match source_properties(source).await {
-            Ok(props) => props,
-            Err(failure) => return Some(Err(failure)),
-        };
         let url = match sign(source, self.options.source_sas_validity).await {
             Ok(url) => url,
             Err(failure) => return Some(Err(failure)),
@@ -41,8 +38,8 @@ impl CopyEngine {
                 PutFromUrl {
                     source: &url,
                     source_if_match: source.condition(),
-                    headers: props.headers,
-                    metadata: props.metadata,
+                    headers: props.headers.clone(),
+                    metadata: props.metadata.clone(),
                     tags: target.tags,
                     tier: target.tier,
                     condition: target.condition,

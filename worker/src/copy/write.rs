@@ -3,6 +3,7 @@
 //! Put Blob From URL up to `put_from_url_max` where the service has it, and ranged blocks
 //! above. Backup and restore differ only in what they pass.
 
+use super::blocks::source_properties;
 use super::{CopyEngine, ItemFailure};
 use lakevault_common::store::{AccessTier, BlobRef, BlobStore, Condition, CopyFromUrl, Side};
 use std::collections::BTreeMap;
@@ -65,12 +66,15 @@ impl CopyEngine {
                 .await
                 .map_err(|e| ItemFailure::from_store("copy blob from URL", Side::Backup, &e));
         }
+        // Both paths below give the source's content headers and metadata (neither
+        // request copies them): read once, whichever path the blob takes.
+        let props = source_properties(source).await?;
         if source.size <= self.options.put_from_url_max
-            && let Some(done) = self.whole_copy(source, target.clone()).await
+            && let Some(done) = self.whole_copy(source, target.clone(), &props).await
         {
             return done;
         }
-        self.block_copy(source, target).await
+        self.block_copy(source, target, props).await
     }
 }
 
