@@ -533,12 +533,9 @@ fn rclone_label<'a>(key: &'a str, system: &'a str, phase: Phase) -> Label<'a> {
 }
 
 /// rclone's copy, then its reruns with nothing changed.
-async fn rclone(
-    world: &World,
-    set: &DataSet,
-    truth: &Truth,
-    runs: &mut Vec<Run>,
-) -> anyhow::Result<()> {
+/// `rclone sync` into an empty backup container, checked; the container is left for the
+/// reruns.
+async fn rclone_copy(world: &World, set: &DataSet, truth: &Truth) -> anyhow::Result<(Run, String)> {
     let dest = format!("{}-rclone", set.container);
     world.direct.bak.create_container(&dest).await?;
     let copy = rclone_label("rclone", "rclone sync", Phase::Copy);
@@ -548,6 +545,16 @@ async fn rclone(
         .check(&world.direct.bak, &dest, "rclone")
         .await?
         .into();
+    Ok((copy, dest))
+}
+
+async fn rclone(
+    world: &World,
+    set: &DataSet,
+    truth: &Truth,
+    runs: &mut Vec<Run>,
+) -> anyhow::Result<()> {
+    let (copy, dest) = rclone_copy(world, set, truth).await?;
     runs.push(copy);
     let label = rclone_label(
         "rclone-rerun-checksum",
@@ -884,8 +891,67 @@ async fn bench_set(world: &World, set: &DataSet, runs: &mut Vec<Run>) -> anyhow:
     Ok(truth.with_md5())
 }
 
+/// What one round of the small set runs, in its order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Ceiling,
+    Rclone,
+    Lakevault(usize),
+}
+
+/// A round after the first (`round` from 2): the small set's copies again, in an order
+/// rotated by one each round, so that no system always follows the same one; then the
+/// bare listing and lakevault's no-change plan, over the backup of lakevault's last
+/// worker count.
+async fn later_round(world: &World, set: &DataSet, round: usize) -> anyhow::Result<Vec<Run>> {
+    let truth = Truth::read(&world.direct.src, set).await?;
+    eprintln!("{}: round {round}", set.key);
+    let mut steps = vec![Step::Ceiling, Step::Rclone];
+    steps.extend(world.args.workers.iter().map(|&w| Step::Lakevault(w)));
+    let turn = (round - 1) % steps.len();
+    steps.rotate_left(turn);
+    let kept = world
+        .args
+        .workers
+        .last()
+        .copied()
+        .context("no worker count")?;
+    let mut runs = Vec::new();
+    for step in steps {
+        match step {
+            Step::Ceiling => runs.push(ceiling(world, set, &truth).await?),
+            Step::Rclone => {
+                let (run, dest) = rclone_copy(world, set, &truth).await?;
+                world.delete_backup_container(&dest).await?;
+                runs.push(run);
+            }
+            Step::Lakevault(workers) => {
+                runs.push(lakevault_copy(world, set, &truth, workers).await?);
+                if workers != kept {
+                    let dest = format!("{}-w{workers}", set.container);
+                    world.delete_backup_container(&dest).await?;
+                }
+            }
+        }
+        if let Some(r) = runs.last() {
+            report_progress(r);
+        }
+    }
+    let backup = format!("{}-w{kept}", set.container);
+    for r in [
+        bare_listing(world, set, &backup).await?,
+        lakevault_rerun(world, set, &backup).await?,
+    ] {
+        report_progress(&r);
+        runs.push(r);
+    }
+    world.delete_backup_container(&backup).await?;
+    Ok(runs)
+}
+
 fn validate(args: &Args) -> anyhow::Result<()> {
     ensure!(args.small > 0, "--small must be at least 1");
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     ensure!(
         !args.workers.is_empty(),
@@ -962,7 +1028,14 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
             .insert(set.key.to_string(), with_md5);
         meta.azurite_peak_rss_mib = world.azurite_peak_rss_mib();
         meta.bench_seconds = started.elapsed().as_secs_f64();
-        report::write(&out, &meta, &sets, &runs)?;
+        report::write(&out, &meta, &sets, &runs, &[])?;
+    }
+    let mut later = Vec::new();
+    for round in 2..=world.args.rounds {
+        later.push(later_round(&world, &sets[0], round).await?);
+        meta.azurite_peak_rss_mib = world.azurite_peak_rss_mib();
+        meta.bench_seconds = started.elapsed().as_secs_f64();
+        report::write(&out, &meta, &sets, &runs, &later)?;
     }
     if world.args.docs {
         report::copy_charts_to_docs(&out)?;

@@ -15,6 +15,11 @@
 //! - **bare listing**: List Blobs of the source and of a backup container (pages of 5,000),
 //!   the two side by side: the floor of any no-change rerun that reads both sides.
 //!
+//! The small set's copies and no-change runs are then repeated (`--rounds`, default 3 in
+//! all), the systems in an order rotated by one each round: on a shared machine one run
+//! per system moves by tens of percent with whatever else runs, so the targets are judged
+//! on the median of each round's ratios (each round compares runs of that round only).
+//!
 //! Every system gets the same copies in flight in total (`--concurrency`, default 32:
 //! rclone's `--transfers`, the ceiling's, and lakevault's workers' `--concurrency` split
 //! evenly between them).
@@ -30,7 +35,8 @@
 //!
 //! After every copy the backup container is listed and compared with the source (names,
 //! sizes, Content-MD5 where both have one): a difference stops the bench. Nothing here
-//! asserts on a time: the report states the targets and whether this run met them.
+//! asserts on a time: the report states the targets and whether the rounds' medians met
+//! them.
 
 use anyhow::{Context, bail, ensure};
 use clap::{Parser, Subcommand};
@@ -96,6 +102,11 @@ struct Args {
     /// Copies in flight in total, the same for every system.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Rounds of the small set's copies and no-change runs: the targets are then the
+    /// medians of each round's ratios (rounds after the first run after every set, in a
+    /// rotated order).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// lakevault worker processes, one run each (each must divide --concurrency).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,

@@ -577,13 +577,112 @@ pub(super) fn charts(sets: &[DataSet], runs: &[Run]) -> Vec<(&'static str, Strin
 struct Json<'a> {
     meta: &'a Meta,
     sets: Vec<serde_json::Value>,
+    /// With more than one round, the medians of `targets_per_round`.
     targets: &'a [Target],
+    targets_per_round: &'a [Vec<Target>],
     runs: &'a [Run],
+    /// The small set's rounds after the first.
+    later_rounds: &'a [Vec<Run>],
 }
 
-pub(super) fn write(out: &Path, meta: &Meta, sets: &[DataSet], runs: &[Run]) -> anyhow::Result<()> {
-    let targets = targets(runs);
-    std::fs::write(out.join("e2e.md"), markdown(meta, sets, runs, &targets))?;
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Each target with, per lakevault run, the median of its rounds' ratios.
+fn median_targets(rounds: &[Vec<Target>]) -> Vec<Target> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let measured = t
+                .measured
+                .iter()
+                .map(|(who, _)| {
+                    let mut values: Vec<f64> = rounds
+                        .iter()
+                        .filter_map(|r| r.get(i)?.measured.iter().find(|(w, _)| w == who))
+                        .map(|(_, v)| *v)
+                        .collect();
+                    (who.clone(), median(&mut values))
+                })
+                .collect();
+            Target::new(&t.target, t.bound, t.limit, measured)
+        })
+        .collect()
+}
+
+/// Every round's ratio per target and lakevault run, and their median.
+fn rounds_table(rounds: &[Vec<Target>], medians: &[Target]) -> String {
+    let mut t = String::from("| target | lakevault run |");
+    for r in 1..=rounds.len() {
+        let _ = write!(t, " round {r} |");
+    }
+    t.push_str(" median | met |\n|---|---|");
+    for _ in 0..=rounds.len() {
+        t.push_str("---:|");
+    }
+    t.push_str("---|\n");
+    for (i, m) in medians.iter().enumerate() {
+        for (who, median) in &m.measured {
+            let _ = write!(t, "| {} | {who} |", m.target);
+            for r in rounds {
+                let v = r
+                    .get(i)
+                    .and_then(|x| x.measured.iter().find(|(w, _)| w == who))
+                    .map_or(f64::NAN, |(_, v)| *v);
+                let _ = write!(t, " {} |", ratio(v).trim_end_matches('×'));
+            }
+            let met = if m.met_by.contains(who) {
+                "yes"
+            } else {
+                "**no**"
+            };
+            let _ = writeln!(t, " {} | {met} |", ratio(*median).trim_end_matches('×'));
+        }
+    }
+    t
+}
+
+/// `runs`: every set, round 1; `extra`: the small set's later rounds, one list each.
+pub(super) fn write(
+    out: &Path,
+    meta: &Meta,
+    sets: &[DataSet],
+    runs: &[Run],
+    extra: &[Vec<Run>],
+) -> anyhow::Result<()> {
+    let per_round: Vec<Vec<Target>> = std::iter::once(targets(runs))
+        .chain(extra.iter().map(|r| targets(r)))
+        .collect();
+    let targets = median_targets(&per_round);
+    let mut md = markdown(meta, sets, runs, &targets);
+    if !extra.is_empty() {
+        md = md.replacen(
+            "## Targets, this run",
+            &format!(
+                "## Targets, the median of {} rounds (below)",
+                per_round.len()
+            ),
+            1,
+        );
+        let _ = write!(
+            md,
+            "\n## Rounds (small blobs)\n\nThe targets above are the medians of {} rounds. Round 1 is the run in the tables above; each later round ran, after every set, the small set's copies again (the ceiling, `rclone sync`, lakevault with each worker count, in an order rotated by one each round), then the bare listing and lakevault's no-change plan. Each round's ratios compare runs of that round only.\n\n{}",
+            per_round.len(),
+            rounds_table(&per_round, &targets)
+        );
+    }
+    std::fs::write(out.join("e2e.md"), md)?;
     let json = Json {
         meta,
         sets: sets
@@ -598,7 +697,9 @@ pub(super) fn write(out: &Path, meta: &Meta, sets: &[DataSet], runs: &[Run]) -> 
             })
             .collect(),
         targets: &targets,
+        targets_per_round: &per_round,
         runs,
+        later_rounds: extra,
     };
     std::fs::write(out.join("e2e.json"), serde_json::to_string_pretty(&json)?)?;
     for (name, svg) in charts(sets, runs) {
