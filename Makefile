@@ -55,7 +55,8 @@ bench-fleet:
 
 # Copies of the same seeded blobs (20,000 × 1 KiB, 500 × 1 MiB, one 1 GiB) by a bare Copy
 # Blob From URL loop, rclone sync and lakevault with 1, 2, 4 workers, on one Azurite; then
-# the no-change reruns next to a bare listing. Writes target/bench/e2e.md, .json and
+# the no-change reruns next to a bare listing; the small blobs in 3 rounds, the targets
+# judged on the rounds' medians. Writes target/bench/e2e.md, .json and
 # e2e-*.svg. Flags through E2E_ARGS, e.g. make bench-e2e E2E_ARGS="--no-large --docs".
 bench-e2e:
 	bash scripts/bench-e2e.sh $(E2E_ARGS)
