@@ -12,9 +12,15 @@ use lakevault_tests::synthetic::{Lake, Layout, Mix, Side, SyntheticEndpoint};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_scans_and_copies_a_generated_lake_exactly() {
-    let lab = Lab::start("synthetic", &["lake"]).expect("lab");
+/// A lab whose blob services are the synthetic endpoint serving `lake` as the container
+/// `lake` of both accounts (source and backup sides), with `latency` per page; returns
+/// the lab, the endpoint and a config routed through it.
+async fn synthetic_lab(
+    queue: &str,
+    lake: Lake,
+    latency: Duration,
+) -> (Lab, SyntheticEndpoint, std::path::PathBuf) {
+    let lab = Lab::start(queue, &["lake"]).expect("lab");
     // The containers exist on the emulator: their existence checks are relayed to it.
     lab.src
         .ensure_container("lake")
@@ -24,6 +30,18 @@ async fn a_fleet_scans_and_copies_a_generated_lake_exactly() {
         .ensure_container("lake")
         .await
         .expect("backup container");
+    let endpoint = SyntheticEndpoint::start(&lab.upstream(SOURCE_ACCOUNT), lake, latency)
+        .await
+        .expect("endpoint");
+    endpoint.serve(SOURCE_ACCOUNT, "lake", Side::Source);
+    endpoint.serve(BACKUP_ACCOUNT, "lake", Side::Backup);
+    let config = lab.dir.path().join("synthetic.toml");
+    std::fs::write(&config, lab.config_with_blob_service_at(&endpoint.url())).expect("config");
+    (lab, endpoint, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_scans_and_copies_a_generated_lake_exactly() {
     let lake = Lake::new(
         Layout {
             datasets: 12,
@@ -38,13 +56,7 @@ async fn a_fleet_scans_and_copies_a_generated_lake_exactly() {
         11,
     );
     let expected = lake.expected();
-    let endpoint = SyntheticEndpoint::start(&lab.upstream(SOURCE_ACCOUNT), lake, Duration::ZERO)
-        .await
-        .expect("endpoint");
-    endpoint.serve(SOURCE_ACCOUNT, "lake", Side::Source);
-    endpoint.serve(BACKUP_ACCOUNT, "lake", Side::Backup);
-    let config = lab.dir.path().join("synthetic.toml");
-    std::fs::write(&config, lab.config_with_blob_service_at(&endpoint.url())).expect("config");
+    let (lab, endpoint, config) = synthetic_lab("synthetic", lake, Duration::ZERO).await;
 
     let cap = (expected.deleted + 1).to_string();
     let report = coordinator_json(
@@ -103,15 +115,6 @@ async fn a_fleet_scans_and_copies_a_generated_lake_exactly() {
 /// the same container plans the same shape without them, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_run_reuses_the_remembered_probe_and_plans_the_same_shape() {
-    let lab = Lab::start("probememo", &["lake"]).expect("lab");
-    lab.src
-        .ensure_container("lake")
-        .await
-        .expect("source container");
-    lab.bak
-        .ensure_container("lake")
-        .await
-        .expect("backup container");
     let lake = Lake::new(
         Layout {
             datasets: 10,
@@ -128,17 +131,8 @@ async fn the_next_run_reuses_the_remembered_probe_and_plans_the_same_shape() {
     let expected = lake.expected();
     // A latency at which the probe's choice does not depend on this machine's noise:
     // parallel (two pages at once take as long as one), as many listings as allowed.
-    let endpoint = SyntheticEndpoint::start(
-        &lab.upstream(SOURCE_ACCOUNT),
-        lake,
-        Duration::from_millis(150),
-    )
-    .await
-    .expect("endpoint");
-    endpoint.serve(SOURCE_ACCOUNT, "lake", Side::Source);
-    endpoint.serve(BACKUP_ACCOUNT, "lake", Side::Backup);
-    let config = lab.dir.path().join("synthetic.toml");
-    std::fs::write(&config, lab.config_with_blob_service_at(&endpoint.url())).expect("config");
+    let (_lab, endpoint, config) =
+        synthetic_lab("probememo", lake, Duration::from_millis(150)).await;
 
     let source_pages = || endpoint.stats().source_pages.load(Ordering::Relaxed);
     let plan = |args: &[&str]| {
